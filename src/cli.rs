@@ -1,0 +1,107 @@
+//! The command line: `serve`, `check`, `token mint|inspect`, `demo`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "contentgate",
+    version,
+    about = "Edge gateway for headless-CMS GraphQL content APIs (Hygraph and APIs shaped like it)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Path to gateway.toml.
+        #[arg(
+            long,
+            short,
+            env = "CONTENTGATE_CONFIG",
+            default_value = "gateway.toml"
+        )]
+        config: PathBuf,
+        /// Take over the listening sockets of a running instance (zero-downtime upgrade).
+        #[arg(long)]
+        upgrade: bool,
+    },
+    /// Load and compile config and policies, print a summary; exit 1 listing every error.
+    Check {
+        #[arg(
+            long,
+            short,
+            env = "CONTENTGATE_CONFIG",
+            default_value = "gateway.toml"
+        )]
+        config: PathBuf,
+    },
+    /// Mint and inspect Permanent Auth Tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Start a sample Hygraph-shaped content API and the gateway in front of it, mint demo
+    /// tokens, and print ready-to-paste curl commands.
+    Demo {
+        /// Gateway proxy port.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Admin port (/metrics, /healthz, /readyz).
+        #[arg(long, default_value_t = 9090)]
+        admin_port: u16,
+        /// Port of the sample content API.
+        #[arg(long, default_value_t = 4000)]
+        upstream_port: u16,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Sign a PAT and print the JWT and the registry entry to add.
+    Mint {
+        /// Signing algorithm (HS256/384/512, RS256/384/512, PS256/384/512, ES256/384, EdDSA).
+        #[arg(long, default_value = "ES256")]
+        alg: String,
+        /// Private key PEM file (RSA, EC PKCS#8, Ed25519).
+        #[arg(long, conflicts_with_all = ["secret_env", "secret_file"])]
+        key: Option<PathBuf>,
+        /// Environment variable holding the HMAC secret (HS*).
+        #[arg(long)]
+        secret_env: Option<String>,
+        /// File holding the HMAC secret (HS*).
+        #[arg(long)]
+        secret_file: Option<PathBuf>,
+        /// Key id header; must match a configured key's kid.
+        #[arg(long)]
+        kid: Option<String>,
+        /// Reuse an existing jti to re-issue the same token (new aud/iss/key); new UUID if absent.
+        #[arg(long)]
+        jti: Option<String>,
+        #[arg(long)]
+        iss: Option<String>,
+        /// Audience; repeat for several.
+        #[arg(long)]
+        aud: Vec<String>,
+        #[arg(long)]
+        sub: Option<String>,
+        /// Optional lifetime, e.g. 90d (PATs are permanent by default).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<std::time::Duration>,
+        /// Name for the printed registry entry.
+        #[arg(long, default_value = "new-token")]
+        name: String,
+        /// Default stage for the printed registry entry.
+        #[arg(long, default_value = "PUBLISHED")]
+        default_stage: String,
+    },
+    /// Decode a JWT; with --config, verify it and say whether its jti is active, revoked or unknown.
+    Inspect {
+        jwt: String,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}

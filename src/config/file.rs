@@ -1,0 +1,144 @@
+//! Wire types for `gateway.toml`: exactly what an operator writes, nothing more.
+//!
+//! Every table denies unknown fields, so a misspelled key is an error at start-up instead of a
+//! silently ignored setting. These types are parsed, then compiled into [`super::Config`].
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: FileServer,
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<FileListener>,
+    pub admin: Option<FileAdmin>,
+    #[serde(default, rename = "upstream")]
+    pub upstreams: BTreeMap<String, FileUpstream>,
+    #[serde(default, rename = "endpoint")]
+    pub endpoints: Vec<FileEndpoint>,
+    #[serde(default)]
+    pub auth: FileAuth,
+    #[serde(default)]
+    pub cms: FileCms,
+    #[serde(default)]
+    pub policies: FilePolicies,
+    #[serde(default)]
+    pub limits: FileLimits,
+    #[serde(default)]
+    pub log: FileLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileServer {
+    pub threads: Option<usize>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub grace_period: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub shutdown_timeout: Option<Duration>,
+    pub runtime_dir: Option<String>,
+    pub upstream_keepalive_pool_size: Option<usize>,
+    pub write_buffer_bytes: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileListener {
+    pub address: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    pub address: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstream {
+    pub url: Spanned<String>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub connect_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub read_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub total_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub idle_timeout: Option<Duration>,
+    pub credential: Option<FileCredential>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCredential {
+    pub mode: Spanned<String>,
+    pub token_env: Option<String>,
+    pub token_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEndpoint {
+    pub path: Spanned<String>,
+    pub kind: Spanned<String>,
+    pub upstream: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAuth {
+    #[serde(default)]
+    pub issuers: Vec<String>,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub leeway: Option<Duration>,
+    #[serde(default, rename = "key")]
+    pub keys: Vec<FileKey>,
+    pub jwks_file: Option<Spanned<String>>,
+    pub verified_cache_entries: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileKey {
+    pub kid: Spanned<String>,
+    pub algorithm: Spanned<String>,
+    pub public_key_file: Option<String>,
+    pub secret_env: Option<String>,
+    pub secret_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCms {
+    pub stages: Option<Vec<String>>,
+    pub locales: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePolicies {
+    pub dir: Option<String>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub poll_interval: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    pub max_body_bytes: Option<usize>,
+    pub max_query_tokens: Option<usize>,
+    pub max_depth: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLog {
+    pub level: Option<String>,
+    pub format: Option<String>,
+}

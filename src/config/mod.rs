@@ -1,0 +1,532 @@
+//! The validated gateway configuration.
+//!
+//! `gateway.toml` is parsed into [`file::FileConfig`] and compiled here into types that cannot
+//! hold an invalid state: resolved socket addresses, parsed upstream URLs, durations with units,
+//! known endpoint kinds. Compilation collects every error it finds so an operator fixes them all
+//! in one pass (`contentgate check`).
+
+pub mod error;
+pub mod file;
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use pingora::upstreams::peer::HttpPeer;
+
+pub use error::{ConfigError, ConfigErrors, Source};
+use file::FileConfig;
+
+use crate::stage::{Locale, Stage};
+
+/// Pingora waits 300 s by default after SIGTERM; Kubernetes kills the pod after 30 s. The
+/// grace plus the shutdown timeout must fit inside `terminationGracePeriodSeconds` minus the
+/// preStop sleep (see deploy/).
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(15);
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Hygraph's own request size limit; larger documents are refused before parsing.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+/// A 16 KiB downstream write buffer lets a typical JSON response leave in one `send()` instead of
+/// Pingora's default 1460-byte chunks (measured: +26% cache-hit throughput on this hardware).
+pub const DEFAULT_WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
+/// What an endpoint is for; decides which checks and paths a request takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndpointKind {
+    /// Reads and writes, permission-checked, never cached.
+    Content,
+    /// The high-performance read path: queries only (mutations get 405).
+    Cdn,
+    /// The CMS management API, checked against management permissions.
+    Management,
+}
+
+impl EndpointKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Content => "content",
+            Self::Cdn => "cdn",
+            Self::Management => "management",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "content" => Some(Self::Content),
+            "cdn" => Some(Self::Cdn),
+            "management" => Some(Self::Management),
+            _ => None,
+        }
+    }
+}
+
+/// How the gateway authenticates itself to the upstream.
+#[derive(Clone)]
+pub enum Credential {
+    /// Drop the client's Authorization and send the gateway's service token.
+    Replace(HeaderValue),
+    /// Pass the client's Authorization through unchanged.
+    Forward,
+}
+
+impl std::fmt::Debug for Credential {
+    // The service token is a secret: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Replace(_) => f.write_str("Replace(<redacted>)"),
+            Self::Forward => f.write_str("Forward"),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Upstream {
+    pub name: String,
+    pub tls: bool,
+    /// `host[:port]` as the upstream expects it in the Host header.
+    pub host_header: HeaderValue,
+    /// Path (and query) of the upstream URL; every request goes to this one GraphQL endpoint.
+    pub path: String,
+    pub timeouts: UpstreamTimeouts,
+    pub credential: Credential,
+    /// Built once (address resolved, TLS and timeouts set) and cloned per request.
+    pub peer: HttpPeer,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamTimeouts {
+    pub connect: Duration,
+    /// Between two reads from the upstream (Pingora's `read_timeout` is per read).
+    pub read: Duration,
+    /// Whole response, enforced by the gateway on top of the per-read timeout.
+    pub total: Duration,
+    pub idle: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Path prefix, normalized without a trailing slash (`/content`).
+    pub path: String,
+    pub kind: EndpointKind,
+    pub upstream: Arc<Upstream>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub threads: usize,
+    pub grace_period: Duration,
+    pub shutdown_timeout: Duration,
+    /// Where Pingora keeps its pid file and upgrade socket; per instance, so two gateways on one
+    /// machine (tests, blue/green) never collide in /tmp.
+    pub runtime_dir: PathBuf,
+    pub upstream_keepalive_pool_size: usize,
+    pub write_buffer_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_query_tokens: usize,
+    pub max_depth: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub level: String,
+    pub json: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Cms {
+    pub stages: Vec<Stage>,
+    pub locales: Vec<Locale>,
+}
+
+impl Cms {
+    pub fn from_file(f: &file::FileCms) -> Self {
+        Self {
+            stages: names_or(f.stages.clone(), &["DRAFT", "PUBLISHED"])
+                .into_iter()
+                .map(Stage::new)
+                .collect(),
+            locales: names_or(f.locales.clone(), &["en"])
+                .into_iter()
+                .map(Locale::new)
+                .collect(),
+        }
+    }
+
+    pub fn stage(&self, name: &str) -> Option<&Stage> {
+        self.stages.iter().find(|s| s.as_str() == name)
+    }
+
+    pub fn locale(&self, name: &str) -> Option<&Locale> {
+        self.locales.iter().find(|l| l.as_str() == name)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub server: ServerSettings,
+    pub listeners: Vec<String>,
+    pub admin: Option<String>,
+    pub endpoints: Vec<Endpoint>,
+    pub cms: Cms,
+    pub policies_dir: PathBuf,
+    pub poll_interval: Duration,
+    pub limits: Limits,
+    pub log: LogSettings,
+    /// The `[auth]` table, compiled into the policy snapshot (keys are hot-reloadable).
+    pub auth: Arc<file::FileAuth>,
+}
+
+impl Config {
+    /// Loads and validates `gateway.toml`. Relative paths are resolved against its directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = error::read_file(path)?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+        let src = Source::new(path, text);
+        let file: FileConfig = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        compile(&src, &base, file)
+    }
+
+    /// The endpoint whose path prefix matches, longest prefix first.
+    pub fn route(&self, path: &str) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| path_matches(&e.path, path))
+    }
+}
+
+/// `/cdn` matches `/cdn`, `/cdn/` and `/cdn/anything`, never `/cdnx`.
+fn path_matches(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix == "/",
+        None => false,
+    }
+}
+
+pub fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn compile(src: &Source, base: &Path, file: FileConfig) -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+
+    let cms = Cms::from_file(&file.cms);
+    if cms.stages.is_empty() {
+        errors.push(src.error(None, "cms.stages", "at least one stage is required"));
+    }
+
+    let mut listeners = Vec::new();
+    if file.listeners.is_empty() {
+        errors.push(src.error(None, "listener", "at least one [[listener]] is required"));
+    }
+    for (i, l) in file.listeners.iter().enumerate() {
+        match check_addr(l.address.get_ref()) {
+            Ok(()) => listeners.push(l.address.get_ref().clone()),
+            Err(m) => {
+                errors.push(src.error(Some(l.address.span()), format!("listener[{i}].address"), m))
+            }
+        }
+    }
+    let admin = match &file.admin {
+        Some(a) => match check_addr(a.address.get_ref()) {
+            Ok(()) => Some(a.address.get_ref().clone()),
+            Err(m) => {
+                errors.push(src.error(Some(a.address.span()), "admin.address", m));
+                None
+            }
+        },
+        None => None,
+    };
+
+    let mut upstreams = BTreeMap::new();
+    if file.upstreams.is_empty() {
+        errors.push(src.error(
+            None,
+            "upstream",
+            "at least one [upstream.NAME] table is required",
+        ));
+    }
+    for (name, u) in &file.upstreams {
+        match compile_upstream(src, base, name, u) {
+            Ok(up) => {
+                upstreams.insert(name.clone(), Arc::new(up));
+            }
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+
+    let mut endpoints: Vec<Endpoint> = Vec::new();
+    if file.endpoints.is_empty() {
+        errors.push(src.error(None, "endpoint", "at least one [[endpoint]] is required"));
+    }
+    for (i, e) in file.endpoints.iter().enumerate() {
+        let field = |f: &str| format!("endpoint[{i}].{f}");
+        let raw_path = e.path.get_ref();
+        if !raw_path.starts_with('/') {
+            errors.push(src.error(Some(e.path.span()), field("path"), "must start with '/'"));
+            continue;
+        }
+        let path = if raw_path.len() > 1 {
+            raw_path.trim_end_matches('/').to_string()
+        } else {
+            raw_path.clone()
+        };
+        if endpoints.iter().any(|x| x.path == path) {
+            errors.push(src.error(
+                Some(e.path.span()),
+                field("path"),
+                format!("duplicate endpoint path {path}"),
+            ));
+        }
+        let Some(kind) = EndpointKind::parse(e.kind.get_ref()) else {
+            errors.push(src.error(
+                Some(e.kind.span()),
+                field("kind"),
+                format!(
+                    "unknown kind {:?} (expected content, cdn or management)",
+                    e.kind.get_ref()
+                ),
+            ));
+            continue;
+        };
+        let upstream = match &e.upstream {
+            Some(name) => match upstreams.get(name.get_ref()) {
+                Some(u) => u.clone(),
+                None => {
+                    if file.upstreams.contains_key(name.get_ref()) {
+                        continue; // already reported while compiling the upstream
+                    }
+                    errors.push(src.error(
+                        Some(name.span()),
+                        field("upstream"),
+                        format!("no [upstream.{}]", name.get_ref()),
+                    ));
+                    continue;
+                }
+            },
+            None if upstreams.len() == 1 => {
+                upstreams.values().next().cloned().expect("len checked")
+            }
+            None if file.upstreams.len() > 1 => {
+                errors.push(src.error(
+                    Some(e.path.span()),
+                    field("upstream"),
+                    "required when several upstreams are configured",
+                ));
+                continue;
+            }
+            None => continue,
+        };
+        endpoints.push(Endpoint {
+            path,
+            kind,
+            upstream,
+        });
+    }
+    // Longest prefix first, so `/cdn/v2` wins over `/cdn`.
+    endpoints.sort_by(|a, b| b.path.len().cmp(&a.path.len()));
+
+    let log = LogSettings {
+        level: file.log.level.unwrap_or_else(|| "info".into()),
+        json: match file.log.format.as_deref() {
+            None | Some("json") => true,
+            Some("text") => false,
+            Some(other) => {
+                errors.push(src.error(
+                    None,
+                    "log.format",
+                    format!("unknown format {other:?} (expected json or text)"),
+                ));
+                true
+            }
+        },
+    };
+
+    let threads = file.server.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    if threads == 0 {
+        errors.push(src.error(None, "server.threads", "must be at least 1"));
+    }
+    let runtime_dir = match &file.server.runtime_dir {
+        Some(d) => resolve(base, d),
+        None => std::env::temp_dir().join(format!("contentgate-{}", std::process::id())),
+    };
+    let server = ServerSettings {
+        threads,
+        grace_period: file.server.grace_period.unwrap_or(DEFAULT_GRACE_PERIOD),
+        shutdown_timeout: file
+            .server
+            .shutdown_timeout
+            .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+        runtime_dir,
+        upstream_keepalive_pool_size: file.server.upstream_keepalive_pool_size.unwrap_or(1024),
+        write_buffer_bytes: file
+            .server
+            .write_buffer_bytes
+            .unwrap_or(DEFAULT_WRITE_BUFFER_BYTES),
+    };
+
+    let limits = Limits {
+        max_body_bytes: file.limits.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        max_query_tokens: file.limits.max_query_tokens.unwrap_or(15_000),
+        max_depth: file.limits.max_depth.unwrap_or(64),
+    };
+
+    let policies_dir = resolve(base, file.policies.dir.as_deref().unwrap_or("policies"));
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    Ok(Config {
+        path: src.path.to_path_buf(),
+        server,
+        listeners,
+        admin,
+        endpoints,
+        cms,
+        policies_dir,
+        poll_interval: file
+            .policies
+            .poll_interval
+            .unwrap_or(Duration::from_secs(5)),
+        limits,
+        log,
+        auth: Arc::new(file.auth),
+    })
+}
+
+fn names_or(v: Option<Vec<String>>, default: &[&str]) -> Vec<String> {
+    v.unwrap_or_else(|| default.iter().map(|s| s.to_string()).collect())
+}
+
+fn check_addr(a: &str) -> Result<(), String> {
+    a.parse::<SocketAddr>()
+        .map(|_| ())
+        .map_err(|e| format!("{a:?} is not an ip:port socket address: {e}"))
+}
+
+fn compile_upstream(
+    src: &Source,
+    base: &Path,
+    name: &str,
+    u: &file::FileUpstream,
+) -> Result<Upstream, Vec<ConfigError>> {
+    let field = |f: &str| format!("upstream.{name}.{f}");
+    let span = Some(u.url.span());
+    let err = |f: &str, m: String| vec![src.error(span.clone(), field(f), m)];
+    let url =
+        url::Url::parse(u.url.get_ref()).map_err(|e| err("url", format!("invalid URL: {e}")))?;
+    let tls = match url.scheme() {
+        "http" => false,
+        "https" => true,
+        s => return Err(err("url", format!("scheme {s:?} is not http or https"))),
+    };
+    let host = url
+        .host_str()
+        .ok_or_else(|| err("url", "URL has no host".into()))?
+        .to_string();
+    let port = url
+        .port_or_known_default()
+        .unwrap_or(if tls { 443 } else { 80 });
+    let host_header = match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.clone(),
+    };
+    let mut path = url.path().to_string();
+    if let Some(q) = url.query() {
+        path.push('?');
+        path.push_str(q);
+    }
+    let addr = (host.trim_start_matches('[').trim_end_matches(']'), port)
+        .to_socket_addrs()
+        .map_err(|e| err("url", format!("cannot resolve {host}: {e}")))?
+        .next()
+        .ok_or_else(|| err("url", format!("{host} resolves to no address")))?;
+    let timeouts = UpstreamTimeouts {
+        connect: u.connect_timeout.unwrap_or(Duration::from_secs(3)),
+        read: u.read_timeout.unwrap_or(Duration::from_secs(15)),
+        total: u.total_timeout.unwrap_or(Duration::from_secs(30)),
+        idle: u.idle_timeout.unwrap_or(Duration::from_secs(60)),
+    };
+    let credential = match &u.credential {
+        None => Credential::Forward,
+        Some(c) => match c.mode.get_ref().as_str() {
+            "forward" => Credential::Forward,
+            "replace" => {
+                let token = match (&c.token_env, &c.token_file) {
+                    (Some(var), None) => std::env::var(var).map_err(|_| {
+                        vec![src.error(
+                            Some(c.mode.span()),
+                            field("credential.token_env"),
+                            format!("environment variable {var} is not set"),
+                        )]
+                    })?,
+                    (None, Some(f)) => std::fs::read_to_string(resolve(base, f)).map_err(|e| {
+                        vec![src.error(
+                            Some(c.mode.span()),
+                            field("credential.token_file"),
+                            format!("cannot read {f}: {e}"),
+                        )]
+                    })?,
+                    _ => {
+                        return Err(vec![src.error(
+                            Some(c.mode.span()),
+                            field("credential"),
+                            "mode = \"replace\" needs exactly one of token_env or token_file",
+                        )])
+                    }
+                };
+                let value =
+                    HeaderValue::try_from(format!("Bearer {}", token.trim())).map_err(|_| {
+                        vec![src.error(
+                            Some(c.mode.span()),
+                            field("credential"),
+                            "service token is not a valid header value",
+                        )]
+                    })?;
+                let mut value = value;
+                value.set_sensitive(true);
+                Credential::Replace(value)
+            }
+            other => {
+                return Err(vec![src.error(
+                    Some(c.mode.span()),
+                    field("credential.mode"),
+                    format!("unknown mode {other:?} (expected replace or forward)"),
+                )])
+            }
+        },
+    };
+    let mut peer = HttpPeer::new(addr, tls, host.clone());
+    peer.options.connection_timeout = Some(timeouts.connect);
+    peer.options.total_connection_timeout = Some(timeouts.connect);
+    peer.options.read_timeout = Some(timeouts.read);
+    peer.options.write_timeout = Some(timeouts.read);
+    peer.options.idle_timeout = Some(timeouts.idle);
+    Ok(Upstream {
+        name: name.to_string(),
+        tls,
+        host_header: HeaderValue::try_from(host_header)
+            .map_err(|_| err("url", "host is not a valid header value".into()))?,
+        path,
+        timeouts,
+        credential,
+        peer,
+    })
+}

@@ -1,0 +1,91 @@
+//! GraphQL-over-HTTP request parsing and the document facts the gateway decides on.
+//!
+//! [`request`] turns a POST JSON body or GET parameters into a [`request::GraphqlRequest`];
+//! [`document`] parses the query with apollo-parser (recursion and token limits set) and selects
+//! the operation, giving its type and its root fields with the `stage:`/`locales:` arguments
+//! resolved through variables and variable defaults.
+
+pub mod document;
+pub mod request;
+
+use thiserror::Error;
+
+/// Why a GraphQL request was refused before anything else looked at it. Each variant has a
+/// stable `code()` (error body and metric label) and maps to one status in `proxy::respond`.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum GraphqlError {
+    #[error("request body is not valid JSON: {0}")]
+    BodyNotJson(String),
+    #[error("request body must be a JSON object with a \"query\" string")]
+    NotAnObject,
+    #[error("batched requests (a JSON array) are not supported; send one operation per request")]
+    Batch,
+    #[error("missing \"query\": {0}")]
+    MissingQuery(&'static str),
+    #[error("\"{field}\" must be {expected}")]
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+    },
+    #[error("GET parameters are not valid: {0}")]
+    BadQueryString(String),
+    #[error("content type must be application/json for POST")]
+    UnsupportedMediaType,
+    #[error("request body exceeds {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("a GET request must not have a body")]
+    GetWithBody,
+    #[error("method {0} is not allowed; use GET or POST")]
+    MethodNotAllowed(String),
+    #[error("syntax error: {message} (at byte {index})")]
+    Syntax { message: String, index: usize },
+    #[error("document exceeds the {what} limit of {limit}")]
+    Limit { what: &'static str, limit: usize },
+    #[error("{0}")]
+    Operation(String),
+    #[error("subscriptions are not supported")]
+    Subscription,
+    #[error("mutations must be sent with POST")]
+    MutationOverGet,
+    #[error("mutations are not allowed on the cdn endpoint; use the content endpoint")]
+    MutationOnCdn,
+    #[error("invalid {what}: {message}")]
+    Argument { what: &'static str, message: String },
+}
+
+impl GraphqlError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BodyNotJson(_)
+            | Self::NotAnObject
+            | Self::MissingQuery(_)
+            | Self::WrongType { .. }
+            | Self::BadQueryString(_) => "BAD_REQUEST",
+            Self::Batch => "BATCH_NOT_SUPPORTED",
+            Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            Self::BodyTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            Self::GetWithBody => "BAD_REQUEST",
+            Self::MethodNotAllowed(_) | Self::MutationOverGet | Self::MutationOnCdn => {
+                "METHOD_NOT_ALLOWED"
+            }
+            Self::Syntax { .. } => "GRAPHQL_PARSE_FAILED",
+            Self::Limit { .. } => "LIMIT_EXCEEDED",
+            Self::Operation(_) | Self::Subscription => "BAD_OPERATION",
+            Self::Argument { .. } => "BAD_USER_INPUT",
+        }
+    }
+
+    /// The closed set of rejection reasons used as a metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Syntax { .. } => "parse",
+            Self::Limit { .. } | Self::BodyTooLarge { .. } => "limit",
+            Self::MethodNotAllowed(_)
+            | Self::MutationOverGet
+            | Self::MutationOnCdn
+            | Self::GetWithBody => "method",
+            Self::UnsupportedMediaType => "content_type",
+            _ => "request",
+        }
+    }
+}

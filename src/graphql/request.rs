@@ -1,0 +1,188 @@
+//! GraphQL-over-HTTP: from a POST JSON body or GET query parameters to one request.
+//!
+//! Well-formed JSON that is not a GraphQL request (`{"qeury": …}`, `"variables": [7]`) is a
+//! 400 `BAD_REQUEST`, not a 422: the gateway never gets as far as validating the document
+//! against a schema, so every request-shape error is a client syntax error to it.
+
+use serde_json::{Map, Value};
+
+use super::GraphqlError;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GraphqlRequest {
+    pub query: String,
+    pub operation_name: Option<String>,
+    pub variables: Map<String, Value>,
+    pub extensions: Option<Value>,
+}
+
+impl GraphqlRequest {
+    /// Parses a POST body (`application/json`).
+    pub fn from_json(body: &[u8]) -> Result<Self, GraphqlError> {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| GraphqlError::BodyNotJson(e.to_string()))?;
+        let mut obj = match value {
+            Value::Object(o) => o,
+            Value::Array(_) => return Err(GraphqlError::Batch),
+            _ => return Err(GraphqlError::NotAnObject),
+        };
+        let query = match obj.remove("query") {
+            Some(Value::String(q)) => q,
+            Some(Value::Null) | None => {
+                return Err(GraphqlError::MissingQuery(
+                    "persisted queries are not supported",
+                ))
+            }
+            Some(_) => {
+                return Err(GraphqlError::WrongType {
+                    field: "query",
+                    expected: "a string",
+                })
+            }
+        };
+        let operation_name = match obj.remove("operationName") {
+            Some(Value::String(s)) => Some(s),
+            Some(Value::Null) | None => None,
+            Some(_) => {
+                return Err(GraphqlError::WrongType {
+                    field: "operationName",
+                    expected: "a string or null",
+                })
+            }
+        };
+        let variables = match obj.remove("variables") {
+            Some(Value::Object(m)) => m,
+            Some(Value::Null) | None => Map::new(),
+            Some(_) => {
+                return Err(GraphqlError::WrongType {
+                    field: "variables",
+                    expected: "an object or null",
+                })
+            }
+        };
+        let extensions = match obj.remove("extensions") {
+            Some(Value::Null) | None => None,
+            Some(v @ Value::Object(_)) => Some(v),
+            Some(_) => {
+                return Err(GraphqlError::WrongType {
+                    field: "extensions",
+                    expected: "an object or null",
+                })
+            }
+        };
+        Ok(Self {
+            query,
+            operation_name,
+            variables,
+            extensions,
+        })
+    }
+
+    /// Parses GET parameters (`?query=…&variables=…&operationName=…`). Repeated parameters are
+    /// refused: which copy wins would differ between the gateway and the CMS.
+    pub fn from_query_string(qs: &str) -> Result<Self, GraphqlError> {
+        let mut query = None;
+        let mut operation_name = None;
+        let mut variables = None;
+        let mut extensions = None;
+        for (k, v) in url::form_urlencoded::parse(qs.as_bytes()) {
+            let slot = match k.as_ref() {
+                "query" => &mut query,
+                "operationName" => &mut operation_name,
+                "variables" => &mut variables,
+                "extensions" => &mut extensions,
+                _ => continue,
+            };
+            if slot.is_some() {
+                return Err(GraphqlError::BadQueryString(format!(
+                    "parameter {k:?} is repeated"
+                )));
+            }
+            *slot = Some(v.into_owned());
+        }
+        let query = query.ok_or(GraphqlError::MissingQuery("no query parameter"))?;
+        let variables = match variables.as_deref() {
+            None | Some("") => Map::new(),
+            Some(v) => match serde_json::from_str(v) {
+                Ok(Value::Object(m)) => m,
+                Ok(Value::Null) => Map::new(),
+                Ok(_) => {
+                    return Err(GraphqlError::WrongType {
+                        field: "variables",
+                        expected: "a JSON object",
+                    })
+                }
+                Err(e) => {
+                    return Err(GraphqlError::BadQueryString(format!(
+                        "variables is not JSON: {e}"
+                    )))
+                }
+            },
+        };
+        let extensions = match extensions.as_deref() {
+            None | Some("") => None,
+            Some(v) => match serde_json::from_str(v) {
+                Ok(v @ Value::Object(_)) => Some(v),
+                _ => {
+                    return Err(GraphqlError::WrongType {
+                        field: "extensions",
+                        expected: "a JSON object",
+                    })
+                }
+            },
+        };
+        Ok(Self {
+            query,
+            operation_name: operation_name.filter(|s| !s.is_empty()),
+            variables,
+            extensions,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn post_shapes() {
+        let r = GraphqlRequest::from_json(
+            br#"{"query":"{ posts { id } }","variables":{"a":1},"operationName":null}"#,
+        )
+        .unwrap();
+        assert_eq!(r.query, "{ posts { id } }");
+        assert_eq!(r.variables.get("a"), Some(&Value::from(1)));
+        assert_eq!(GraphqlRequest::from_json(b"[{}]"), Err(GraphqlError::Batch));
+        assert!(matches!(
+            GraphqlRequest::from_json(br#"{"qeury":"{a}"}"#),
+            Err(GraphqlError::MissingQuery(_))
+        ));
+        assert!(matches!(
+            GraphqlRequest::from_json(br#"{"query":"{a}","variables":[7]}"#),
+            Err(GraphqlError::WrongType {
+                field: "variables",
+                ..
+            })
+        ));
+        assert!(matches!(
+            GraphqlRequest::from_json(b"{nope"),
+            Err(GraphqlError::BodyNotJson(_))
+        ));
+        assert_eq!(
+            GraphqlRequest::from_json(b"\"q\""),
+            Err(GraphqlError::NotAnObject)
+        );
+    }
+
+    #[test]
+    fn get_shapes() {
+        let r = GraphqlRequest::from_query_string(
+            "query=%7B%20posts%20%7B%20id%20%7D%20%7D&variables=%7B%22x%22%3A1%7D",
+        )
+        .unwrap();
+        assert_eq!(r.query, "{ posts { id } }");
+        assert_eq!(r.variables.get("x"), Some(&Value::from(1)));
+        assert!(GraphqlRequest::from_query_string("query=a&query=b").is_err());
+        assert!(GraphqlRequest::from_query_string("variables=%7B%7D").is_err());
+    }
+}

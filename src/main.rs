@@ -1,0 +1,112 @@
+//! Thin binary: parse the command line, load, build the Pingora server, run.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use contentgate::cli::{Cli, Command, TokenCommand};
+use contentgate::config::Config;
+use contentgate::server::{self, Runtime};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    contentgate::install_crypto_provider();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config, upgrade } => {
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => return fail(&e.to_string()),
+            };
+            contentgate::telemetry::init(&cfg.log.level, cfg.log.json);
+            let rt = match Runtime::load(cfg) {
+                Ok(rt) => rt,
+                Err(e) => return fail(&e.to_string()),
+            };
+            tracing::info!(summary = %rt.store.snapshot().summary(), "contentgate starting");
+            server::build(&rt, upgrade).run_forever()
+        }
+        Command::Check { config } => match contentgate::check::run(&config) {
+            Ok(summary) => {
+                println!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        Command::Token(TokenCommand::Mint {
+            alg,
+            key,
+            secret_env,
+            secret_file,
+            kid,
+            jti,
+            iss,
+            aud,
+            sub,
+            expires_in,
+            name,
+            default_stage,
+        }) => {
+            let key_bytes = match (key, secret_env, secret_file) {
+                (Some(p), None, None) => {
+                    std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+                }
+                (None, Some(v), None) => std::env::var(&v)
+                    .map(String::into_bytes)
+                    .map_err(|_| format!("environment variable {v} is not set")),
+                (None, None, Some(p)) => std::fs::read(&p)
+                    .map(|b| String::from_utf8_lossy(&b).trim_end().as_bytes().to_vec())
+                    .map_err(|e| format!("cannot read {}: {e}", p.display())),
+                _ => Err("give exactly one of --key, --secret-env, --secret-file".to_string()),
+            };
+            let key_bytes = match key_bytes {
+                Ok(k) => k,
+                Err(e) => return fail(&e),
+            };
+            let req = contentgate::token::MintRequest {
+                algorithm: &alg,
+                key: &key_bytes,
+                kid: kid.as_deref(),
+                jti: jti.as_deref(),
+                issuer: iss.as_deref(),
+                audiences: &aud,
+                subject: sub.as_deref(),
+                expires_in,
+            };
+            match contentgate::token::mint(&req) {
+                Ok((jwt, jti)) => {
+                    println!("{jwt}");
+                    eprintln!(
+                        "\n# registry entry to add to policies/tokens.toml:\n{}",
+                        contentgate::token::registry_entry(&jti, &name, &default_stage)
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Token(TokenCommand::Inspect { jwt, config }) => {
+            match contentgate::token::inspect(&jwt, config.as_deref()) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Demo {
+            port,
+            admin_port,
+            upstream_port,
+        } => match contentgate::demo::run(port, admin_port, upstream_port) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("contentgate: error:\n{message}");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,175 @@
+//! The decision for one request, independent of Pingora: authenticate, parse, check the
+//! request shape and limits, decide the stage. Returns what to forward or why to refuse.
+//!
+//! Kept free of I/O so the same code path is exercised by the proxy, the unit tests and the
+//! benches. The proxy reads the body (bounded) and hands it in; nothing here touches the
+//! upstream, so every refusal is guaranteed to leave the origin untouched.
+
+use http::Method;
+
+use crate::auth::{self, AuthError, Principal};
+use crate::config::{EndpointKind, Limits};
+use crate::graphql::document::{self, Operation, OperationKind, ParseLimits};
+use crate::graphql::request::GraphqlRequest;
+use crate::graphql::GraphqlError;
+use crate::policy::Snapshot;
+use crate::stage::{EffectiveStage, Locale, Stage};
+
+/// What the proxy knows about the request when it decides.
+pub struct Incoming<'a> {
+    pub method: &'a Method,
+    pub endpoint: EndpointKind,
+    pub authorization: Vec<&'a [u8]>,
+    pub content_type: Option<&'a [u8]>,
+    pub stage_header: Vec<&'a [u8]>,
+    pub locales_header: Vec<&'a [u8]>,
+    pub query_string: Option<&'a str>,
+    /// The whole body for POST; `None` for GET.
+    pub body: Option<&'a [u8]>,
+}
+
+/// A request that may go upstream.
+#[derive(Debug)]
+pub struct Admitted {
+    pub principal: Principal,
+    pub request: GraphqlRequest,
+    pub operation: Operation,
+    pub stage: EffectiveStage,
+    /// Locales from the `gcms-locales` header, in the client's order.
+    pub header_locales: Option<Vec<Locale>>,
+}
+
+/// Why a request is refused. `proxy::respond` holds the one table from here to HTTP.
+#[derive(Debug)]
+pub enum Rejection {
+    NotFound,
+    Auth(AuthError),
+    Graphql(GraphqlError),
+}
+
+impl From<AuthError> for Rejection {
+    fn from(e: AuthError) -> Self {
+        Self::Auth(e)
+    }
+}
+
+impl From<GraphqlError> for Rejection {
+    fn from(e: GraphqlError) -> Self {
+        Self::Graphql(e)
+    }
+}
+
+/// Whether a `Content-Type` is JSON (`application/json`, any parameters, any case). The
+/// GraphQL-over-HTTP `application/graphql-response+json` is a response type, not accepted here.
+pub fn is_json(content_type: &[u8]) -> bool {
+    let media = content_type
+        .split(|b| *b == b';')
+        .next()
+        .unwrap_or_default();
+    media.trim_ascii().eq_ignore_ascii_case(b"application/json")
+}
+
+/// Authenticates and decides. The method and content type are checked before the token so a
+/// CSRF-style form post never costs a signature verification.
+pub fn decide(input: &Incoming, snap: &Snapshot, limits: &Limits) -> Result<Admitted, Rejection> {
+    let request = match (input.method, input.body) {
+        (m, Some(body)) if m == Method::POST => {
+            if !input.content_type.is_some_and(is_json) {
+                return Err(GraphqlError::UnsupportedMediaType.into());
+            }
+            Some(body)
+        }
+        (m, None) if m == Method::GET => None,
+        (m, _) => return Err(GraphqlError::MethodNotAllowed(m.to_string()).into()),
+    };
+    let principal = auth::authenticate(&input.authorization, snap)?;
+    let request = match request {
+        Some(body) => GraphqlRequest::from_json(body)?,
+        None => GraphqlRequest::from_query_string(input.query_string.unwrap_or(""))?,
+    };
+    let operation = document::parse_operation(
+        &request,
+        ParseLimits {
+            recursion: limits.max_depth,
+            tokens: limits.max_query_tokens,
+        },
+    )?;
+    if operation.kind == OperationKind::Mutation {
+        if input.method == Method::GET {
+            return Err(GraphqlError::MutationOverGet.into());
+        }
+        if input.endpoint == EndpointKind::Cdn {
+            return Err(GraphqlError::MutationOnCdn.into());
+        }
+    }
+    let header_stage = single_header(&input.stage_header, "gcms-stage")?
+        .map(|s| known_stage(snap, s, "gcms-stage header"))
+        .transpose()?;
+    let header_locales = single_header(&input.locales_header, "gcms-locales")?
+        .map(|v| {
+            v.split(',')
+                .map(|l| known_locale(snap, l.trim(), "gcms-locales header"))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    let mut arguments = Vec::with_capacity(operation.root_fields.len());
+    for f in &operation.root_fields {
+        arguments.push(
+            f.stage
+                .as_deref()
+                .map(|s| known_stage(snap, s, "stage argument"))
+                .transpose()?,
+        );
+        for l in f.locales.iter().flatten() {
+            known_locale(snap, l, "locales argument")?;
+        }
+    }
+    let stage = EffectiveStage::decide(&arguments, header_stage, &principal.policy().default_stage);
+    Ok(Admitted {
+        principal,
+        request,
+        operation,
+        stage,
+        header_locales,
+    })
+}
+
+/// One header value as text; a repeated header is ambiguous and refused.
+fn single_header<'a>(
+    values: &[&'a [u8]],
+    name: &'static str,
+) -> Result<Option<&'a str>, GraphqlError> {
+    match values {
+        [] => Ok(None),
+        [one] => std::str::from_utf8(one)
+            .map(|s| Some(s.trim()))
+            .map_err(|_| GraphqlError::Argument {
+                what: name,
+                message: "not valid text".into(),
+            }),
+        _ => Err(GraphqlError::Argument {
+            what: name,
+            message: "header is repeated".into(),
+        }),
+    }
+}
+
+fn known_stage(snap: &Snapshot, name: &str, what: &'static str) -> Result<Stage, GraphqlError> {
+    snap.cms
+        .stage(name)
+        .cloned()
+        .ok_or_else(|| GraphqlError::Argument {
+            what,
+            message: format!("unknown stage {name:?}"),
+        })
+}
+
+fn known_locale(snap: &Snapshot, name: &str, what: &'static str) -> Result<Locale, GraphqlError> {
+    snap.cms
+        .locale(name)
+        .cloned()
+        .ok_or_else(|| GraphqlError::Argument {
+            what,
+            message: format!("unknown locale {name:?}"),
+        })
+}

@@ -1,0 +1,463 @@
+//! Reading the policy inputs and compiling them into a [`Snapshot`], collecting every error.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use sha2::{Digest, Sha256};
+
+use super::file::{FilePermission, FilePublic, FileRegistry, FileToken, JsonRegistry};
+use super::{PrincipalPolicy, RateLimit, Snapshot, TokenEntry};
+use crate::auth::keys::KeySet;
+use crate::auth::Verifier;
+use crate::config::file::FileConfig;
+use crate::config::{resolve, Cms, ConfigError, ConfigErrors, Source};
+use crate::permissions::{Action, Grant, Permissions, Scope};
+use crate::stage::Stage;
+
+pub const PUBLIC_FILE: &str = "public.toml";
+pub const TOKENS_TOML: &str = "tokens.toml";
+pub const TOKENS_JSON: &str = "tokens.json";
+pub const REVOKED_FILE: &str = "revoked.txt";
+
+/// Default capacity of the verified-token cache (entries, ~100 bytes each).
+const DEFAULT_VERIFIED_CACHE_ENTRIES: u64 = 100_000;
+
+/// The raw text of every input of a snapshot, read in one pass.
+pub struct Inputs {
+    pub config_path: PathBuf,
+    pub config_text: String,
+    pub dir: PathBuf,
+    pub public: Option<String>,
+    pub tokens: Option<(PathBuf, String)>,
+    pub revoked: Option<String>,
+    /// Modification time of revoked.txt, for the revocation-lag metric.
+    pub revoked_mtime: Option<SystemTime>,
+}
+
+impl Inputs {
+    pub fn read(config_path: &Path) -> Result<Inputs, ConfigErrors> {
+        let config_text = crate::config::error::read_file(config_path)?;
+        let src = Source::new(config_path, &config_text);
+        let file: FileConfig = toml::from_str(&config_text).map_err(|e| src.toml_error(&e))?;
+        let base = config_path.parent().unwrap_or(Path::new("."));
+        let dir = resolve(base, file.policies.dir.as_deref().unwrap_or("policies"));
+        let read_opt = |name: &str| -> Result<Option<String>, ConfigError> {
+            let p = dir.join(name);
+            match std::fs::read_to_string(&p) {
+                Ok(t) => Ok(Some(t)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(ConfigError::new(&p, None, "", format!("cannot read: {e}"))),
+            }
+        };
+        let mut errors = Vec::new();
+        let mut take = |r: Result<Option<String>, ConfigError>| {
+            r.unwrap_or_else(|e| {
+                errors.push(e);
+                None
+            })
+        };
+        let public = take(read_opt(PUBLIC_FILE));
+        let toml_tokens = take(read_opt(TOKENS_TOML));
+        let json_tokens = take(read_opt(TOKENS_JSON));
+        let revoked = take(read_opt(REVOKED_FILE));
+        let tokens = match (toml_tokens, json_tokens) {
+            (Some(_), Some(_)) => {
+                errors.push(ConfigError::new(
+                    &dir,
+                    None,
+                    "",
+                    format!("both {TOKENS_TOML} and {TOKENS_JSON} exist; keep one registry"),
+                ));
+                None
+            }
+            (Some(t), None) => Some((dir.join(TOKENS_TOML), t)),
+            (None, Some(t)) => Some((dir.join(TOKENS_JSON), t)),
+            (None, None) => None,
+        };
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        let revoked_mtime = std::fs::metadata(dir.join(REVOKED_FILE))
+            .and_then(|m| m.modified())
+            .ok();
+        Ok(Inputs {
+            config_path: config_path.to_path_buf(),
+            config_text,
+            dir,
+            public,
+            tokens,
+            revoked,
+            revoked_mtime,
+        })
+    }
+
+    pub fn digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        for part in [
+            Some(self.config_text.as_str()),
+            self.public.as_deref(),
+            self.tokens.as_ref().map(|(_, t)| t.as_str()),
+            self.revoked.as_deref(),
+        ] {
+            match part {
+                Some(t) => {
+                    h.update([1]);
+                    h.update((t.len() as u64).to_be_bytes());
+                    h.update(t.as_bytes());
+                }
+                None => h.update([0]),
+            }
+        }
+        h.finalize().into()
+    }
+}
+
+/// Compiles `inputs` into a snapshot with the given generation. `previous` guards against an
+/// emptied file wiping a populated registry and lets an unchanged verifier (and its cache) be
+/// reused.
+pub fn compile(
+    inputs: &Inputs,
+    generation: u64,
+    previous: Option<&Snapshot>,
+) -> Result<Snapshot, ConfigErrors> {
+    let src = Source::new(&inputs.config_path, &inputs.config_text);
+    let file: FileConfig = toml::from_str(&inputs.config_text).map_err(|e| src.toml_error(&e))?;
+    let mut errors = Vec::new();
+    let cms = Cms::from_file(&file.cms);
+
+    // Keys and the verifier.
+    let verifier = match KeySet::load(&file.auth, &inputs.config_path, &inputs.config_text) {
+        Ok((keys, material)) => {
+            let mut h = Sha256::new();
+            h.update(format!(
+                "{:?}|{:?}|{:?}",
+                file.auth.issuers, file.auth.audiences, file.auth.leeway
+            ));
+            for k in &file.auth.keys {
+                h.update(format!("{}|{}", k.kid.get_ref(), k.algorithm.get_ref()));
+            }
+            h.update(&material);
+            let digest: [u8; 32] = h.finalize().into();
+            match previous {
+                Some(p) if p.verifier.source_digest == digest => Some(p.verifier.clone()),
+                _ => Some(Arc::new(Verifier::new(
+                    keys,
+                    file.auth.issuers.clone(),
+                    file.auth.audiences.clone(),
+                    file.auth.leeway.unwrap_or(Duration::from_secs(30)),
+                    file.auth
+                        .verified_cache_entries
+                        .unwrap_or(DEFAULT_VERIFIED_CACHE_ENTRIES),
+                    digest,
+                ))),
+            }
+        }
+        Err(mut e) => {
+            errors.append(&mut e);
+            None
+        }
+    };
+
+    // Public policy.
+    let public_path = inputs.dir.join(super::compile::PUBLIC_FILE);
+    let public = match &inputs.public {
+        None => {
+            errors.push(ConfigError::new(
+                &public_path,
+                None,
+                "",
+                "missing: the public access policy is required (it may grant nothing)",
+            ));
+            None
+        }
+        Some(text) => {
+            let psrc = Source::new(&public_path, text);
+            match toml::from_str::<FilePublic>(text) {
+                Err(e) => {
+                    errors.push(psrc.toml_error(&e));
+                    None
+                }
+                Ok(p) => {
+                    let mut local = Vec::new();
+                    let default_stage =
+                        stage(&psrc, &cms, &p.default_stage, "default_stage", &mut local);
+                    let permissions =
+                        permissions(&psrc, &cms, &p.permissions, "permission", &mut local);
+                    errors.append(&mut local);
+                    default_stage.map(|default_stage| PrincipalPolicy {
+                        default_stage,
+                        permissions,
+                        introspection: p.introspection,
+                    })
+                }
+            }
+        }
+    };
+
+    // Token registry.
+    let mut tokens: HashMap<Arc<str>, Arc<TokenEntry>> = HashMap::new();
+    match &inputs.tokens {
+        None => {
+            if previous.is_some_and(|p| !p.tokens.is_empty()) {
+                errors.push(ConfigError::new(&inputs.dir.join(TOKENS_TOML), None, "", "the token registry disappeared while entries existed; refusing to drop every token"));
+            }
+        }
+        Some((path, text)) => {
+            let tsrc = Source::new(path, text);
+            if text.trim().is_empty() && previous.is_some_and(|p| !p.tokens.is_empty()) {
+                errors.push(tsrc.error(None, "", "file is empty while entries existed (truncated write?); write `token = []` to empty the registry on purpose"));
+            }
+            let parsed: Result<Vec<FileToken>, ConfigError> =
+                if path.extension().is_some_and(|e| e == "json") {
+                    if text.trim().is_empty() {
+                        Ok(Vec::new())
+                    } else {
+                        serde_json::from_str::<JsonRegistry>(text)
+                            .map(|r| r.tokens.into_iter().map(Into::into).collect())
+                            .map_err(|e| ConfigError::new(path, Some(e.line()), "", e.to_string()))
+                    }
+                } else {
+                    toml::from_str::<FileRegistry>(text)
+                        .map(|r| r.tokens)
+                        .map_err(|e| tsrc.toml_error(&e))
+                };
+            match parsed {
+                Err(e) => errors.push(e),
+                Ok(list) => {
+                    tokens.reserve(list.len());
+                    for (i, t) in list.iter().enumerate() {
+                        if let Some(entry) = token(&tsrc, &cms, i, t, &mut errors) {
+                            if tokens.insert(entry.jti.clone(), Arc::new(entry)).is_some() {
+                                errors.push(tsrc.error(
+                                    Some(t.jti.span()),
+                                    format!("token[{i}].jti"),
+                                    format!("duplicate jti {:?}", t.jti.get_ref()),
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // Revocation set.
+    let revoked_path = inputs.dir.join(REVOKED_FILE);
+    let mut revoked: HashSet<Arc<str>> = HashSet::new();
+    let revoked_text = inputs.revoked.as_deref().unwrap_or("");
+    if revoked_text.trim().is_empty() && previous.is_some_and(|p| !p.revoked.is_empty()) {
+        errors.push(ConfigError::new(&revoked_path, None, "", "revocation file is empty or missing while revocations existed; refusing to un-revoke every jti (write a comment line to empty it on purpose)"));
+    }
+    for (n, line) in revoked_text.lines().enumerate() {
+        let jti = line.split('#').next().unwrap_or("").trim();
+        if jti.is_empty() {
+            continue;
+        }
+        if jti.contains(char::is_whitespace) {
+            errors.push(ConfigError::new(
+                &revoked_path,
+                Some(n + 1),
+                "jti",
+                "one jti per line",
+            ));
+            continue;
+        }
+        revoked.insert(Arc::from(jti));
+    }
+
+    let revoked_digest: [u8; 32] = Sha256::digest(revoked_text.as_bytes()).into();
+    match (errors.is_empty(), verifier, public) {
+        (true, Some(verifier), Some(public)) => Ok(Snapshot {
+            generation,
+            loaded_at: SystemTime::now(),
+            cms,
+            public: Arc::new(public),
+            tokens,
+            revoked,
+            verifier,
+            inputs_digest: inputs.digest(),
+            revoked_digest,
+        }),
+        _ => Err(ConfigErrors(errors)),
+    }
+}
+
+fn token(
+    src: &Source,
+    cms: &Cms,
+    i: usize,
+    t: &FileToken,
+    errors: &mut Vec<ConfigError>,
+) -> Option<TokenEntry> {
+    let before = errors.len();
+    let field = |f: &str| format!("token[{i}].{f}");
+    let jti = t.jti.get_ref().trim();
+    if jti.is_empty() || jti.contains(char::is_whitespace) || jti.contains('#') {
+        errors.push(src.error(
+            Some(t.jti.span()),
+            field("jti"),
+            "must be a non-empty string without whitespace or '#'",
+        ));
+    }
+    if t.name.trim().is_empty() {
+        errors.push(src.error(Some(t.jti.span()), field("name"), "must not be empty"));
+    }
+    let default_stage = stage(src, cms, &t.default_stage, &field("default_stage"), errors);
+    let permissions = permissions(src, cms, &t.permissions, &field("permission"), errors);
+    let mut pinned = Vec::new();
+    for (j, p) in t.pinned_sha256.iter().enumerate() {
+        match hex::decode(p.trim())
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        {
+            Some(d) => pinned.push(d),
+            None => errors.push(src.error(
+                Some(t.jti.span()),
+                field(&format!("pinned_sha256[{j}]")),
+                "must be 64 hex digits (sha256)",
+            )),
+        }
+    }
+    let rate_limit = match &t.rate_limit {
+        Some(r) if r.requests_per_second == 0 => {
+            errors.push(src.error(
+                Some(t.jti.span()),
+                field("rate_limit.requests_per_second"),
+                "must be at least 1",
+            ));
+            None
+        }
+        Some(r) => Some(RateLimit {
+            requests_per_second: r.requests_per_second,
+            burst: r.burst.unwrap_or(r.requests_per_second),
+        }),
+        None => None,
+    };
+    if errors.len() != before {
+        return None;
+    }
+    Some(TokenEntry {
+        jti: Arc::from(jti),
+        name: t.name.clone(),
+        description: t.description.clone(),
+        policy: PrincipalPolicy {
+            default_stage: default_stage?,
+            permissions,
+            introspection: t.introspection,
+        },
+        management: t.management.clone(),
+        pinned_sha256: pinned,
+        rate_limit,
+    })
+}
+
+fn stage(
+    src: &Source,
+    cms: &Cms,
+    s: &toml::Spanned<String>,
+    field: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Stage> {
+    match cms.stage(s.get_ref()) {
+        Some(st) => Some(st.clone()),
+        None => {
+            errors.push(src.error(
+                Some(s.span()),
+                field,
+                format!("unknown stage {:?} (known: {:?})", s.get_ref(), cms.stages),
+            ));
+            None
+        }
+    }
+}
+
+fn permissions(
+    src: &Source,
+    cms: &Cms,
+    list: &[FilePermission],
+    field: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Permissions {
+    let mut grants = Vec::new();
+    for (i, p) in list.iter().enumerate() {
+        let span = Some(p.action.span());
+        let f = |x: &str| format!("{field}[{i}].{x}");
+        let Some(action) = Action::parse(p.action.get_ref()) else {
+            errors.push(src.error(span, f("action"), format!(
+                "unknown action {:?} (read, read_versions, create, update, delete, publish, unpublish)",
+                p.action.get_ref()
+            )));
+            continue;
+        };
+        let stages =
+            |v: &Option<Vec<String>>, name: &str, errors: &mut Vec<ConfigError>| -> Scope<Stage> {
+                scope(
+                    v,
+                    |s| cms.stage(s).cloned(),
+                    |bad| {
+                        errors.push(src.error(
+                            span.clone(),
+                            f(name),
+                            format!("unknown stage {bad:?} (known: {:?})", cms.stages),
+                        ))
+                    },
+                )
+            };
+        let grant = Grant {
+            action,
+            models: match &p.models {
+                None => Scope::All,
+                Some(m) if m.iter().any(|x| x == "*") => Scope::All,
+                Some(m) => Scope::Only(m.iter().cloned().collect::<BTreeSet<_>>()),
+            },
+            stages: stages(&p.stages, "stages", errors),
+            locales: scope(
+                &p.locales,
+                |l| cms.locale(l).cloned(),
+                |bad| {
+                    errors.push(src.error(
+                        span.clone(),
+                        f("locales"),
+                        format!("unknown locale {bad:?} (known: {:?})", cms.locales),
+                    ))
+                },
+            ),
+            from_stages: stages(&p.from_stages, "from_stages", errors),
+            to_stages: stages(&p.to_stages, "to_stages", errors),
+        };
+        if action != Action::Publish && (p.from_stages.is_some() || p.to_stages.is_some()) {
+            errors.push(src.error(
+                span.clone(),
+                f("from_stages"),
+                "from_stages/to_stages apply to the publish action only",
+            ));
+        }
+        grants.push(grant);
+    }
+    Permissions::new(grants)
+}
+
+fn scope<T: Ord>(
+    v: &Option<Vec<String>>,
+    known: impl Fn(&str) -> Option<T>,
+    mut unknown: impl FnMut(&str),
+) -> Scope<T> {
+    match v {
+        None => Scope::All,
+        Some(items) if items.iter().any(|x| x == "*") => Scope::All,
+        Some(items) => Scope::Only(
+            items
+                .iter()
+                .filter_map(|i| {
+                    let k = known(i);
+                    if k.is_none() {
+                        unknown(i);
+                    }
+                    k
+                })
+                .collect(),
+        ),
+    }
+}

@@ -1,0 +1,131 @@
+//! The current snapshot behind `ArcSwap`, and reloading it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+
+use super::compile::{compile, Inputs};
+use super::Snapshot;
+use crate::config::ConfigErrors;
+use crate::metrics::Metrics;
+
+pub struct PolicyStore {
+    current: ArcSwap<Snapshot>,
+    config_path: PathBuf,
+    metrics: Arc<Metrics>,
+    /// Serializes reloads (watcher, timer and SIGHUP may fire together).
+    reload_lock: Mutex<()>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    Applied { generation: u64 },
+    Unchanged,
+}
+
+impl PolicyStore {
+    /// Loads the first snapshot; failing here fails start-up.
+    pub fn load(
+        config_path: &Path,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<PolicyStore>, ConfigErrors> {
+        let inputs = Inputs::read(config_path)?;
+        let snap = compile(&inputs, 1, None)?;
+        let store = PolicyStore {
+            current: ArcSwap::from_pointee(snap),
+            config_path: config_path.to_path_buf(),
+            metrics,
+            reload_lock: Mutex::new(()),
+        };
+        store.publish_gauges(&store.current.load());
+        store.metrics.reloads.with_label_values(&["applied"]).inc();
+        Ok(Arc::new(store))
+    }
+
+    /// The snapshot a request uses from start to end.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Re-reads every input; compiles and swaps when anything changed. A failure keeps the
+    /// current snapshot, is logged with file, line and reason, and counted as rejected.
+    pub fn reload(&self, trigger: &'static str) -> Result<ReloadOutcome, ConfigErrors> {
+        let _guard = self.reload_lock.lock();
+        let current = self.current.load_full();
+        let result = Inputs::read(&self.config_path).and_then(|inputs| {
+            if inputs.digest() == current.inputs_digest {
+                return Ok(None);
+            }
+            compile(&inputs, current.generation + 1, Some(&current))
+                .map(|s| Some((s, inputs.revoked_mtime)))
+        });
+        match result {
+            Ok(None) => Ok(ReloadOutcome::Unchanged),
+            Ok(Some((snap, revoked_mtime))) => {
+                let generation = snap.generation;
+                if snap.revoked_digest != current.revoked_digest {
+                    if let Some(lag) =
+                        revoked_mtime.and_then(|m| SystemTime::now().duration_since(m).ok())
+                    {
+                        self.metrics.revocation_lag.observe(lag.as_secs_f64());
+                    }
+                }
+                let snap = Arc::new(snap);
+                self.publish_gauges(&snap);
+                tracing::info!(
+                    target: "audit",
+                    event = "reload_applied",
+                    trigger,
+                    generation,
+                    tokens = snap.tokens.len(),
+                    revoked = snap.revoked.len(),
+                    "policy snapshot applied"
+                );
+                self.current.store(snap);
+                self.metrics.reloads.with_label_values(&["applied"]).inc();
+                Ok(ReloadOutcome::Applied { generation })
+            }
+            Err(errors) => {
+                self.metrics.reloads.with_label_values(&["rejected"]).inc();
+                for e in &errors.0 {
+                    tracing::error!(
+                        target: "audit",
+                        event = "reload_rejected",
+                        trigger,
+                        file = %e.file.display(),
+                        line = e.line,
+                        field = %e.field,
+                        reason = %e.message,
+                        "policy reload rejected; the previous snapshot keeps serving"
+                    );
+                }
+                Err(errors)
+            }
+        }
+    }
+
+    fn publish_gauges(&self, snap: &Snapshot) {
+        self.metrics.generation.set(snap.generation as i64);
+        self.metrics.registry_tokens.set(snap.tokens.len() as i64);
+        self.metrics.registry_revoked.set(snap.revoked.len() as i64);
+        let t = snap
+            .loaded_at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.metrics.last_reload.set(t);
+    }
+
+    pub fn policies_dir(&self) -> PathBuf {
+        Inputs::read(&self.config_path)
+            .map(|i| i.dir)
+            .unwrap_or_default()
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+}

@@ -1,0 +1,521 @@
+//! The Pingora proxy: each `ProxyHttp` hook is a few lines that delegate.
+//!
+//! `request_filter` reads the (bounded) body, runs [`crate::pipeline::decide`] and either lets
+//! the request continue upstream or writes the refusal; `upstream_request_filter` rewrites the
+//! request for the CMS (path, Host, credential, injected stage, hop-by-hop headers);
+//! `fail_to_proxy` turns upstream failures into 502/504; `logging` records the access log and
+//! metrics. Pingora's `Ok(true)` ("response already written") never leaves this module.
+
+pub mod ctx;
+pub mod respond;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use http::Method;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType};
+
+use crate::config::{Config, Credential};
+use crate::graphql::GraphqlError;
+use crate::metrics::{status_class, Metrics};
+use crate::pipeline::{self, Incoming, Rejection};
+use crate::policy::store::PolicyStore;
+use ctx::RequestCtx;
+use respond::ErrorResponse;
+
+/// Pingora replays a request body to the upstream from its retry buffer, which holds 64 KiB;
+/// the gateway must read the whole body before deciding, so this bounds what it can forward.
+pub const MAX_FORWARDED_BODY_BYTES: usize = 64 * 1024;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) plus proxy credentials: never forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
+
+pub struct Gateway {
+    pub config: Arc<Config>,
+    pub store: Arc<PolicyStore>,
+    pub metrics: Arc<Metrics>,
+}
+
+enum Flow {
+    Forward,
+    Respond(ErrorResponse),
+}
+
+impl Gateway {
+    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Flow> {
+        let Some(endpoint) = self.config.route(session.req_header().uri.path()).cloned() else {
+            return Ok(Flow::Respond((&Rejection::NotFound).into()));
+        };
+        ctx.endpoint = Some(endpoint);
+        let snap = self.store.snapshot();
+        ctx.snapshot = Some(snap.clone());
+        let method = session.req_header().method.clone();
+        let limit = self.config.limits.max_body_bytes;
+        let body = if method == Method::POST {
+            match read_body(session, limit).await? {
+                Ok(b) => Some(b),
+                Err(e) => return Ok(self.refuse(ctx, Rejection::Graphql(e))),
+            }
+        } else {
+            if method == Method::GET && has_body(session.req_header()) {
+                return Ok(self.refuse(ctx, Rejection::Graphql(GraphqlError::GetWithBody)));
+            }
+            None
+        };
+        let req = session.req_header();
+        let input = Incoming {
+            method: &method,
+            endpoint: ctx.endpoint.as_ref().map(|e| e.kind).expect("set above"),
+            authorization: req
+                .headers
+                .get_all(http::header::AUTHORIZATION)
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect(),
+            content_type: req
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .map(|v| v.as_bytes()),
+            stage_header: req
+                .headers
+                .get_all("gcms-stage")
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect(),
+            locales_header: req
+                .headers
+                .get_all("gcms-locales")
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect(),
+            query_string: req.uri.query(),
+            body: body.as_deref(),
+        };
+        match pipeline::decide(&input, &snap, &self.config.limits) {
+            Ok(admitted) => {
+                let reason = match admitted.principal {
+                    crate::auth::Principal::Public(_) => "public",
+                    crate::auth::Principal::Token(_) => "ok",
+                };
+                self.metrics.auth_results.with_label_values(&[reason]).inc();
+                if admitted.stage.inject {
+                    self.metrics
+                        .stage_injections
+                        .with_label_values(&[admitted.principal.kind()])
+                        .inc();
+                }
+                ctx.admitted = Some(admitted);
+                ctx.body = body;
+                Ok(Flow::Forward)
+            }
+            Err(rejection) => Ok(self.refuse(ctx, rejection)),
+        }
+    }
+
+    fn refuse(&self, ctx: &mut RequestCtx, rejection: Rejection) -> Flow {
+        match &rejection {
+            Rejection::Auth(e) => {
+                self.metrics
+                    .auth_results
+                    .with_label_values(&[e.reason()])
+                    .inc();
+                ctx.refusal_reason = Some(e.reason());
+                if matches!(
+                    e,
+                    crate::auth::AuthError::Revoked | crate::auth::AuthError::UnknownJti
+                ) {
+                    tracing::info!(target: "audit", event = "token_refused", request_id = %ctx.request_id, reason = e.reason(), "revoked or unknown token presented");
+                }
+            }
+            Rejection::Graphql(e) => {
+                self.metrics
+                    .graphql_rejections
+                    .with_label_values(&[e.reason()])
+                    .inc();
+                ctx.refusal_reason = Some(e.reason());
+            }
+            Rejection::NotFound => ctx.refusal_reason = Some("not_found"),
+        }
+        Flow::Respond((&rejection).into())
+    }
+
+    async fn write_error(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        err: &ErrorResponse,
+    ) -> Result<()> {
+        let body = err.body(&ctx.request_id);
+        let header = err.header_block(&ctx.request_id, body.len());
+        ctx.own_status = Some(err.status);
+        // The connection may hold an unread body or a half-parsed request: do not reuse it.
+        if session.req_header().method != Method::GET || err.status == 400 || err.status == 413 {
+            session.set_keepalive(None);
+        }
+        session
+            .write_response_header(Box::new(header), false)
+            .await?;
+        session.write_response_body(Some(body), true).await
+    }
+}
+
+/// Reads the whole request body, refusing it as soon as it exceeds `limit` (checked against
+/// Content-Length first, so an oversized upload is refused without being read).
+async fn read_body(
+    session: &mut Session,
+    limit: usize,
+) -> Result<std::result::Result<Bytes, GraphqlError>> {
+    let limit = limit.min(MAX_FORWARDED_BODY_BYTES);
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Ok(Err(GraphqlError::BodyTooLarge { limit }));
+    }
+    session.enable_retry_buffering();
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
+    while let Some(chunk) = session.read_request_body().await? {
+        if buf.len() + chunk.len() > limit {
+            return Ok(Err(GraphqlError::BodyTooLarge { limit }));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Ok(buf.freeze()))
+}
+
+fn has_body(req: &RequestHeader) -> bool {
+    req.headers.contains_key(http::header::TRANSFER_ENCODING)
+        || req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
+fn is_timeout(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ConnectTimedout
+            | ErrorType::ReadTimedout
+            | ErrorType::WriteTimedout
+            | ErrorType::TLSHandshakeTimedout
+    ) || matches!(e.etype(), ErrorType::Custom(c) if *c == UPSTREAM_DEADLINE)
+}
+
+/// Closed set for `contentgate_upstream_errors_total{kind}`.
+fn error_kind(e: &Error) -> &'static str {
+    match e.etype() {
+        ErrorType::ConnectTimedout
+        | ErrorType::ReadTimedout
+        | ErrorType::WriteTimedout
+        | ErrorType::TLSHandshakeTimedout => "timeout",
+        ErrorType::Custom(c) if *c == UPSTREAM_DEADLINE => "timeout",
+        ErrorType::TLSHandshakeFailure
+        | ErrorType::InvalidCert
+        | ErrorType::HandshakeError
+        | ErrorType::TLSWantX509Lookup => "tls",
+        ErrorType::ConnectRefused
+        | ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError
+        | ErrorType::BindError
+        | ErrorType::SocketError => "connect",
+        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError => "reset",
+        _ => "protocol",
+    }
+}
+
+const UPSTREAM_DEADLINE: &str = "upstream total timeout";
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        self.metrics.in_flight.inc();
+        RequestCtx::new()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        match self.admit(session, ctx).await? {
+            Flow::Forward => Ok(false),
+            Flow::Respond(err) => {
+                self.write_error(session, ctx, &err).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let endpoint = ctx
+            .endpoint
+            .as_ref()
+            .ok_or_else(|| Error::new(ErrorType::InternalError))?;
+        let now = Instant::now();
+        ctx.upstream_started = Some(now);
+        ctx.upstream_deadline = Some(now + endpoint.upstream.timeouts.total);
+        Ok(Box::new(endpoint.upstream.peer.clone()))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        up: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let endpoint = ctx
+            .endpoint
+            .as_ref()
+            .ok_or_else(|| Error::new(ErrorType::InternalError))?;
+        let upstream = &endpoint.upstream;
+        // Headers named in Connection are hop-by-hop too.
+        let named: Vec<String> = up
+            .headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+            .filter(|s| !s.is_empty())
+            .collect();
+        for h in HOP_BY_HOP
+            .iter()
+            .copied()
+            .chain(named.iter().map(String::as_str))
+        {
+            up.remove_header(h);
+        }
+        let path = match (
+            session.req_header().method == Method::GET,
+            session.req_header().uri.query(),
+        ) {
+            (true, Some(q)) if upstream.path.contains('?') => format!("{}&{q}", upstream.path),
+            (true, Some(q)) => format!("{}?{q}", upstream.path),
+            _ => upstream.path.clone(),
+        };
+        up.set_uri(
+            path.parse()
+                .map_err(|_| Error::new(ErrorType::InternalError))?,
+        );
+        up.insert_header(http::header::HOST, upstream.host_header.clone())?;
+        match &upstream.credential {
+            Credential::Replace(token) => {
+                up.insert_header(http::header::AUTHORIZATION, token.clone())?;
+            }
+            Credential::Forward => {}
+        }
+        if let Some(body) = &ctx.body {
+            up.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+        }
+        if let Some(a) = &ctx.admitted {
+            if a.stage.inject {
+                up.insert_header("gcms-stage", a.stage.fallback.as_str())?;
+            }
+        }
+        up.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // The body was read (and decided on) in request_filter; Pingora replays it from its
+        // retry buffer. Send exactly the bytes that were checked, once.
+        if ctx.body_sent {
+            *body = None;
+        } else if let Some(b) = &ctx.body {
+            *body = Some(b.clone());
+            ctx.body_sent = true;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if ctx.upstream_deadline.is_some_and(|d| Instant::now() > d) {
+            return Err(Error::explain(
+                ErrorType::Custom(UPSTREAM_DEADLINE),
+                "upstream exceeded total_timeout",
+            ));
+        }
+        if let (Some(started), Some(e)) = (ctx.upstream_started, ctx.endpoint.as_ref()) {
+            self.metrics
+                .upstream_duration
+                .with_label_values(&[e.kind.as_str()])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        for h in HOP_BY_HOP {
+            if *h != "transfer-encoding" {
+                resp.remove_header(*h);
+            }
+        }
+        Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        // Pingora's read timeout is per read; the total deadline is checked as data arrives.
+        if ctx.upstream_deadline.is_some_and(|d| Instant::now() > d) {
+            return Err(Error::explain(
+                ErrorType::Custom(UPSTREAM_DEADLINE),
+                "upstream exceeded total_timeout",
+            ));
+        }
+        Ok(None)
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        resp.insert_header("x-cache", ctx.cache.as_str())?;
+        Ok(())
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        _ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer {peer}"));
+        // A retry may execute a mutation twice (pingora#979): only idempotent reads retry.
+        let is_mutation = _ctx
+            .admitted
+            .as_ref()
+            .is_some_and(|a| a.operation.kind == crate::graphql::document::OperationKind::Mutation);
+        if is_mutation || !session.req_header().method.is_idempotent() {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let response = match e.etype() {
+            ErrorType::HTTPStatus(code) if *code < 500 => {
+                ErrorResponse::new(*code, "BAD_REQUEST", "malformed request")
+            }
+            _ if matches!(e.esource(), pingora::ErrorSource::Downstream) => {
+                if matches!(
+                    e.etype(),
+                    ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
+                ) {
+                    return FailToProxy {
+                        error_code: 0,
+                        can_reuse_downstream: false,
+                    };
+                }
+                ErrorResponse::new(400, "BAD_REQUEST", "malformed request")
+            }
+            _ => {
+                self.metrics
+                    .upstream_errors
+                    .with_label_values(&[error_kind(e)])
+                    .inc();
+                respond::upstream(is_timeout(e))
+            }
+        };
+        let status = response.status;
+        if let Err(err) = self.write_error(session, ctx, &response).await {
+            tracing::debug!(error = %err, "could not write the error response; client gone");
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        self.metrics.in_flight.dec();
+        let status = ctx
+            .own_status
+            .or_else(|| session.response_written().map(|r| r.status.as_u16()))
+            .unwrap_or(0);
+        let endpoint = ctx.endpoint_kind();
+        self.metrics
+            .requests
+            .with_label_values(&[endpoint, status_class(status), ctx.cache.as_str()])
+            .inc();
+        let elapsed = ctx.started.elapsed();
+        self.metrics
+            .request_duration
+            .with_label_values(&[endpoint])
+            .observe(elapsed.as_secs_f64());
+        let upstream_ms = ctx
+            .upstream_started
+            .map(|s| s.elapsed().as_secs_f64() * 1000.0);
+        let (principal, jti, op_type, op_name, stage) = match &ctx.admitted {
+            Some(a) => (
+                a.principal.name(),
+                a.principal.jti(),
+                Some(a.operation.kind.as_str()),
+                a.operation.name.as_deref(),
+                Some(a.stage.primary().as_str()),
+            ),
+            None => ("-", None, None, None, None),
+        };
+        tracing::info!(
+            target: "access",
+            request_id = %ctx.request_id,
+            endpoint,
+            method = %session.req_header().method,
+            principal,
+            jti,
+            operation_type = op_type,
+            operation_name = op_name,
+            stage,
+            cache = ctx.cache.as_str(),
+            status,
+            refusal = ctx.refusal_reason,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            upstream_ms,
+            error = e.map(|e| e.etype().as_str()),
+            "request"
+        );
+    }
+}

@@ -1,0 +1,190 @@
+//! The one place where a refusal or failure becomes an HTTP response.
+//!
+//! Every error is GraphQL-shaped: `{"errors":[{"message","extensions":{"code"}}],"data":null,
+//! "extensions":{"requestId"}}`. The status table below is the contract in DESIGN.md and is
+//! pinned by a test per variant. No message ever contains the token.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use serde_json::json;
+
+use crate::auth::AuthError;
+use crate::graphql::GraphqlError;
+use crate::pipeline::Rejection;
+
+/// A response the gateway writes itself.
+pub struct ErrorResponse {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+    pub headers: Vec<(&'static str, &'static str)>,
+}
+
+impl ErrorResponse {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn header(mut self, name: &'static str, value: &'static str) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    pub fn body(&self, request_id: &str) -> Bytes {
+        Bytes::from(
+            json!({
+                "errors": [{"message": self.message, "extensions": {"code": self.code}}],
+                "data": null,
+                "extensions": {"requestId": request_id},
+            })
+            .to_string(),
+        )
+    }
+
+    pub fn header_block(&self, request_id: &str, body_len: usize) -> ResponseHeader {
+        let mut h =
+            ResponseHeader::build(self.status, Some(4 + self.headers.len())).expect("valid status");
+        // Header names and values here are static or a generated request id: always valid.
+        let _ = h.insert_header("content-type", "application/json");
+        let _ = h.insert_header("content-length", body_len.to_string());
+        let _ = h.insert_header("x-request-id", request_id);
+        let _ = h.insert_header("cache-control", "no-store");
+        for (k, v) in &self.headers {
+            let _ = h.append_header(*k, *v);
+        }
+        h
+    }
+}
+
+impl From<&Rejection> for ErrorResponse {
+    fn from(r: &Rejection) -> Self {
+        match r {
+            Rejection::NotFound => {
+                ErrorResponse::new(404, "NOT_FOUND", "no endpoint is configured at this path")
+            }
+            Rejection::Auth(e) => auth(e),
+            Rejection::Graphql(e) => graphql(e),
+        }
+    }
+}
+
+fn auth(e: &AuthError) -> ErrorResponse {
+    if e.is_bad_request() {
+        return ErrorResponse::new(400, "BAD_REQUEST", e.to_string());
+    }
+    let challenge = match e {
+        // No credentials at all: a plain challenge (RFC 6750 §3.1: no error code).
+        AuthError::PublicDenied => "Bearer",
+        _ => "Bearer error=\"invalid_token\"",
+    };
+    ErrorResponse::new(401, "UNAUTHENTICATED", format!("{e} ({})", e.reason()))
+        .header("www-authenticate", challenge)
+}
+
+fn graphql(e: &GraphqlError) -> ErrorResponse {
+    let status = match e {
+        GraphqlError::UnsupportedMediaType => 415,
+        GraphqlError::BodyTooLarge { .. } => 413,
+        GraphqlError::MethodNotAllowed(_) | GraphqlError::MutationOnCdn => 405,
+        GraphqlError::MutationOverGet => 405,
+        _ => 400,
+    };
+    let r = ErrorResponse::new(status, e.code(), e.to_string());
+    match e {
+        GraphqlError::MutationOverGet => r.header("allow", "POST"),
+        GraphqlError::MethodNotAllowed(_) => r.header("allow", "GET, POST"),
+        GraphqlError::MutationOnCdn => r.header("allow", "GET, POST"),
+        _ => r,
+    }
+}
+
+/// Upstream failures: timeouts are 504, everything else 502.
+pub fn upstream(timeout: bool) -> ErrorResponse {
+    if timeout {
+        ErrorResponse::new(
+            504,
+            "UPSTREAM_TIMEOUT",
+            "the content API did not answer in time",
+        )
+    } else {
+        ErrorResponse::new(
+            502,
+            "UPSTREAM_ERROR",
+            "the content API could not be reached",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(r: Rejection) -> (u16, &'static str) {
+        let e = ErrorResponse::from(&r);
+        (e.status, e.code)
+    }
+
+    #[test]
+    fn status_table() {
+        assert_eq!(status(Rejection::NotFound), (404, "NOT_FOUND"));
+        assert_eq!(
+            status(Rejection::Auth(AuthError::DuplicateHeader)),
+            (400, "BAD_REQUEST")
+        );
+        for e in [
+            AuthError::Revoked,
+            AuthError::UnknownJti,
+            AuthError::BadSignature,
+            AuthError::PublicDenied,
+            AuthError::AlgNone,
+        ] {
+            assert_eq!(status(Rejection::Auth(e)), (401, "UNAUTHENTICATED"));
+        }
+        assert_eq!(
+            status(Rejection::Graphql(GraphqlError::UnsupportedMediaType)),
+            (415, "UNSUPPORTED_MEDIA_TYPE")
+        );
+        assert_eq!(
+            status(Rejection::Graphql(GraphqlError::BodyTooLarge { limit: 1 })),
+            (413, "PAYLOAD_TOO_LARGE")
+        );
+        assert_eq!(
+            status(Rejection::Graphql(GraphqlError::MutationOverGet)),
+            (405, "METHOD_NOT_ALLOWED")
+        );
+        assert_eq!(
+            status(Rejection::Graphql(GraphqlError::MutationOnCdn)),
+            (405, "METHOD_NOT_ALLOWED")
+        );
+        assert_eq!(
+            status(Rejection::Graphql(GraphqlError::Batch)),
+            (400, "BATCH_NOT_SUPPORTED")
+        );
+        assert_eq!(
+            status(Rejection::Graphql(GraphqlError::Syntax {
+                message: "x".into(),
+                index: 0
+            })),
+            (400, "GRAPHQL_PARSE_FAILED")
+        );
+        assert_eq!(upstream(true).status, 504);
+        assert_eq!(upstream(false).status, 502);
+    }
+
+    #[test]
+    fn invalid_token_carries_the_bearer_challenge() {
+        let e = ErrorResponse::from(&Rejection::Auth(AuthError::Expired));
+        assert!(e
+            .headers
+            .contains(&("www-authenticate", "Bearer error=\"invalid_token\"")));
+        let body: serde_json::Value = serde_json::from_slice(&e.body("rid")).unwrap();
+        assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
+        assert_eq!(body["extensions"]["requestId"], "rid");
+        assert!(body["data"].is_null());
+    }
+}
