@@ -1,0 +1,427 @@
+//! Forwarding: request shape checks, default stage injection, upstream rewriting, and upstream
+//! failures mapped to GraphQL-shaped 502/504 within the configured timeouts.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+const Q: &str = "{ posts { id } }";
+
+fn reader() -> String {
+    bearer(&es("jti-reader"))
+}
+
+#[tokio::test]
+async fn public_requests_get_the_public_default_stage_injected() {
+    let origin = MockOrigin::start().await;
+    let gw = GatewayBuilder::new(&origin).start().await;
+    let resp = gw.query("/cdn", None, Q).await;
+    assert_eq!(resp.status(), 200);
+    let seen = origin.last();
+    assert_eq!(seen.header("gcms-stage"), Some("PUBLISHED"));
+    assert_eq!(
+        seen.header("authorization"),
+        Some(format!("Bearer {SERVICE_TOKEN}").as_str())
+    );
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&seen.body).unwrap()["query"],
+        Q
+    );
+    assert_eq!(
+        gw.metric("contentgate_stage_injections_total{principal=\"public\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_named_stage_is_never_overridden() {
+    let origin = MockOrigin::start().await;
+    let tokens = token_entry(
+        "jti-reader",
+        "reader",
+        "DRAFT",
+        "[[token.permission]]\naction = \"read\"\n",
+    );
+    let gw = GatewayBuilder::new(&origin).tokens(&tokens).start().await;
+    // The token's default.
+    gw.query("/content", Some(&reader()), Q).await;
+    assert_eq!(origin.last().header("gcms-stage"), Some("DRAFT"));
+    // A stage argument on every root field: nothing injected.
+    gw.query(
+        "/content",
+        Some(&reader()),
+        "{ posts(stage: PUBLISHED) { id } }",
+    )
+    .await;
+    assert_eq!(origin.last().header("gcms-stage"), None);
+    // A stage argument through a variable default.
+    gw.query(
+        "/content",
+        Some(&reader()),
+        "query($s: Stage = PUBLISHED) { posts(stage: $s) { id } }",
+    )
+    .await;
+    assert_eq!(origin.last().header("gcms-stage"), None);
+    // One root field without an argument: the default is injected for it.
+    gw.query(
+        "/content",
+        Some(&reader()),
+        "{ posts(stage: PUBLISHED) { id } authors { id } }",
+    )
+    .await;
+    assert_eq!(origin.last().header("gcms-stage"), Some("DRAFT"));
+    // The client's header wins over the default and is passed on unchanged.
+    let resp = gw
+        .client
+        .post(gw.url("/content"))
+        .header("authorization", reader())
+        .header("content-type", "application/json")
+        .header("gcms-stage", "PUBLISHED")
+        .header("gcms-locales", "de, en")
+        .body(json!({ "query": Q }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = origin.last();
+    assert_eq!(seen.header("gcms-stage"), Some("PUBLISHED"));
+    assert_eq!(seen.header("gcms-locales"), Some("de, en"));
+}
+
+#[tokio::test]
+async fn unknown_stages_and_locales_are_refused_before_the_upstream() {
+    let origin = MockOrigin::start().await;
+    let gw = GatewayBuilder::new(&origin).start().await;
+    let resp = gw
+        .client
+        .post(gw.url("/cdn"))
+        .header("content-type", "application/json")
+        .header("gcms-stage", "QA")
+        .body(json!({ "query": Q }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        gw.query("/cdn", None, "{ posts(stage: STAGING) { id } }")
+            .await
+            .status(),
+        400
+    );
+    let resp = gw
+        .query("/cdn", None, "{ posts(locales: [en, fr]) { id } }")
+        .await;
+    assert_eq!(resp.status(), 400);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    assert_eq!(origin.count(), 0);
+}
+
+#[tokio::test]
+async fn get_requests_are_forwarded_with_their_parameters() {
+    let origin = MockOrigin::start().await;
+    let gw = GatewayBuilder::new(&origin).start().await;
+    let url = format!(
+        "{}?query={}&operationName=Q",
+        gw.url("/cdn"),
+        urlencode("query Q { posts { id } }")
+    );
+    let resp = gw.client.get(url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = origin.last();
+    assert_eq!(seen.method, "GET");
+    assert_eq!(seen.uri.path(), "/v2/project/master");
+    assert!(seen.uri.query().unwrap().contains("operationName=Q"));
+    assert_eq!(seen.header("gcms-stage"), Some("PUBLISHED"));
+}
+
+fn urlencode(s: &str) -> String {
+    url_escape(s)
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn request_shape_errors_never_reach_the_upstream() {
+    let origin = MockOrigin::start().await;
+    let gw = GatewayBuilder::new(&origin).start().await;
+    let post = |ct: Option<&str>, body: String| {
+        let mut r = gw.client.post(gw.url("/content")).body(body);
+        if let Some(ct) = ct {
+            r = r.header("content-type", ct);
+        }
+        r.send()
+    };
+    let q = json!({ "query": Q }).to_string();
+    // CSRF guard: only application/json.
+    for ct in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        None,
+    ] {
+        assert_eq!(post(ct, q.clone()).await.unwrap().status(), 415, "{ct:?}");
+    }
+    assert_eq!(
+        post(Some("application/json; charset=utf-8"), q.clone())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        post(Some("application/json"), "{nope".into())
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        post(Some("application/json"), r#"{"qeury":"{ a }"}"#.into())
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        post(
+            Some("application/json"),
+            r#"{"query":"{ a }","variables":[7]}"#.into()
+        )
+        .await
+        .unwrap()
+        .status(),
+        400
+    );
+    assert_eq!(
+        post(Some("application/json"), format!("[{q}]"))
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        post(
+            Some("application/json"),
+            r#"{"query":"{ posts { id "}"#.into()
+        )
+        .await
+        .unwrap()
+        .status(),
+        400
+    );
+    assert_eq!(
+        post(
+            Some("application/json"),
+            r#"{"query":"query A { a } query B { b }"}"#.into()
+        )
+        .await
+        .unwrap()
+        .status(),
+        400
+    );
+    // Oversized body.
+    let big =
+        json!({ "query": format!("{{ posts {{ id }} }} #{}", "x".repeat(70_000)) }).to_string();
+    let resp = post(Some("application/json"), big).await.unwrap();
+    assert_eq!(resp.status(), 413);
+    // Mutations: not over GET, not on the cdn endpoint.
+    let m = "mutation { deletePost(where: {id: \"1\"}) { id } }";
+    let resp = gw
+        .client
+        .get(format!("{}?query={}", gw.url("/content"), url_escape(m)))
+        .header("authorization", reader())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "POST");
+    let resp = gw.query("/cdn", Some(&reader()), m).await;
+    assert_eq!(resp.status(), 405);
+    // Other methods and paths.
+    assert_eq!(
+        gw.client
+            .put(gw.url("/content"))
+            .body(q.clone())
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        405
+    );
+    assert_eq!(
+        gw.client
+            .post(gw.url("/elsewhere"))
+            .header("content-type", "application/json")
+            .body(q)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        origin.count(),
+        1,
+        "only the one valid request reached the origin"
+    );
+    assert!(
+        gw.metric("contentgate_graphql_rejections_total{reason=\"content_type\"}")
+            .await
+            >= 4.0
+    );
+    assert!(
+        gw.metric("contentgate_graphql_rejections_total{reason=\"method\"}")
+            .await
+            >= 3.0
+    );
+}
+
+#[tokio::test]
+async fn a_get_with_a_body_is_a_bad_request() {
+    let origin = MockOrigin::start().await;
+    let gw = GatewayBuilder::new(&origin).start().await;
+    let resp = gw
+        .client
+        .get(format!("{}?query={}", gw.url("/cdn"), url_escape(Q)))
+        .body("smuggled")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(origin.count(), 0);
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_stripped_and_forward_mode_passes_the_token() {
+    let origin = MockOrigin::start().await;
+    let gw = GatewayBuilder::new(&origin)
+        .credential("credential = { mode = \"forward\" }")
+        .start()
+        .await;
+    let jwt = reader();
+    let resp = gw
+        .client
+        .post(gw.url("/content"))
+        .header("authorization", &jwt)
+        .header("content-type", "application/json")
+        .header("connection", "keep-alive, x-secret-hop")
+        .header("x-secret-hop", "1")
+        .header("te", "trailers")
+        .header("proxy-authorization", "Basic Zm9vOmJhcg==")
+        .body(json!({ "query": Q }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = origin.last();
+    assert_eq!(seen.header("authorization"), Some(jwt.as_str()));
+    for h in ["x-secret-hop", "te", "proxy-authorization"] {
+        assert_eq!(seen.header(h), None, "{h} forwarded");
+    }
+    assert_eq!(seen.header("host"), Some(origin.addr.to_string().as_str()));
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_a_graphql_shaped_502() {
+    // A port that was free a moment ago: connection refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let gw = GatewayBuilder::with_upstream(&format!("http://127.0.0.1:{port}/graphql"))
+        .start()
+        .await;
+    let resp = gw.query("/content", Some(&reader()), Q).await;
+    assert_eq!(resp.status(), 502);
+    assert!(resp.headers().contains_key("x-request-id"));
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "UPSTREAM_ERROR");
+    assert!(
+        gw.metric("contentgate_upstream_errors_total{kind=\"connect\"}")
+            .await
+            >= 1.0
+    );
+    // The gateway stays healthy.
+    assert_eq!(
+        gw.client
+            .get(gw.admin_url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_slow_upstream_is_a_504_within_the_read_timeout() {
+    let origin = MockOrigin::start().await;
+    origin.reply_with(Reply {
+        delay: Duration::from_secs(5),
+        ..Reply::default()
+    });
+    let gw = GatewayBuilder::new(&origin).start().await;
+    let started = Instant::now();
+    let resp = gw.query("/content", Some(&reader()), Q).await;
+    let took = started.elapsed();
+    assert_eq!(resp.status(), 504);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "UPSTREAM_TIMEOUT");
+    // read_timeout is 2 s in the test config; the origin would take 5 s.
+    assert!(took < Duration::from_millis(4500), "took {took:?}");
+    assert!(
+        gw.metric("contentgate_upstream_errors_total{kind=\"timeout\"}")
+            .await
+            >= 1.0
+    );
+    // A mutation is not retried after a timeout.
+    let before = origin.count();
+    let resp = gw
+        .query(
+            "/content",
+            Some(&reader()),
+            "mutation { createPost(data: {}) { id } }",
+        )
+        .await;
+    assert_eq!(resp.status(), 504);
+    assert_eq!(
+        origin.count(),
+        before + 1,
+        "the mutation was sent exactly once"
+    );
+}
+
+#[tokio::test]
+async fn upstream_errors_and_headers_pass_through_with_the_request_id() {
+    let origin = MockOrigin::start().await;
+    origin.reply_with(Reply {
+        status: 500,
+        body: r#"{"errors":[{"message":"boom"}]}"#.into(),
+        ..Reply::default()
+    });
+    let gw = GatewayBuilder::new(&origin).start().await;
+    let resp = gw.query("/content", Some(&reader()), Q).await;
+    assert_eq!(resp.status(), 500);
+    assert!(resp.headers().contains_key("x-request-id"));
+    assert_eq!(
+        resp.text().await.unwrap(),
+        r#"{"errors":[{"message":"boom"}]}"#
+    );
+    assert_eq!(gw.metric("contentgate_requests_total{cache=\"BYPASS\",endpoint=\"content\",status_class=\"5xx\"}").await, 1.0);
+}
