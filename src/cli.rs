@@ -16,6 +16,7 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up
 pub enum Command {
     /// Run the gateway.
     Serve {
@@ -60,6 +61,7 @@ pub enum Command {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up
 pub enum TokenCommand {
     /// Sign a PAT and print the JWT and the registry entry to add.
     Mint {

@@ -81,7 +81,7 @@ pub fn build(rt: &Runtime, upgrade: bool) -> Server {
         write: Some(rt.config.server.write_buffer_bytes),
     };
     for addr in &rt.config.listeners {
-        proxy.add_listener(ListenerConfig::tcp(addr.clone()).l4_buffer(buffers.clone()));
+        proxy.add_listener(ListenerConfig::tcp(addr.clone()).l4_buffer(buffers));
     }
     server.add_service(proxy);
 

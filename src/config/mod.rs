@@ -338,7 +338,7 @@ fn compile(src: &Source, base: &Path, file: FileConfig) -> Result<Config, Config
         });
     }
     // Longest prefix first, so `/cdn/v2` wins over `/cdn`.
-    endpoints.sort_by(|a, b| b.path.len().cmp(&a.path.len()));
+    endpoints.sort_by_key(|e| std::cmp::Reverse(e.path.len()));
 
     let log = LogSettings {
         level: file.log.level.unwrap_or_else(|| "info".into()),

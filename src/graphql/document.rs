@@ -114,7 +114,7 @@ pub fn parse_operation(
         Some(t) if t.mutation_token().is_some() => OperationKind::Mutation,
         Some(_) => return Err(GraphqlError::Subscription),
     };
-    let defaults = variable_defaults(&op);
+    let defaults = variable_defaults(op);
     let resolver = Resolver {
         variables: &req.variables,
         defaults: &defaults,
