@@ -209,10 +209,18 @@ async fn the_demo_serves_the_sample_api_through_the_gateway() {
 #[test]
 fn the_shipped_example_config_and_policies_check_clean() {
     let out = Command::new(env!("CARGO_BIN_EXE_contentgate"))
-        .args(["check", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.toml")])
+        .args([
+            "check",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.toml"),
+        ])
         .env("HYGRAPH_TOKEN", "example")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("tokens: 3 active"));
 }

@@ -423,5 +423,5 @@ async fn upstream_errors_and_headers_pass_through_with_the_request_id() {
         resp.text().await.unwrap(),
         r#"{"errors":[{"message":"boom"}]}"#
     );
-    assert_eq!(gw.metric("contentgate_requests_total{cache=\"BYPASS\",endpoint=\"content\",status_class=\"5xx\"}").await, 1.0);
+    assert_eq!(gw.wait_metric("contentgate_requests_total{cache=\"BYPASS\",endpoint=\"content\",status_class=\"5xx\"}", 1.0).await, 1.0);
 }

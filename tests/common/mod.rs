@@ -438,6 +438,19 @@ impl TestGateway {
             .unwrap_or(0.0)
     }
 
+    /// Waits until a metric reaches at least `min`: request metrics are recorded in the logging
+    /// phase, just after the response has been sent.
+    pub async fn wait_metric(&self, series: &str, min: f64) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let v = self.metric(series).await;
+            if v >= min || Instant::now() > deadline {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Waits until the policy generation reaches `generation`.
     pub async fn wait_generation(&self, generation: u64) {
         let deadline = Instant::now() + Duration::from_secs(10);
