@@ -13,7 +13,25 @@ pub fn run(config_path: &Path) -> Result<String, String> {
         .map_err(|e| errors.extend(e.0))
         .ok();
     let snap = Inputs::read(config_path)
-        .and_then(|i| compile(&i, 1, None))
+        .and_then(|i| {
+            // Without an SDL file the schema map comes from the upstream, as at start-up.
+            let introspected = match (&i.schema, i.needs_schema, config.as_ref()) {
+                (None, true, Some(c)) => c
+                    .schema_upstream()
+                    .map(|u| crate::upstream::introspect(u).map(std::sync::Arc::new))
+                    .transpose()
+                    .map_err(|e| {
+                        crate::config::ConfigErrors(vec![crate::config::ConfigError::new(
+                            &i.dir.join("schema.graphql"),
+                            None,
+                            "",
+                            format!("no SDL file and introspection failed: {e}"),
+                        )])
+                    })?,
+                _ => None,
+            };
+            compile(&i, 1, None, introspected)
+        })
         .map_err(|e| errors.extend(e.0))
         .ok();
     let (Some(config), Some(snap)) = (config, snap) else {

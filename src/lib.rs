@@ -21,6 +21,7 @@ pub mod server;
 pub mod stage;
 pub mod telemetry;
 pub mod token;
+pub mod upstream;
 
 /// jsonwebtoken must have exactly one crypto provider; installing it explicitly at start makes
 /// a misbuilt binary fail here instead of panicking at the first verification.

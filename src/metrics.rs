@@ -25,6 +25,7 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     pub auth_results: IntCounterVec,
     pub graphql_rejections: IntCounterVec,
+    pub permission_denials: IntCounterVec,
     pub stage_injections: IntCounterVec,
     pub reloads: IntCounterVec,
     pub generation: IntGauge,
@@ -84,8 +85,12 @@ impl Metrics {
                 &["reason"],
             ),
             graphql_rejections: counter("contentgate_graphql_rejections_total", "Requests refused before authorization, by reason.", &["reason"]),
-            stage_injections: counter(
-                "contentgate_stage_injections_total",
+                        permission_denials: counter(
+                "contentgate_permission_denials_total",
+                "Requests refused with 403, by the missing action (read, create, ..., introspection, management).",
+                &["action"],
+            ),
+            stage_injections: counter("contentgate_stage_injections_total",
                 "Requests forwarded with the principal's default gcms-stage injected, by principal kind.",
                 &["principal"],
             ),

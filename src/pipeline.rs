@@ -9,9 +9,11 @@ use http::Method;
 
 use crate::auth::{self, AuthError, Principal};
 use crate::config::{EndpointKind, Limits};
-use crate::graphql::document::{self, Operation, OperationKind, ParseLimits};
+use crate::graphql::document::{self, Operation, OperationKind};
 use crate::graphql::request::GraphqlRequest;
 use crate::graphql::GraphqlError;
+use crate::permissions::authorize::{authorize, AuthzError, Denial, OperationContext};
+use crate::permissions::management;
 use crate::policy::Snapshot;
 use crate::stage::{EffectiveStage, Locale, Stage};
 
@@ -39,12 +41,42 @@ pub struct Admitted {
     pub header_locales: Option<Vec<Locale>>,
 }
 
+/// Who was refused, for the audit log: the token's name and jti, never the token.
+#[derive(Debug, Clone, Default)]
+pub struct Who {
+    pub name: String,
+    pub jti: Option<String>,
+}
+
+impl Who {
+    fn of(p: &Principal) -> Self {
+        Self {
+            name: p.name().to_string(),
+            jti: p.jti().map(str::to_string),
+        }
+    }
+}
+
 /// Why a request is refused. `proxy::respond` holds the one table from here to HTTP.
 #[derive(Debug)]
 pub enum Rejection {
     NotFound,
     Auth(AuthError),
     Graphql(GraphqlError),
+    /// A content permission is missing.
+    Forbidden {
+        denial: Denial,
+        who: Who,
+    },
+    /// A management root field the principal may not run (`permission`: `None` if the field is
+    /// not in the table).
+    ManagementForbidden {
+        field: String,
+        permission: Option<&'static str>,
+        who: Who,
+    },
+    /// No schema map: content requests cannot be authorized, so none is forwarded.
+    NoSchema,
 }
 
 impl From<AuthError> for Rejection {
@@ -87,13 +119,12 @@ pub fn decide(input: &Incoming, snap: &Snapshot, limits: &Limits) -> Result<Admi
         Some(body) => GraphqlRequest::from_json(body)?,
         None => GraphqlRequest::from_query_string(input.query_string.unwrap_or(""))?,
     };
-    let operation = document::parse_operation(
-        &request,
-        ParseLimits {
-            recursion: limits.max_depth,
-            tokens: limits.max_query_tokens,
-        },
-    )?;
+    let schema = match input.endpoint {
+        EndpointKind::Management => None,
+        _ => snap.schema.as_deref(),
+    };
+    let document = document::parse_document(&request, limits.parse_limits(), schema)?;
+    let operation = document.operation;
     if operation.kind == OperationKind::Mutation {
         if input.method == Method::GET {
             return Err(GraphqlError::MutationOverGet.into());
@@ -112,19 +143,68 @@ pub fn decide(input: &Incoming, snap: &Snapshot, limits: &Limits) -> Result<Admi
                 .collect::<Result<Vec<_>, _>>()
         })
         .transpose()?;
-    let mut arguments = Vec::with_capacity(operation.root_fields.len());
-    for f in &operation.root_fields {
-        arguments.push(
-            f.stage
-                .as_deref()
-                .map(|s| known_stage(snap, s, "stage argument"))
-                .transpose()?,
-        );
-        for l in f.locales.iter().flatten() {
-            known_locale(snap, l, "locales argument")?;
+    let stage_of = |op: &Operation| -> Result<EffectiveStage, Rejection> {
+        let mut arguments = Vec::with_capacity(op.root_fields.len());
+        for f in &op.root_fields {
+            arguments.push(
+                f.stage
+                    .as_deref()
+                    .map(|s| known_stage(snap, s, "stage argument"))
+                    .transpose()?,
+            );
+            for l in f.locales.iter().flatten() {
+                known_locale(snap, l, "locales argument")?;
+            }
         }
+        Ok(EffectiveStage::decide(
+            &arguments,
+            header_stage.clone(),
+            &principal.policy().default_stage,
+        ))
+    };
+    let stage = stage_of(&operation)?;
+    match (input.endpoint, schema) {
+        (EndpointKind::Management, _) => {
+            let granted = match &principal {
+                Principal::Token(t) => t.management.as_slice(),
+                Principal::Public(_) => &[],
+            };
+            for op in std::iter::once(&operation).chain(&document.others) {
+                if let Err((field, permission)) =
+                    management::check(op.root_fields.iter().map(|f| f.name.as_str()), granted)
+                {
+                    return Err(Rejection::ManagementForbidden {
+                        field,
+                        permission,
+                        who: Who::of(&principal),
+                    });
+                }
+            }
+        }
+        (_, Some(schema)) => {
+            // Every operation of the document is authorized, not only the selected one.
+            let mut ops = vec![(&operation, stage.clone())];
+            for other in &document.others {
+                ops.push((other, stage_of(other)?));
+            }
+            for (op, op_stage) in ops {
+                let ctx = OperationContext {
+                    stage: &op_stage,
+                    header_locales: header_locales.as_deref(),
+                };
+                authorize(op, &ctx, principal.policy(), &snap.cms, schema).map_err(
+                    |e| match e {
+                        AuthzError::Invalid(g) => Rejection::Graphql(g),
+                        AuthzError::Denied(denial) => Rejection::Forbidden {
+                            denial,
+                            who: Who::of(&principal),
+                        },
+                    },
+                )?;
+            }
+        }
+        (_, None) => return Err(Rejection::NoSchema),
     }
-    let stage = EffectiveStage::decide(&arguments, header_stage, &principal.policy().default_stage);
     Ok(Admitted {
         principal,
         request,

@@ -31,7 +31,7 @@ impl Runtime {
     /// Loads the first policy snapshot; any error fails start-up with every problem listed.
     pub fn load(config: Config) -> Result<Runtime, ConfigErrors> {
         let metrics = Arc::new(Metrics::new());
-        let store = PolicyStore::load(&config.path, metrics.clone())?;
+        let store = PolicyStore::load(&config.path, metrics.clone(), config.schema_upstream())?;
         Ok(Runtime {
             config: Arc::new(config),
             metrics,

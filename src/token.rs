@@ -123,8 +123,10 @@ pub fn inspect(jwt: &str, config: Option<&Path>) -> Result<String, String> {
         return Ok(out);
     };
     Config::load(config_path).map_err(|e| e.to_string())?;
-    let inputs = Inputs::read(config_path).map_err(|e| e.to_string())?;
-    let snap = compile(&inputs, 1, None).map_err(|e| e.to_string())?;
+    let mut inputs = Inputs::read(config_path).map_err(|e| e.to_string())?;
+    // Authentication does not need the schema map: do not require or fetch it here.
+    inputs.needs_schema = false;
+    let snap = compile(&inputs, 1, None, None).map_err(|e| e.to_string())?;
     let header_value = format!("Bearer {jwt}");
     let verdict = match crate::auth::authenticate(&[header_value.as_bytes()], &snap) {
         Ok(p) => format!(

@@ -376,7 +376,12 @@ async fn a_slow_upstream_is_a_504_within_the_read_timeout() {
         delay: Duration::from_secs(5),
         ..Reply::default()
     });
-    let gw = GatewayBuilder::new(&origin).start().await;
+    let writer =
+        "[[token.permission]]\naction = \"read\"\n[[token.permission]]\naction = \"create\"\n";
+    let gw = GatewayBuilder::new(&origin)
+        .tokens(&token_entry("jti-reader", "reader", "PUBLISHED", writer))
+        .start()
+        .await;
     let started = Instant::now();
     let resp = gw.query("/content", Some(&reader()), Q).await;
     let took = started.elapsed();

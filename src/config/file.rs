@@ -134,6 +134,9 @@ pub struct FileLimits {
     pub max_body_bytes: Option<usize>,
     pub max_query_tokens: Option<usize>,
     pub max_depth: Option<usize>,
+    pub max_expanded_fields: Option<u64>,
+    pub max_aliases: Option<usize>,
+    pub max_root_fields: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -27,8 +27,9 @@ use crate::stage::{Locale, Stage};
 /// preStop sleep (see deploy/).
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(15);
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
-/// Hygraph's own request size limit; larger documents are refused before parsing.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+/// Larger documents are refused before parsing. Capped by what Pingora can replay upstream
+/// after the gateway has read and checked the body (see `proxy::MAX_FORWARDED_BODY_BYTES`).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 /// A 16 KiB downstream write buffer lets a typical JSON response leave in one `send()` instead of
 /// Pingora's default 1460-byte chunks (measured: +26% cache-hit throughput on this hardware).
 pub const DEFAULT_WRITE_BUFFER_BYTES: usize = 16 * 1024;
@@ -131,6 +132,21 @@ pub struct Limits {
     pub max_body_bytes: usize,
     pub max_query_tokens: usize,
     pub max_depth: usize,
+    pub max_expanded_fields: u64,
+    pub max_aliases: usize,
+    pub max_root_fields: usize,
+}
+
+impl Limits {
+    pub fn parse_limits(&self) -> crate::graphql::document::ParseLimits {
+        crate::graphql::document::ParseLimits {
+            recursion: self.max_depth,
+            tokens: self.max_query_tokens,
+            expanded_fields: self.max_expanded_fields,
+            aliases: self.max_aliases,
+            root_fields: self.max_root_fields,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -196,6 +212,14 @@ impl Config {
         let file: FileConfig = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         compile(&src, &base, file)
+    }
+
+    /// The upstream introspected for the schema map: that of the first content or cdn endpoint.
+    pub fn schema_upstream(&self) -> Option<&Upstream> {
+        self.endpoints
+            .iter()
+            .find(|e| e.kind != EndpointKind::Management)
+            .map(|e| e.upstream.as_ref())
     }
 
     /// The endpoint whose path prefix matches, longest prefix first.
@@ -387,7 +411,17 @@ fn compile(src: &Source, base: &Path, file: FileConfig) -> Result<Config, Config
         max_body_bytes: file.limits.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
         max_query_tokens: file.limits.max_query_tokens.unwrap_or(15_000),
         max_depth: file.limits.max_depth.unwrap_or(64),
+        max_expanded_fields: file.limits.max_expanded_fields.unwrap_or(10_000),
+        max_aliases: file.limits.max_aliases.unwrap_or(100),
+        max_root_fields: file.limits.max_root_fields.unwrap_or(30),
     };
+    if limits.max_body_bytes > crate::proxy::MAX_FORWARDED_BODY_BYTES {
+        errors.push(src.error(
+            None,
+            "limits.max_body_bytes",
+            format!("at most {} bytes: Pingora replays at most that much of a checked body to the upstream", crate::proxy::MAX_FORWARDED_BODY_BYTES),
+        ));
+    }
 
     let policies_dir = resolve(base, file.policies.dir.as_deref().unwrap_or("policies"));
     if !errors.is_empty() {

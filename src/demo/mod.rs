@@ -88,6 +88,12 @@ format = "text"
     let config_path = dir.join("gateway.toml");
     std::fs::write(&config_path, config)?;
     std::fs::write(dir.join("policies/public.toml"), PUBLIC)?;
+    // The sample API is not listening yet when the gateway loads its policies: give it the SDL
+    // instead of introspecting (the air-gapped path).
+    std::fs::write(
+        dir.join("policies/schema.graphql"),
+        content_api::SampleContentApi::new().sdl(),
+    )?;
 
     let sign = |jti: &str| {
         mint(&MintRequest {

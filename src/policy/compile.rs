@@ -13,6 +13,7 @@ use crate::auth::keys::KeySet;
 use crate::auth::Verifier;
 use crate::config::file::FileConfig;
 use crate::config::{resolve, Cms, ConfigError, ConfigErrors, Source};
+use crate::permissions::schema::SchemaMap;
 use crate::permissions::{Action, Grant, Permissions, Scope};
 use crate::stage::Stage;
 
@@ -20,6 +21,7 @@ pub const PUBLIC_FILE: &str = "public.toml";
 pub const TOKENS_TOML: &str = "tokens.toml";
 pub const TOKENS_JSON: &str = "tokens.json";
 pub const REVOKED_FILE: &str = "revoked.txt";
+pub const SCHEMA_FILE: &str = "schema.graphql";
 
 /// Default capacity of the verified-token cache (entries, ~100 bytes each).
 const DEFAULT_VERIFIED_CACHE_ENTRIES: u64 = 100_000;
@@ -32,6 +34,10 @@ pub struct Inputs {
     pub public: Option<String>,
     pub tokens: Option<(PathBuf, String)>,
     pub revoked: Option<String>,
+    /// The upstream schema in SDL, for air-gapped starts (else introspection).
+    pub schema: Option<String>,
+    /// Whether the config has content or cdn endpoints (which need a schema map).
+    pub needs_schema: bool,
     /// Modification time of revoked.txt, for the revocation-lag metric.
     pub revoked_mtime: Option<SystemTime>,
 }
@@ -62,6 +68,11 @@ impl Inputs {
         let toml_tokens = take(read_opt(TOKENS_TOML));
         let json_tokens = take(read_opt(TOKENS_JSON));
         let revoked = take(read_opt(REVOKED_FILE));
+        let schema = take(read_opt(SCHEMA_FILE));
+        let needs_schema = file
+            .endpoints
+            .iter()
+            .any(|e| e.kind.get_ref() != "management");
         let tokens = match (toml_tokens, json_tokens) {
             (Some(_), Some(_)) => {
                 errors.push(ConfigError::new(
@@ -89,6 +100,8 @@ impl Inputs {
             public,
             tokens,
             revoked,
+            schema,
+            needs_schema,
             revoked_mtime,
         })
     }
@@ -100,6 +113,7 @@ impl Inputs {
             self.public.as_deref(),
             self.tokens.as_ref().map(|(_, t)| t.as_str()),
             self.revoked.as_deref(),
+            self.schema.as_deref(),
         ] {
             match part {
                 Some(t) => {
@@ -117,10 +131,12 @@ impl Inputs {
 /// Compiles `inputs` into a snapshot with the given generation. `previous` guards against an
 /// emptied file wiping a populated registry and lets an unchanged verifier (and its cache) be
 /// reused.
+/// `introspected`: the schema map fetched from the upstream, used when there is no SDL file.
 pub fn compile(
     inputs: &Inputs,
     generation: u64,
     previous: Option<&Snapshot>,
+    introspected: Option<Arc<SchemaMap>>,
 ) -> Result<Snapshot, ConfigErrors> {
     let src = Source::new(&inputs.config_path, &inputs.config_text);
     let file: FileConfig = toml::from_str(&inputs.config_text).map_err(|e| src.toml_error(&e))?;
@@ -267,6 +283,36 @@ pub fn compile(
         revoked.insert(Arc::from(jti));
     }
 
+    // Schema map: the SDL file wins; an unchanged file reuses the previous map.
+    let schema_path = inputs.dir.join(SCHEMA_FILE);
+    let schema = match &inputs.schema {
+        Some(sdl) => {
+            let digest: [u8; 32] = Sha256::digest(sdl.as_bytes()).into();
+            match previous.and_then(|p| p.schema.as_ref().filter(|s| s.source_digest == digest)) {
+                Some(same) => Some(same.clone()),
+                None => match SchemaMap::from_sdl(sdl) {
+                    Ok(mut m) => {
+                        m.source_digest = digest;
+                        Some(Arc::new(m))
+                    }
+                    Err(e) => {
+                        errors.push(ConfigError::new(&schema_path, None, "", e));
+                        None
+                    }
+                },
+            }
+        }
+        None => introspected.or_else(|| previous.and_then(|p| p.schema.clone())),
+    };
+    if schema.is_none() && inputs.needs_schema && !errors.iter().any(|e| e.file == schema_path) {
+        errors.push(ConfigError::new(
+            &schema_path,
+            None,
+            "",
+            "no schema map: add the upstream SDL as policies/schema.graphql, or let the gateway reach the upstream for introspection at start-up",
+        ));
+    }
+
     let revoked_digest: [u8; 32] = Sha256::digest(revoked_text.as_bytes()).into();
     match (errors.is_empty(), verifier, public) {
         (true, Some(verifier), Some(public)) => Ok(Snapshot {
@@ -277,6 +323,7 @@ pub fn compile(
             tokens,
             revoked,
             verifier,
+            schema,
             inputs_digest: inputs.digest(),
             revoked_digest,
         }),

@@ -17,6 +17,7 @@ use std::time::SystemTime;
 
 use crate::auth::Verifier;
 use crate::config::Cms;
+use crate::permissions::schema::SchemaMap;
 use crate::permissions::Permissions;
 use crate::stage::Stage;
 
@@ -58,6 +59,9 @@ pub struct Snapshot {
     pub tokens: HashMap<Arc<str>, Arc<TokenEntry>>,
     pub revoked: HashSet<Arc<str>>,
     pub verifier: Arc<Verifier>,
+    /// The upstream schema map (SDL file or introspection); `None` only for a gateway without
+    /// content or cdn endpoints.
+    pub schema: Option<Arc<SchemaMap>>,
     /// Digest of every input file, to skip reloads that change nothing.
     pub inputs_digest: [u8; 32],
     /// Digest of the revocation file alone (revocation-lag metric).

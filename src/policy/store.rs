@@ -7,10 +7,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
-use super::compile::{compile, Inputs};
+use super::compile::{compile, Inputs, SCHEMA_FILE};
 use super::Snapshot;
-use crate::config::ConfigErrors;
+use crate::config::{ConfigError, ConfigErrors, Upstream};
 use crate::metrics::Metrics;
+use crate::permissions::schema::SchemaMap;
 
 pub struct PolicyStore {
     current: ArcSwap<Snapshot>,
@@ -18,8 +19,9 @@ pub struct PolicyStore {
     metrics: Arc<Metrics>,
     /// Serializes reloads (watcher, timer and SIGHUP may fire together).
     reload_lock: Mutex<()>,
+    /// The schema map introspected at start-up, used while there is no SDL file.
+    introspected: Option<Arc<SchemaMap>>,
 }
-
 #[derive(Debug, PartialEq, Eq)]
 pub enum ReloadOutcome {
     Applied { generation: u64 },
@@ -27,18 +29,39 @@ pub enum ReloadOutcome {
 }
 
 impl PolicyStore {
-    /// Loads the first snapshot; failing here fails start-up.
+    /// Loads the first snapshot; failing here fails start-up. Without an SDL file in the
+    /// policies folder, the schema map is introspected from `schema_upstream`.
     pub fn load(
         config_path: &Path,
         metrics: Arc<Metrics>,
+        schema_upstream: Option<&Upstream>,
     ) -> Result<Arc<PolicyStore>, ConfigErrors> {
         let inputs = Inputs::read(config_path)?;
-        let snap = compile(&inputs, 1, None)?;
+        let introspected = match (&inputs.schema, inputs.needs_schema, schema_upstream) {
+            (None, true, Some(up)) => {
+                let map = crate::upstream::introspect(up).map_err(|e| {
+                    ConfigErrors(vec![ConfigError::new(
+                        &inputs.dir.join(SCHEMA_FILE),
+                        None,
+                        "",
+                        format!(
+                            "no SDL file, and introspecting upstream {:?} failed: {e}",
+                            up.name
+                        ),
+                    )])
+                })?;
+                tracing::info!(upstream = %up.name, models = map.models.len(), "schema map built by introspection");
+                Some(Arc::new(map))
+            }
+            _ => None,
+        };
+        let snap = compile(&inputs, 1, None, introspected.clone())?;
         let store = PolicyStore {
             current: ArcSwap::from_pointee(snap),
             config_path: config_path.to_path_buf(),
             metrics,
             reload_lock: Mutex::new(()),
+            introspected,
         };
         store.publish_gauges(&store.current.load());
         store.metrics.reloads.with_label_values(&["applied"]).inc();
@@ -59,8 +82,13 @@ impl PolicyStore {
             if inputs.digest() == current.inputs_digest {
                 return Ok(None);
             }
-            compile(&inputs, current.generation + 1, Some(&current))
-                .map(|s| Some((s, inputs.revoked_mtime)))
+            compile(
+                &inputs,
+                current.generation + 1,
+                Some(&current),
+                self.introspected.clone(),
+            )
+            .map(|s| Some((s, inputs.revoked_mtime)))
         });
         match result {
             Ok(None) => Ok(ReloadOutcome::Unchanged),

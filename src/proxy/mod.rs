@@ -150,6 +150,27 @@ impl Gateway {
                     .inc();
                 ctx.refusal_reason = Some(e.reason());
             }
+            Rejection::Forbidden { denial: d, who } => {
+                self.metrics
+                    .permission_denials
+                    .with_label_values(&[d.action])
+                    .inc();
+                ctx.refusal_reason = Some("forbidden");
+                tracing::info!(target: "audit", event = "permission_denied", request_id = %ctx.request_id, principal = %who.name, jti = who.jti.as_deref(), action = d.action, model = d.model.as_deref(), stage = d.stage.as_ref().map(|s| s.as_str()), locale = d.locale.as_ref().map(|l| l.as_str()), field = %d.field, "permission denied");
+            }
+            Rejection::ManagementForbidden {
+                field,
+                permission,
+                who,
+            } => {
+                self.metrics
+                    .permission_denials
+                    .with_label_values(&["management"])
+                    .inc();
+                ctx.refusal_reason = Some("forbidden");
+                tracing::info!(target: "audit", event = "permission_denied", request_id = %ctx.request_id, principal = %who.name, jti = who.jti.as_deref(), action = "management", permission = *permission, field = %field, "management permission denied");
+            }
+            Rejection::NoSchema => ctx.refusal_reason = Some("no_schema"),
             Rejection::NotFound => ctx.refusal_reason = Some("not_found"),
         }
         Flow::Respond((&rejection).into())

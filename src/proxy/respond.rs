@@ -68,7 +68,17 @@ impl From<&Rejection> for ErrorResponse {
                 ErrorResponse::new(404, "NOT_FOUND", "no endpoint is configured at this path")
             }
             Rejection::Auth(e) => auth(e),
-            Rejection::Graphql(e) => graphql(e),
+                        Rejection::Graphql(e) => graphql(e),
+            Rejection::Forbidden { denial, .. } => ErrorResponse::new(403, "FORBIDDEN", denial.to_string()),
+            Rejection::ManagementForbidden { field, permission, .. } => ErrorResponse::new(
+                403,
+                "FORBIDDEN",
+                match permission {
+                    Some(p) => format!("missing management permission {p} (field `{field}`)"),
+                    None => format!("management field `{field}` is not allowed (not in the permission table; needs \"*\")"),
+                },
+            ),
+            Rejection::NoSchema => ErrorResponse::new(503, "SCHEMA_UNAVAILABLE", "the schema map is not available; requests cannot be authorized"),
         }
     }
 }

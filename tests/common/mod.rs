@@ -154,8 +154,9 @@ pub struct GatewayBuilder {
     pub revoked: String,
     pub limits: String,
     pub poll_interval: &'static str,
+    /// SDL written to policies/schema.graphql (`None`: introspect the upstream at start-up).
+    pub schema: Option<String>,
 }
-
 pub const PUBLIC_READ: &str =
     "default_stage = \"PUBLISHED\"\n[[permission]]\naction = \"read\"\nstages = [\"PUBLISHED\"]\n";
 pub const PUBLIC_NOTHING: &str = "default_stage = \"PUBLISHED\"\n";
@@ -182,6 +183,7 @@ impl GatewayBuilder {
             revoked: String::new(),
             limits: String::new(),
             poll_interval: "1h",
+            schema: Some(sample_sdl()),
         }
     }
 
@@ -207,6 +209,11 @@ impl GatewayBuilder {
 
     pub fn extra(mut self, e: &str) -> Self {
         self.extra_config.push_str(e);
+        self
+    }
+
+    pub fn schema(mut self, s: Option<String>) -> Self {
+        self.schema = s;
         self
     }
 
@@ -278,12 +285,20 @@ format = "json"
         std::fs::write(root.join("policies/public.toml"), &self.public).unwrap();
         std::fs::write(root.join("policies/tokens.toml"), &self.tokens).unwrap();
         std::fs::write(root.join("policies/revoked.txt"), &self.revoked).unwrap();
+        if let Some(sdl) = &self.schema {
+            std::fs::write(root.join("policies/schema.graphql"), sdl).unwrap();
+        }
         ConfigDir { dir, port, admin }
     }
 
     pub async fn start(&self) -> TestGateway {
         self.write().start().await
     }
+}
+
+/// The schema of the sample content API (Post, Author, Hygraph's generated fields).
+pub fn sample_sdl() -> String {
+    contentgate::demo::content_api::SampleContentApi::new().sdl()
 }
 
 pub fn default_auth() -> String {

@@ -1,0 +1,481 @@
+//! The schema map: which root field is which action on which model, and which object types are
+//! models — built from the upstream schema, never guessed from names.
+//!
+//! Sources: an SDL file (`policies/schema.graphql`, for air-gapped starts) or the result of an
+//! introspection query. A model is an object type implementing `Node` (Hygraph's content models
+//! and its system models Asset, User, ScheduledOperation, ScheduledRelease); components do not.
+//! Root fields are classified by their return types, so irregular plural API IDs
+//! (`productpages`) need no pluralization rules: the plural is read off the Query field that
+//! returns `[Model!]!`, and the `…Many…` mutations are matched against it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use apollo_parser::cst::{self, CstNode};
+use apollo_parser::Parser;
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TypeKind {
+    Object,
+    Interface,
+    Union,
+    /// Scalars, enums, input objects.
+    Leaf,
+}
+
+#[derive(Debug, Clone)]
+pub struct TypeDef {
+    pub kind: TypeKind,
+    /// Field name → named return type.
+    pub fields: HashMap<Arc<str>, Arc<str>>,
+    /// Object types this type can be at run time (itself for an object type).
+    pub possible: Vec<Arc<str>>,
+    pub is_model: bool,
+}
+
+/// What a Query root field is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryRoot {
+    /// `posts`, `post`, `postsConnection`: Read on the model, whatever is selected.
+    Read(Arc<str>),
+    /// `postVersion`: Read versions on the model.
+    ReadVersions(Arc<str>),
+    /// `node(id:)` and other abstract roots: Read on each possible model selected.
+    Abstract,
+    /// `__schema`, `__type`.
+    Introspection,
+    /// `__typename`.
+    Typename,
+}
+
+/// The action a mutation root field performs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MutationKind {
+    Create,
+    Update,
+    Upsert,
+    Delete,
+    Publish,
+    Unpublish,
+}
+
+impl MutationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Upsert => "upsert",
+            Self::Delete => "delete",
+            Self::Publish => "publish",
+            Self::Unpublish => "unpublish",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MutationRoot {
+    Model(MutationKind, Arc<str>),
+    Typename,
+}
+
+/// A type as read from SDL or introspection, before classification.
+#[derive(Debug, Default, Clone)]
+pub struct RawType {
+    pub name: String,
+    pub kind: Option<TypeKind>,
+    /// (field name, named return type, whether the type is a list)
+    pub fields: Vec<(String, String, bool)>,
+    pub interfaces: Vec<String>,
+    pub members: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct SchemaMap {
+    pub types: HashMap<Arc<str>, TypeDef>,
+    pub query_type: Arc<str>,
+    pub mutation_type: Option<Arc<str>>,
+    pub query_roots: HashMap<Arc<str>, QueryRoot>,
+    pub mutation_roots: HashMap<Arc<str>, MutationRoot>,
+    pub models: BTreeSet<Arc<str>>,
+    /// sha256 of the SDL text it was built from (zero for introspection), to reuse it across
+    /// reloads that do not change the file.
+    pub source_digest: [u8; 32],
+}
+
+impl SchemaMap {
+    pub fn from_sdl(sdl: &str) -> Result<SchemaMap, String> {
+        let tree = Parser::new(sdl).parse();
+        if let Some(e) = tree.errors().next() {
+            return Err(format!(
+                "SDL syntax error at byte {}: {}",
+                e.index(),
+                e.message()
+            ));
+        }
+        let mut raw: Vec<RawType> = Vec::new();
+        let mut query = "Query".to_string();
+        let mut mutation = Some("Mutation".to_string());
+        let name_of = |n: Option<cst::Name>| n.map(|n| n.text().to_string()).unwrap_or_default();
+        let fields_of = |f: Option<cst::FieldsDefinition>| -> Vec<(String, String, bool)> {
+            f.map(|f| {
+                f.field_definitions()
+                    .map(|d| {
+                        let ty = d.ty();
+                        (
+                            name_of(d.name()),
+                            ty.as_ref().map(named_type).unwrap_or_default(),
+                            ty.as_ref().is_some_and(is_list),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+        };
+        let interfaces_of = |i: Option<cst::ImplementsInterfaces>| -> Vec<String> {
+            i.map(|i| i.named_types().map(|n| name_of(n.name())).collect())
+                .unwrap_or_default()
+        };
+        for def in tree.document().definitions() {
+            match def {
+                cst::Definition::SchemaDefinition(s) => {
+                    mutation = None;
+                    for op in s.root_operation_type_definitions() {
+                        let ty = op
+                            .named_type()
+                            .map(|n| name_of(n.name()))
+                            .unwrap_or_default();
+                        match op.operation_type() {
+                            Some(t) if t.query_token().is_some() => query = ty,
+                            Some(t) if t.mutation_token().is_some() => mutation = Some(ty),
+                            _ => {}
+                        }
+                    }
+                }
+                cst::Definition::ObjectTypeDefinition(o) => raw.push(RawType {
+                    name: name_of(o.name()),
+                    kind: Some(TypeKind::Object),
+                    fields: fields_of(o.fields_definition()),
+                    interfaces: interfaces_of(o.implements_interfaces()),
+                    members: Vec::new(),
+                }),
+                cst::Definition::ObjectTypeExtension(o) => raw.push(RawType {
+                    name: name_of(o.name()),
+                    kind: Some(TypeKind::Object),
+                    fields: fields_of(o.fields_definition()),
+                    interfaces: interfaces_of(o.implements_interfaces()),
+                    members: Vec::new(),
+                }),
+                cst::Definition::InterfaceTypeDefinition(i) => raw.push(RawType {
+                    name: name_of(i.name()),
+                    kind: Some(TypeKind::Interface),
+                    fields: fields_of(i.fields_definition()),
+                    interfaces: interfaces_of(i.implements_interfaces()),
+                    members: Vec::new(),
+                }),
+                cst::Definition::UnionTypeDefinition(u) => raw.push(RawType {
+                    name: name_of(u.name()),
+                    kind: Some(TypeKind::Union),
+                    members: u
+                        .union_member_types()
+                        .map(|m| m.named_types().map(|n| name_of(n.name())).collect())
+                        .unwrap_or_default(),
+                    ..RawType::default()
+                }),
+                cst::Definition::ScalarTypeDefinition(s) => raw.push(RawType {
+                    name: name_of(s.name()),
+                    kind: Some(TypeKind::Leaf),
+                    ..RawType::default()
+                }),
+                cst::Definition::EnumTypeDefinition(e) => raw.push(RawType {
+                    name: name_of(e.name()),
+                    kind: Some(TypeKind::Leaf),
+                    ..RawType::default()
+                }),
+                cst::Definition::InputObjectTypeDefinition(e) => raw.push(RawType {
+                    name: name_of(e.name()),
+                    kind: Some(TypeKind::Leaf),
+                    ..RawType::default()
+                }),
+                _ => {}
+            }
+        }
+        Self::build(raw, &query, mutation.as_deref())
+    }
+
+    /// From the `data` of an introspection query (see [`INTROSPECTION_QUERY`]).
+    pub fn from_introspection(data: &Value) -> Result<SchemaMap, String> {
+        let schema = data
+            .get("__schema")
+            .ok_or("introspection result has no __schema")?;
+        let name = |v: &Value| v.get("name").and_then(Value::as_str).map(str::to_string);
+        let query = schema
+            .get("queryType")
+            .and_then(name)
+            .ok_or("no queryType")?;
+        let mutation = schema.get("mutationType").and_then(name);
+        let types = schema
+            .get("types")
+            .and_then(Value::as_array)
+            .ok_or("no types")?;
+        let mut raw = Vec::new();
+        for t in types {
+            let kind = match t.get("kind").and_then(Value::as_str) {
+                Some("OBJECT") => TypeKind::Object,
+                Some("INTERFACE") => TypeKind::Interface,
+                Some("UNION") => TypeKind::Union,
+                _ => TypeKind::Leaf,
+            };
+            let list = |key: &str| -> Vec<Value> {
+                t.get(key)
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            raw.push(RawType {
+                name: name(t).ok_or("type without name")?,
+                kind: Some(kind),
+                fields: list("fields")
+                    .iter()
+                    .filter_map(|f| {
+                        let (ty, list) = named_type_json(f.get("type")?)?;
+                        Some((name(f)?, ty, list))
+                    })
+                    .collect(),
+                interfaces: list("interfaces").iter().filter_map(name).collect(),
+                members: list("possibleTypes").iter().filter_map(name).collect(),
+            });
+        }
+        Self::build(raw, &query, mutation.as_deref())
+    }
+
+    fn build(raw: Vec<RawType>, query: &str, mutation: Option<&str>) -> Result<SchemaMap, String> {
+        // Merge extensions into their base definitions.
+        let mut merged: HashMap<String, RawType> = HashMap::new();
+        for t in raw {
+            match merged.get_mut(&t.name) {
+                Some(existing) => {
+                    existing.fields.extend(t.fields);
+                    existing.interfaces.extend(t.interfaces);
+                    existing.members.extend(t.members);
+                }
+                None => {
+                    merged.insert(t.name.clone(), t);
+                }
+            }
+        }
+        if !merged.contains_key(query) {
+            return Err(format!("the schema has no query type {query:?}"));
+        }
+        let intern = |s: &str| -> Arc<str> { Arc::from(s) };
+        let implements_node = |t: &RawType| t.interfaces.iter().any(|i| i == "Node");
+        let mut possible_of: HashMap<String, Vec<Arc<str>>> = HashMap::new();
+        for t in merged.values() {
+            if t.kind == Some(TypeKind::Object) {
+                for i in &t.interfaces {
+                    possible_of
+                        .entry(i.clone())
+                        .or_default()
+                        .push(intern(&t.name));
+                }
+            }
+        }
+        let mut types = HashMap::new();
+        let mut models = BTreeSet::new();
+        for t in merged.values() {
+            let kind = t.kind.unwrap_or(TypeKind::Leaf);
+            let is_model = kind == TypeKind::Object && implements_node(t);
+            if is_model {
+                models.insert(intern(&t.name));
+            }
+            let mut possible = match kind {
+                TypeKind::Object => vec![intern(&t.name)],
+                TypeKind::Interface => {
+                    let mut p = possible_of.get(&t.name).cloned().unwrap_or_default();
+                    p.extend(t.members.iter().map(|m| intern(m)));
+                    p
+                }
+                TypeKind::Union => t.members.iter().map(|m| intern(m)).collect(),
+                TypeKind::Leaf => Vec::new(),
+            };
+            possible.sort();
+            possible.dedup();
+            types.insert(
+                intern(&t.name),
+                TypeDef {
+                    kind,
+                    fields: t
+                        .fields
+                        .iter()
+                        .map(|(f, ty, _)| (intern(f), intern(ty)))
+                        .collect(),
+                    possible,
+                    is_model,
+                },
+            );
+        }
+
+        // Query roots, classified by return type.
+        let mut query_roots = HashMap::new();
+        let mut plural_of: HashMap<String, Arc<str>> = HashMap::new();
+        let version_of: HashMap<String, Arc<str>> = models
+            .iter()
+            .map(|m| (format!("{}Version", lcfirst(m)), m.clone()))
+            .collect();
+        let q = &merged[query];
+        for (field, ty, list) in &q.fields {
+            let root = if let Some(m) = version_of.get(field) {
+                QueryRoot::ReadVersions(m.clone())
+            } else if let Some(def) = types.get(ty.as_str()) {
+                if def.is_model {
+                    QueryRoot::Read(intern(ty))
+                } else if let Some(m) = connection_model(&types, ty) {
+                    QueryRoot::Read(m)
+                } else if matches!(def.kind, TypeKind::Interface | TypeKind::Union) {
+                    QueryRoot::Abstract
+                } else {
+                    continue; // not a content read: unmapped, so denied
+                }
+            } else {
+                continue;
+            };
+            if let QueryRoot::Read(m) = &root {
+                if *list {
+                    plural_of.insert(ucfirst(field), m.clone());
+                }
+            }
+            query_roots.insert(intern(field), root);
+        }
+        query_roots.insert(intern("__typename"), QueryRoot::Typename);
+        query_roots.insert(intern("__schema"), QueryRoot::Introspection);
+        query_roots.insert(intern("__type"), QueryRoot::Introspection);
+
+        // Mutation roots: by Hygraph's generated names, checked against the schema's fields.
+        let mut mutation_roots = HashMap::new();
+        if let Some(mt) = mutation.and_then(|m| merged.get(m)) {
+            let fields: BTreeSet<&str> = mt.fields.iter().map(|(f, _, _)| f.as_str()).collect();
+            let mut add = |name: String, kind: MutationKind, model: &Arc<str>| {
+                if fields.contains(name.as_str()) {
+                    mutation_roots.insert(intern(&name), MutationRoot::Model(kind, model.clone()));
+                }
+            };
+            for m in &models {
+                use MutationKind::*;
+                for (prefix, kind) in [
+                    ("create", Create),
+                    ("update", Update),
+                    ("upsert", Upsert),
+                    ("delete", Delete),
+                    ("publish", Publish),
+                    ("unpublish", Unpublish),
+                    ("schedulePublish", Publish),
+                    ("scheduleUnpublish", Unpublish),
+                ] {
+                    add(format!("{prefix}{m}"), kind, m);
+                }
+            }
+            for (plural, m) in &plural_of {
+                use MutationKind::*;
+                for (prefix, kind) in [
+                    ("updateMany", Update),
+                    ("deleteMany", Delete),
+                    ("publishMany", Publish),
+                    ("unpublishMany", Unpublish),
+                ] {
+                    add(format!("{prefix}{plural}Connection"), kind, m);
+                    add(format!("{prefix}{plural}"), kind, m);
+                }
+            }
+            mutation_roots.insert(intern("__typename"), MutationRoot::Typename);
+        }
+        Ok(SchemaMap {
+            types,
+            query_type: intern(query),
+            mutation_type: mutation.filter(|m| merged.contains_key(*m)).map(intern),
+            query_roots,
+            mutation_roots,
+            models,
+            source_digest: [0; 32],
+        })
+    }
+
+    pub fn field_type(&self, parent: &str, field: &str) -> Option<&Arc<str>> {
+        self.types.get(parent).and_then(|t| t.fields.get(field))
+    }
+
+    pub fn is_model(&self, ty: &str) -> bool {
+        self.models.contains(ty)
+    }
+}
+
+/// `PostConnection { edges: [PostEdge!]! }`, `PostEdge { node: Post! }` → Post.
+fn connection_model(types: &HashMap<Arc<str>, TypeDef>, ty: &str) -> Option<Arc<str>> {
+    let edge = types.get(ty)?.fields.get("edges")?;
+    let node = types.get(edge)?.fields.get("node")?;
+    types.get(node).filter(|t| t.is_model).map(|_| node.clone())
+}
+
+fn lcfirst(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
+}
+
+fn ucfirst(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
+}
+
+fn named_type(t: &cst::Type) -> String {
+    match t {
+        cst::Type::NamedType(n) => n.name().map(|n| n.text().to_string()).unwrap_or_default(),
+        cst::Type::ListType(l) => l.ty().map(|t| named_type(&t)).unwrap_or_default(),
+        cst::Type::NonNullType(n) => {
+            if let Some(named) = n.named_type() {
+                named
+                    .name()
+                    .map(|n| n.text().to_string())
+                    .unwrap_or_default()
+            } else if let Some(list) = n.list_type() {
+                list.ty().map(|t| named_type(&t)).unwrap_or_default()
+            } else {
+                n.syntax().text().to_string()
+            }
+        }
+    }
+}
+
+fn is_list(t: &cst::Type) -> bool {
+    match t {
+        cst::Type::ListType(_) => true,
+        cst::Type::NonNullType(n) => n.list_type().is_some(),
+        cst::Type::NamedType(_) => false,
+    }
+}
+
+/// Named type and list-ness of an introspection `type { name kind ofType … }`.
+fn named_type_json(t: &Value) -> Option<(String, bool)> {
+    let mut cur = t;
+    let mut list = false;
+    for _ in 0..16 {
+        if cur.get("kind").and_then(Value::as_str) == Some("LIST") {
+            list = true;
+        }
+        match cur.get("name").and_then(Value::as_str) {
+            Some(n) => return Some((n.to_string(), list)),
+            None => cur = cur.get("ofType")?,
+        }
+    }
+    None
+}
+
+/// The introspection query the gateway sends at start-up (deprecated fields included: the
+/// `…Many…` mutations Hygraph still serves are deprecated).
+pub const INTROSPECTION_QUERY: &str = "query ContentgateSchemaMap { __schema { queryType { name } mutationType { name } \
+types { kind name fields(includeDeprecated: true) { name type { name kind ofType { name kind ofType { name kind ofType { name kind ofType { name kind } } } } } } \
+interfaces { name } possibleTypes { name } } } }";
