@@ -429,7 +429,15 @@ struct Latencies {
     max_at: Duration,
     over_100us: u64,
     over_1ms: u64,
+    /// Requests over `STALL`: (end, from the phase start; latency).
+    stalls: Vec<(Duration, Duration)>,
+    /// Times this loop held the last reference to a replaced snapshot and so freed it: (when,
+    /// how long the `drop` took).
+    freed: Vec<(Duration, Duration)>,
 }
+
+/// A request this slow is listed one by one.
+const STALL: Duration = Duration::from_millis(10);
 
 const SUB: u64 = 32;
 
@@ -442,6 +450,8 @@ impl Latencies {
             max_at: Duration::ZERO,
             over_100us: 0,
             over_1ms: 0,
+            stalls: Vec::new(),
+            freed: Vec::new(),
         }
     }
 
@@ -472,6 +482,9 @@ impl Latencies {
         }
         self.over_100us += u64::from(ns > 100_000);
         self.over_1ms += u64::from(ns > 1_000_000);
+        if d > STALL && self.stalls.len() < 32 {
+            self.stalls.push((at, d));
+        }
     }
 
     fn quantile(&self, q: f64) -> Duration {
@@ -504,7 +517,15 @@ fn request_loop(
         let principal = authenticate(&[headers[i].as_bytes()], &snap);
         assert!(principal.is_ok(), "a warm token was refused during the run");
         drop(black_box(principal));
-        drop(snap);
+        // Only one reference left means the store has moved on and this drop frees the whole
+        // old snapshot; time it to attribute stalls (a rare race can hide one, never invent one).
+        if Arc::strong_count(&snap) == 1 {
+            let t = Instant::now();
+            drop(snap);
+            lat.freed.push((t - start, t.elapsed()));
+        } else {
+            drop(snap);
+        }
         i = (i + 1) % headers.len();
         let now = Instant::now();
         lat.record(now - prev, now - start);
@@ -601,16 +622,31 @@ fn tail_latency_report(
             lat.over_1ms
         );
     }
-    let _ = writeln!(
-        out,
-        "worst request during reloads ended {:.3?} into the phase",
-        busy.max_at
-    );
     for (i, (at, took)) in spans.iter().enumerate() {
         let _ = writeln!(
             out,
-            "reload {}: started at {at:.3?}, took {took:.3?}",
-            i + 1
+            "reload {}: {at:.3?} .. {:.3?} into the phase ({took:.2?})",
+            i + 1,
+            *at + *took
+        );
+    }
+    for (name, lat) in [("no reload", &quiet), ("during reloads", &busy)] {
+        let list = |v: &[(Duration, Duration)]| -> String {
+            v.iter()
+                .map(|(at, d)| format!("{:.2?} at {at:.3?}", d))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "{name}: requests over {STALL:?}: [{}]",
+            list(&lat.stalls)
+        );
+        let _ = writeln!(
+            out,
+            "{name}: the request loop freed a replaced snapshot {} time(s): [{}]",
+            lat.freed.len(),
+            list(&lat.freed)
         );
     }
     let _ = writeln!(

@@ -503,13 +503,44 @@ fn field_args(f: &cst::Field, resolver: &Resolver) -> Result<FieldArgs, GraphqlE
     Ok(out)
 }
 
+impl FieldArgs {
+    /// Fills the arguments the document left out with the schema's defaults, so a default such
+    /// as `documentInStages(stages: … = [DRAFT, PUBLISHED])` is checked like an explicit value.
+    fn with_defaults(mut self, schema: &SchemaMap, parent: &str, field: &str) -> Self {
+        let d = |arg: &str| {
+            schema
+                .arg_default(parent, field, arg)
+                .map(<[String]>::to_vec)
+        };
+        if self.stage.is_none() {
+            self.stage = d("stage").and_then(|v| v.into_iter().next());
+        }
+        if self.stages.is_none() {
+            self.stages = d("stages");
+        }
+        if self.locales.is_none() {
+            self.locales = d("locales");
+        }
+        if self.to.is_none() {
+            self.to = d("to");
+        }
+        if self.from.is_none() {
+            self.from = d("from");
+        }
+        self
+    }
+}
+
 fn root_field(f: &cst::Field, ctx: &RootCtx) -> Result<RootField, GraphqlError> {
     let name = f.name().map(|n| n.text().to_string()).unwrap_or_default();
     let alias = f
         .alias()
         .and_then(|a| a.name())
         .map(|n| n.text().to_string());
-    let args = field_args(f, ctx.resolver)?;
+    let mut args = field_args(f, ctx.resolver)?;
+    if let (Some(schema), Some(root)) = (ctx.schema, &ctx.root_type) {
+        args = args.with_defaults(schema, root, &name);
+    }
     let mut reads = BTreeSet::new();
     let mut unresolved = None;
     if let (Some(schema), Some(root)) = (ctx.schema, &ctx.root_type) {
@@ -524,7 +555,7 @@ fn root_field(f: &cst::Field, ctx: &RootCtx) -> Result<RootField, GraphqlError> 
                         reads: &mut reads,
                         unresolved: &mut unresolved,
                     };
-                    walk.field_selection(f, ty, &None, &None)?;
+                    walk.field_selection(f, root, ty, &None, &None)?;
                 }
             }
         }
@@ -581,11 +612,13 @@ impl Walk<'_, '_> {
     fn field_selection(
         &mut self,
         f: &cst::Field,
+        parent: &str,
         ty: &Arc<str>,
         stages: &Option<Vec<String>>,
         locales: &Option<Vec<String>>,
     ) -> Result<(), GraphqlError> {
-        let args = field_args(f, self.resolver)?;
+        let name = f.name().map(|n| n.text().to_string()).unwrap_or_default();
+        let args = field_args(f, self.resolver)?.with_defaults(self.schema, parent, &name);
         let stages = match (args.stage, args.stages) {
             (Some(s), _) => Some(vec![s]),
             (None, Some(list)) => Some(list),
@@ -627,12 +660,14 @@ impl Walk<'_, '_> {
                     }
                     // The field is looked up on the possible types (an interface field exists
                     // on every implementation).
-                    match possible
-                        .iter()
-                        .find_map(|p| self.schema.field_type(p, &name))
-                        .cloned()
-                    {
-                        Some(ty) => self.field_selection(&f, &ty, stages, locales)?,
+                    match possible.iter().find_map(|p| {
+                        self.schema
+                            .field_type(p, &name)
+                            .map(|t| (p.clone(), t.clone()))
+                    }) {
+                        Some((parent, ty)) => {
+                            self.field_selection(&f, &parent, &ty, stages, locales)?
+                        }
                         None => {
                             if self.unresolved.is_none() {
                                 let parent = possible

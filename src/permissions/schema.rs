@@ -88,7 +88,13 @@ pub struct RawType {
     pub fields: Vec<(String, String, bool)>,
     pub interfaces: Vec<String>,
     pub members: Vec<String>,
+    /// (field, argument, default value names) for the context arguments the gateway decides on.
+    pub arg_defaults: Vec<(String, String, Vec<String>)>,
 }
+
+/// Arguments whose value changes what a field reads: their schema defaults apply when a
+/// document leaves them out (`documentInStages(stages: … = [DRAFT, PUBLISHED])`).
+pub const CONTEXT_ARGS: [&str; 5] = ["stage", "stages", "locales", "to", "from"];
 
 #[derive(Debug)]
 pub struct SchemaMap {
@@ -98,6 +104,8 @@ pub struct SchemaMap {
     pub query_roots: HashMap<Arc<str>, QueryRoot>,
     pub mutation_roots: HashMap<Arc<str>, MutationRoot>,
     pub models: BTreeSet<Arc<str>>,
+    /// Schema defaults of context arguments, by (type, field) then argument name.
+    pub arg_defaults: HashMap<(Arc<str>, Arc<str>), Vec<(Arc<str>, Vec<String>)>>,
     /// sha256 of the SDL text it was built from (zero for introspection), to reuse it across
     /// reloads that do not change the file.
     pub source_digest: [u8; 32],
@@ -132,6 +140,29 @@ impl SchemaMap {
             })
             .unwrap_or_default()
         };
+        let defaults_of = |f: Option<cst::FieldsDefinition>| -> Vec<(String, String, Vec<String>)> {
+            let mut out = Vec::new();
+            for d in f.iter().flat_map(|f| f.field_definitions()) {
+                for arg in d
+                    .arguments_definition()
+                    .iter()
+                    .flat_map(|a| a.input_value_definitions())
+                {
+                    let arg_name = name_of(arg.name());
+                    if !CONTEXT_ARGS.contains(&arg_name.as_str()) {
+                        continue;
+                    }
+                    if let Some(v) = arg.default_value().and_then(|d| d.value()) {
+                        out.push((
+                            name_of(d.name()),
+                            arg_name,
+                            enum_names(&v.syntax().text().to_string()),
+                        ));
+                    }
+                }
+            }
+            out
+        };
         let interfaces_of = |i: Option<cst::ImplementsInterfaces>| -> Vec<String> {
             i.map(|i| i.named_types().map(|n| name_of(n.name())).collect())
                 .unwrap_or_default()
@@ -158,6 +189,7 @@ impl SchemaMap {
                     fields: fields_of(o.fields_definition()),
                     interfaces: interfaces_of(o.implements_interfaces()),
                     members: Vec::new(),
+                    arg_defaults: defaults_of(o.fields_definition()),
                 }),
                 cst::Definition::ObjectTypeExtension(o) => raw.push(RawType {
                     name: name_of(o.name()),
@@ -165,6 +197,7 @@ impl SchemaMap {
                     fields: fields_of(o.fields_definition()),
                     interfaces: interfaces_of(o.implements_interfaces()),
                     members: Vec::new(),
+                    arg_defaults: defaults_of(o.fields_definition()),
                 }),
                 cst::Definition::InterfaceTypeDefinition(i) => raw.push(RawType {
                     name: name_of(i.name()),
@@ -172,6 +205,7 @@ impl SchemaMap {
                     fields: fields_of(i.fields_definition()),
                     interfaces: interfaces_of(i.implements_interfaces()),
                     members: Vec::new(),
+                    arg_defaults: defaults_of(i.fields_definition()),
                 }),
                 cst::Definition::UnionTypeDefinition(u) => raw.push(RawType {
                     name: name_of(u.name()),
@@ -244,6 +278,24 @@ impl SchemaMap {
                     .collect(),
                 interfaces: list("interfaces").iter().filter_map(name).collect(),
                 members: list("possibleTypes").iter().filter_map(name).collect(),
+                arg_defaults: list("fields")
+                    .iter()
+                    .flat_map(|f| {
+                        let field = name(f).unwrap_or_default();
+                        f.get("args")
+                            .and_then(Value::as_array)
+                            .cloned()
+                            .unwrap_or_default()
+                            .into_iter()
+                            .filter_map(move |a| {
+                                let arg = name(&a)?;
+                                let default = a.get("defaultValue").and_then(Value::as_str)?;
+                                CONTEXT_ARGS
+                                    .contains(&arg.as_str())
+                                    .then(|| (field.clone(), arg, enum_names(default)))
+                            })
+                    })
+                    .collect(),
             });
         }
         Self::build(raw, &query, mutation.as_deref())
@@ -258,6 +310,7 @@ impl SchemaMap {
                     existing.fields.extend(t.fields);
                     existing.interfaces.extend(t.interfaces);
                     existing.members.extend(t.members);
+                    existing.arg_defaults.extend(t.arg_defaults);
                 }
                 None => {
                     merged.insert(t.name.clone(), t);
@@ -278,6 +331,16 @@ impl SchemaMap {
                         .or_default()
                         .push(intern(&t.name));
                 }
+            }
+        }
+        let mut arg_defaults: HashMap<(Arc<str>, Arc<str>), Vec<(Arc<str>, Vec<String>)>> =
+            HashMap::new();
+        for t in merged.values() {
+            for (field, arg, names) in &t.arg_defaults {
+                arg_defaults
+                    .entry((intern(&t.name), intern(field)))
+                    .or_default()
+                    .push((intern(arg), names.clone()));
             }
         }
         let mut types = HashMap::new();
@@ -395,12 +458,21 @@ impl SchemaMap {
             query_roots,
             mutation_roots,
             models,
+            arg_defaults,
             source_digest: [0; 32],
         })
     }
 
     pub fn field_type(&self, parent: &str, field: &str) -> Option<&Arc<str>> {
         self.types.get(parent).and_then(|t| t.fields.get(field))
+    }
+
+    /// The schema default of a context argument of `parent.field`, if it has one.
+    pub fn arg_default(&self, parent: &str, field: &str, arg: &str) -> Option<&[String]> {
+        self.arg_defaults
+            .get(&(Arc::from(parent), Arc::from(field)))
+            .and_then(|args| args.iter().find(|(a, _)| &**a == arg))
+            .map(|(_, v)| v.as_slice())
     }
 
     pub fn is_model(&self, ty: &str) -> bool {
@@ -413,6 +485,15 @@ fn connection_model(types: &HashMap<Arc<str>, TypeDef>, ty: &str) -> Option<Arc<
     let edge = types.get(ty)?.fields.get("edges")?;
     let node = types.get(edge)?.fields.get("node")?;
     types.get(node).filter(|t| t.is_model).map(|_| node.clone())
+}
+
+/// Enum value names in a GraphQL default value: `[DRAFT, PUBLISHED]` → ["DRAFT", "PUBLISHED"].
+fn enum_names(value: &str) -> Vec<String> {
+    value
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 fn lcfirst(s: &str) -> String {
@@ -477,5 +558,5 @@ fn named_type_json(t: &Value) -> Option<(String, bool)> {
 /// The introspection query the gateway sends at start-up (deprecated fields included: the
 /// `…Many…` mutations Hygraph still serves are deprecated).
 pub const INTROSPECTION_QUERY: &str = "query ContentgateSchemaMap { __schema { queryType { name } mutationType { name } \
-types { kind name fields(includeDeprecated: true) { name type { name kind ofType { name kind ofType { name kind ofType { name kind ofType { name kind } } } } } } \
+types { kind name fields(includeDeprecated: true) { name args { name defaultValue } type { name kind ofType { name kind ofType { name kind ofType { name kind ofType { name kind } } } } } } \
 interfaces { name } possibleTypes { name } } } }";
