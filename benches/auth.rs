@@ -244,7 +244,7 @@ dir = "policies"
 
     fn snapshot(&self) -> Snapshot {
         let inputs = Inputs::read(&self.config).unwrap_or_else(|e| panic!("bench inputs: {e}"));
-        compile(&inputs, 1, None).unwrap_or_else(|e| panic!("bench snapshot: {e}"))
+        compile(&inputs, 1, None, None).unwrap_or_else(|e| panic!("bench snapshot: {e}"))
     }
 
     fn revoked_path(&self) -> PathBuf {
@@ -708,7 +708,7 @@ fn reload_under_load(c: &mut Criterion) {
             let (files, store, headers) = setup.get_or_insert_with(|| {
                 let started = Instant::now();
                 let files = Files::new(n, n);
-                let store = PolicyStore::load(&files.config, Arc::new(Metrics::new()))
+                let store = PolicyStore::load(&files.config, Arc::new(Metrics::new()), None)
                     .unwrap_or_else(|e| panic!("bench store: {e}"));
                 let jti = registry_jti(n / 2);
                 let headers: Vec<String> = algs.iter().map(|a| a.header(&jti, None)).collect();

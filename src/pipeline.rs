@@ -9,11 +9,16 @@ use http::Method;
 
 use crate::auth::{self, AuthError, Principal};
 use crate::config::{EndpointKind, Limits};
-use crate::graphql::document::{self, Operation, OperationKind};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::graphql::document::{self, Document, Operation, OperationKind};
 use crate::graphql::request::GraphqlRequest;
 use crate::graphql::GraphqlError;
 use crate::permissions::authorize::{authorize, AuthzError, Denial, OperationContext};
 use crate::permissions::management;
+use crate::permissions::schema::SchemaMap;
 use crate::policy::Snapshot;
 use crate::stage::{EffectiveStage, Locale, Stage};
 
@@ -34,11 +39,66 @@ pub struct Incoming<'a> {
 #[derive(Debug)]
 pub struct Admitted {
     pub principal: Principal,
-    pub request: GraphqlRequest,
-    pub operation: Operation,
+    /// The parsed request and document, shared with every identical request.
+    pub parsed: Arc<Parsed>,
     pub stage: EffectiveStage,
     /// Locales from the `gcms-locales` header, in the client's order.
     pub header_locales: Option<Vec<Locale>>,
+}
+
+impl Admitted {
+    pub fn operation(&self) -> &Operation {
+        &self.parsed.document.operation
+    }
+}
+
+/// The principal-independent analysis of a request: what it asks, and every model it reads.
+#[derive(Debug)]
+pub struct Parsed {
+    pub request: GraphqlRequest,
+    pub document: Document,
+}
+
+/// Parsed requests by digest of their exact bytes (endpoint kind, method, body or query
+/// string), so a repeated query skips JSON and GraphQL parsing and the schema walk. Shared by
+/// consecutive snapshots while the schema map is the same; authorization still runs per request
+/// against the principal's current grants.
+pub struct DocumentCache {
+    cache: moka::sync::Cache<[u8; 32], Arc<Parsed>>,
+}
+
+impl DocumentCache {
+    pub fn new(entries: u64) -> Self {
+        Self {
+            cache: moka::sync::Cache::builder().max_capacity(entries).build(),
+        }
+    }
+
+    fn get_or_parse(
+        &self,
+        input: &Incoming,
+        schema: Option<&SchemaMap>,
+        limits: &Limits,
+    ) -> Result<Arc<Parsed>, GraphqlError> {
+        let mut h = Sha256::new();
+        h.update([input.endpoint as u8, u8::from(input.method == Method::POST)]);
+        match input.body {
+            Some(body) => h.update(body),
+            None => h.update(input.query_string.unwrap_or("").as_bytes()),
+        }
+        let key: [u8; 32] = h.finalize().into();
+        if let Some(hit) = self.cache.get(&key) {
+            return Ok(hit);
+        }
+        let request = match input.body {
+            Some(body) => GraphqlRequest::from_json(body)?,
+            None => GraphqlRequest::from_query_string(input.query_string.unwrap_or(""))?,
+        };
+        let document = document::parse_document(&request, limits.parse_limits(), schema)?;
+        let parsed = Arc::new(Parsed { request, document });
+        self.cache.insert(key, parsed.clone());
+        Ok(parsed)
+    }
 }
 
 /// Who was refused, for the audit log: the token's name and jti, never the token.
@@ -104,27 +164,23 @@ pub fn is_json(content_type: &[u8]) -> bool {
 /// Authenticates and decides. The method and content type are checked before the token so a
 /// CSRF-style form post never costs a signature verification.
 pub fn decide(input: &Incoming, snap: &Snapshot, limits: &Limits) -> Result<Admitted, Rejection> {
-    let request = match (input.method, input.body) {
-        (m, Some(body)) if m == Method::POST => {
+    match (input.method, input.body) {
+        (m, Some(_)) if m == Method::POST => {
             if !input.content_type.is_some_and(is_json) {
                 return Err(GraphqlError::UnsupportedMediaType.into());
             }
-            Some(body)
         }
-        (m, None) if m == Method::GET => None,
+        (m, None) if m == Method::GET => {}
         (m, _) => return Err(GraphqlError::MethodNotAllowed(m.to_string()).into()),
-    };
+    }
     let principal = auth::authenticate(&input.authorization, snap)?;
-    let request = match request {
-        Some(body) => GraphqlRequest::from_json(body)?,
-        None => GraphqlRequest::from_query_string(input.query_string.unwrap_or(""))?,
-    };
     let schema = match input.endpoint {
         EndpointKind::Management => None,
         _ => snap.schema.as_deref(),
     };
-    let document = document::parse_document(&request, limits.parse_limits(), schema)?;
-    let operation = document.operation;
+    let parsed = snap.documents.get_or_parse(input, schema, limits)?;
+    let document = &parsed.document;
+    let operation = &document.operation;
     if operation.kind == OperationKind::Mutation {
         if input.method == Method::GET {
             return Err(GraphqlError::MutationOverGet.into());
@@ -162,14 +218,14 @@ pub fn decide(input: &Incoming, snap: &Snapshot, limits: &Limits) -> Result<Admi
             &principal.policy().default_stage,
         ))
     };
-    let stage = stage_of(&operation)?;
+    let stage = stage_of(operation)?;
     match (input.endpoint, schema) {
         (EndpointKind::Management, _) => {
             let granted = match &principal {
                 Principal::Token(t) => t.management.as_slice(),
                 Principal::Public(_) => &[],
             };
-            for op in std::iter::once(&operation).chain(&document.others) {
+            for op in std::iter::once(operation).chain(&document.others) {
                 if let Err((field, permission)) =
                     management::check(op.root_fields.iter().map(|f| f.name.as_str()), granted)
                 {
@@ -183,7 +239,7 @@ pub fn decide(input: &Incoming, snap: &Snapshot, limits: &Limits) -> Result<Admi
         }
         (_, Some(schema)) => {
             // Every operation of the document is authorized, not only the selected one.
-            let mut ops = vec![(&operation, stage.clone())];
+            let mut ops = vec![(operation, stage.clone())];
             for other in &document.others {
                 ops.push((other, stage_of(other)?));
             }
@@ -207,8 +263,7 @@ pub fn decide(input: &Incoming, snap: &Snapshot, limits: &Limits) -> Result<Admi
     }
     Ok(Admitted {
         principal,
-        request,
-        operation,
+        parsed: parsed.clone(),
         stage,
         header_locales,
     })

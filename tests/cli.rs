@@ -144,14 +144,6 @@ async fn mint_then_inspect_tells_active_revoked_and_unknown() {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn the_demo_serves_the_sample_api_through_the_gateway() {
     let (port, admin, upstream) = (free_port(), free_port(), free_port());

@@ -15,6 +15,7 @@ use crate::config::file::FileConfig;
 use crate::config::{resolve, Cms, ConfigError, ConfigErrors, Source};
 use crate::permissions::schema::SchemaMap;
 use crate::permissions::{Action, Grant, Permissions, Scope};
+use crate::pipeline::DocumentCache;
 use crate::stage::Stage;
 
 pub const PUBLIC_FILE: &str = "public.toml";
@@ -22,6 +23,17 @@ pub const TOKENS_TOML: &str = "tokens.toml";
 pub const TOKENS_JSON: &str = "tokens.json";
 pub const REVOKED_FILE: &str = "revoked.txt";
 pub const SCHEMA_FILE: &str = "schema.graphql";
+
+/// Parsed documents kept for repeated queries (entries; a typical entry is a few KB).
+const DOCUMENT_CACHE_ENTRIES: u64 = 10_000;
+
+fn same_schema(a: &Option<Arc<SchemaMap>>, b: &Option<Arc<SchemaMap>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
 
 /// Default capacity of the verified-token cache (entries, ~100 bytes each).
 const DEFAULT_VERIFIED_CACHE_ENTRIES: u64 = 100_000;
@@ -323,6 +335,10 @@ pub fn compile(
             tokens,
             revoked,
             verifier,
+            documents: match previous {
+                Some(p) if same_schema(&p.schema, &schema) => p.documents.clone(),
+                _ => Arc::new(DocumentCache::new(DOCUMENT_CACHE_ENTRIES)),
+            },
             schema,
             inputs_digest: inputs.digest(),
             revoked_digest,

@@ -62,6 +62,8 @@ pub struct Snapshot {
     /// The upstream schema map (SDL file or introspection); `None` only for a gateway without
     /// content or cdn endpoints.
     pub schema: Option<Arc<SchemaMap>>,
+    /// Parsed documents by digest; shared with the previous snapshot while the schema map is.
+    pub documents: Arc<crate::pipeline::DocumentCache>,
     /// Digest of every input file, to skip reloads that change nothing.
     pub inputs_digest: [u8; 32],
     /// Digest of the revocation file alone (revocation-lag metric).

@@ -439,10 +439,9 @@ impl ProxyHttp for Gateway {
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer {peer}"));
         // A retry may execute a mutation twice (pingora#979): only idempotent reads retry.
-        let is_mutation = _ctx
-            .admitted
-            .as_ref()
-            .is_some_and(|a| a.operation.kind == crate::graphql::document::OperationKind::Mutation);
+        let is_mutation = _ctx.admitted.as_ref().is_some_and(|a| {
+            a.operation().kind == crate::graphql::document::OperationKind::Mutation
+        });
         if is_mutation || !session.req_header().method.is_idempotent() {
             e.set_retry(false);
         } else {
@@ -514,8 +513,8 @@ impl ProxyHttp for Gateway {
             Some(a) => (
                 a.principal.name(),
                 a.principal.jti(),
-                Some(a.operation.kind.as_str()),
-                a.operation.name.as_deref(),
+                Some(a.operation().kind.as_str()),
+                a.operation().name.as_deref(),
                 Some(a.stage.primary().as_str()),
             ),
             None => ("-", None, None, None, None),

@@ -135,12 +135,35 @@ impl MockOrigin {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A free port for a gateway listener. Chosen below the kernel's ephemeral range (32768+), so
+/// the port-0 binds of mock origins and the clients' outgoing connections can never take it
+/// between this check and the gateway's bind; never handed out twice in one test process.
+pub fn free_port() -> u16 {
+    use std::collections::HashSet;
+    use std::sync::OnceLock;
+    static TAKEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let taken = TAKEN.get_or_init(|| Mutex::new(HashSet::new()));
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64;
+    let mut x = seed | 1;
+    loop {
+        // xorshift: a cheap spread over 20000..32000
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = 20_000 + (x % 12_000) as u16;
+        let mut set = taken.lock().unwrap();
+        if set.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            set.insert(port);
+            return port;
+        }
+    }
 }
 
 /// Builder for a gateway config directory.
