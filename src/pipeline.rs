@@ -125,7 +125,7 @@ pub enum Rejection {
     Graphql(GraphqlError),
     /// A content permission is missing.
     Forbidden {
-        denial: Denial,
+        denial: Box<Denial>,
         who: Who,
     },
     /// A management root field the principal may not run (`permission`: `None` if the field is
@@ -252,7 +252,7 @@ pub fn decide(input: &Incoming, snap: &Snapshot, limits: &Limits) -> Result<Admi
                     |e| match e {
                         AuthzError::Invalid(g) => Rejection::Graphql(g),
                         AuthzError::Denied(denial) => Rejection::Forbidden {
-                            denial,
+                            denial: Box::new(denial),
                             who: Who::of(&principal),
                         },
                     },

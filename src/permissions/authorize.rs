@@ -8,6 +8,7 @@
 //!   Publish = Publish (from DRAFT to each `to:` stage) + Read on DRAFT;
 //!   Unpublish = Unpublish from each `from:` stage + Read on all stages;
 //!   the selection set of a mutation is a read in DRAFT.
+//!
 //! A field the schema map cannot resolve is denied, never allowed.
 
 use std::sync::Arc;
@@ -208,8 +209,7 @@ fn needs_of(
         (None, None) => cms.locales.first().cloned().into_iter().collect(),
     };
     let mut needs = Vec::new();
-    let nested_stage_default: Stage;
-    match kind {
+    let nested_stage_default: Stage = match kind {
         OperationKind::Query => {
             match schema.query_roots.get(field.name.as_str()) {
                 Some(QueryRoot::Typename) => return Ok(needs),
@@ -241,7 +241,7 @@ fn needs_of(
                 Some(QueryRoot::Abstract) => {}
                 None => return Err(unknown(format!("{} (not a content field)", field.name))),
             }
-            nested_stage_default = stage.clone();
+            stage.clone()
         }
         OperationKind::Mutation => {
             let (mkind, m) = match schema.mutation_roots.get(field.name.as_str()) {
@@ -349,9 +349,9 @@ fn needs_of(
                     push_reads(&mut needs, Action::Read, &m, &cms.stages, &[]);
                 }
             }
-            nested_stage_default = draft;
+            draft
         }
-    }
+    };
     for read in &field.reads {
         let stages = match &read.stages {
             Some(names) => names

@@ -96,6 +96,9 @@ pub struct RawType {
 /// document leaves them out (`documentInStages(stages: … = [DRAFT, PUBLISHED])`).
 pub const CONTEXT_ARGS: [&str; 5] = ["stage", "stages", "locales", "to", "from"];
 
+/// (type, field) → [(argument, default enum names)].
+pub type ArgDefaults = HashMap<(Arc<str>, Arc<str>), Vec<(Arc<str>, Vec<String>)>>;
+
 #[derive(Debug)]
 pub struct SchemaMap {
     pub types: HashMap<Arc<str>, TypeDef>,
@@ -105,7 +108,7 @@ pub struct SchemaMap {
     pub mutation_roots: HashMap<Arc<str>, MutationRoot>,
     pub models: BTreeSet<Arc<str>>,
     /// Schema defaults of context arguments, by (type, field) then argument name.
-    pub arg_defaults: HashMap<(Arc<str>, Arc<str>), Vec<(Arc<str>, Vec<String>)>>,
+    pub arg_defaults: ArgDefaults,
     /// sha256 of the SDL text it was built from (zero for introspection), to reuse it across
     /// reloads that do not change the file.
     pub source_digest: [u8; 32],
@@ -333,8 +336,7 @@ impl SchemaMap {
                 }
             }
         }
-        let mut arg_defaults: HashMap<(Arc<str>, Arc<str>), Vec<(Arc<str>, Vec<String>)>> =
-            HashMap::new();
+        let mut arg_defaults: ArgDefaults = HashMap::new();
         for t in merged.values() {
             for (field, arg, names) in &t.arg_defaults {
                 arg_defaults
