@@ -156,11 +156,10 @@ async fn the_same_jti_under_a_new_audience_or_issuer_is_the_same_token_and_revoc
         // Same token, same default stage.
         assert_eq!(origin.last().header("gcms-stage"), Some("DRAFT"));
     }
-    std::fs::write(
-        gw.policies().join("revoked.txt"),
+    write_atomic(
+        &gw.policies().join("revoked.txt"),
         "jti-revoked\njti-editor\n",
-    )
-    .unwrap();
+    );
     gw.signal("HUP");
     gw.wait_generation(2).await;
     for jwt in [&old, &new] {
@@ -176,16 +175,15 @@ async fn deleting_the_registry_entry_refuses_every_jwt_of_that_jti() {
         gw.query("/content", Some(&bearer(&jwt)), Q).await.status(),
         200
     );
-    std::fs::write(
-        gw.policies().join("tokens.toml"),
+    write_atomic(
+        &gw.policies().join("tokens.toml"),
         token_entry(
             "jti-reader",
             "reader",
             "PUBLISHED",
             "[[token.permission]]\naction = \"read\"\n",
         ),
-    )
-    .unwrap();
+    );
     gw.signal("HUP");
     gw.wait_generation(2).await;
     assert_refused(&gw, &origin, &bearer(&jwt), 401, "unknown_jti").await;

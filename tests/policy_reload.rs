@@ -58,7 +58,7 @@ async fn revoking_a_jti_while_requests_run_refuses_the_first_request_after_the_r
         })
     };
     assert_eq!(gw.query("/content", Some(&jwt), Q).await.status(), 200);
-    std::fs::write(gw.policies().join("revoked.txt"), "jti-a\n").unwrap();
+    write_atomic(&gw.policies().join("revoked.txt"), "jti-a\n");
     // Poll until the snapshot that revokes it is live, then the very next request is refused.
     gw.wait_generation(2).await;
     let before = origin.count();
@@ -106,7 +106,7 @@ async fn a_broken_file_is_rejected_and_the_old_policy_keeps_serving() {
     for (file, text, expected) in cases {
         let original = std::fs::read_to_string(gw.policies().join(file)).unwrap();
         let seen_before = gw.log().matches(expected).count();
-        std::fs::write(gw.policies().join(file), &text).unwrap();
+        write_atomic(&gw.policies().join(file), &text);
         gw.signal("HUP");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while gw.log().matches(expected).count() <= seen_before
@@ -129,7 +129,7 @@ async fn a_broken_file_is_rejected_and_the_old_policy_keeps_serving() {
             200,
             "{expected}: the old policy must keep serving"
         );
-        std::fs::write(gw.policies().join(file), original).unwrap();
+        write_atomic(&gw.policies().join(file), original);
         // Let the watcher see the restored file before the next case.
         tokio::time::sleep(Duration::from_millis(150)).await;
     }

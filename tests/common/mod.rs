@@ -400,6 +400,14 @@ impl ConfigDir {
     }
 }
 
+/// Replaces a file the way editors and Kubernetes do (write aside, rename over), so a watcher
+/// never sees a half-written file.
+pub fn write_atomic(path: &Path, contents: impl AsRef<[u8]>) {
+    let tmp = path.with_extension("tmp-write");
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 /// A running `contentgate serve` process, killed on drop.
 pub struct TestGateway {
     pub cfg: ConfigDir,
