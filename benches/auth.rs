@@ -60,6 +60,8 @@ const ES_PUBLIC: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/keys/es256.pub.pem"
 );
+/// Content endpoints need a schema map; the example policies' SDL spares an introspection.
+const SCHEMA_SDL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/policies/schema.graphql");
 
 /// Distinct cached tokens cycled by `auth/repeat_rotating` (the verified cache holds 100 000).
 const ROTATING_TOKENS: usize = 10_000;
@@ -214,6 +216,8 @@ dir = "policies"
             "default_stage = \"PUBLISHED\"\n",
         )
         .expect("write public.toml");
+        fs::copy(SCHEMA_SDL, policies.join("schema.graphql"))
+            .expect("copy policies/schema.graphql");
 
         let mut w = BufWriter::new(
             fs::File::create(policies.join("tokens.json")).expect("create tokens.json"),

@@ -1,18 +1,30 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `POST /admin/purge` and
+//! `POST /webhooks/cms`.
 //!
 //! Separate from the proxy listener so it can be firewalled to the monitoring network and so
 //! health checks never compete with, or depend on, content traffic.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use base64::Engine;
+use hmac::{Hmac, Mac};
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
+use serde_json::{json, Value};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
+use crate::cache::{Purge, ReadCache};
+use crate::config::AdminSecrets;
 use crate::metrics::Metrics;
 use crate::policy::store::PolicyStore;
+
+/// Admin request bodies (purge, webhook) are small JSON documents.
+const MAX_ADMIN_BODY: usize = 1024 * 1024;
 
 /// Readiness: true once the first snapshot is loaded; false again when shutting down, so the
 /// load balancer stops sending traffic before in-flight requests drain.
@@ -35,6 +47,8 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub store: Arc<PolicyStore>,
     pub health: Arc<Health>,
+    pub cache: Option<Arc<ReadCache>>,
+    pub secrets: AdminSecrets,
 }
 
 fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -47,18 +61,216 @@ fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
         .expect("static response parts are valid")
 }
 
+fn json_reply(status: u16, v: Value) -> Response<Vec<u8>> {
+    reply(status, "application/json", v.to_string().into_bytes())
+}
+
+fn error(status: u16, message: &str) -> Response<Vec<u8>> {
+    json_reply(status, json!({ "error": message }))
+}
+
+async fn read_body(session: &mut ServerSession) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if out.len() + chunk.len() > MAX_ADMIN_BODY {
+                    return None;
+                }
+                out.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Some(out),
+            Err(_) => return None,
+        }
+    }
+}
+
+impl Admin {
+    async fn purge(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let Some(expected) = &self.secrets.purge_token else {
+            return error(
+                404,
+                "the purge API is disabled: set [admin] token_env or token_file",
+            );
+        };
+        let presented = session
+            .req_header()
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.split_once(' ')
+                    .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
+                    .map(|(_, t)| t.trim().to_string())
+            })
+            .unwrap_or_default();
+        if presented.as_bytes().ct_eq(expected.as_bytes()).unwrap_u8() != 1 {
+            tracing::info!(target: "audit", event = "purge_refused", "admin purge with a missing or wrong token");
+            return error(401, "a valid admin bearer token is required");
+        }
+        let Some(cache) = &self.cache else {
+            return error(503, "the cache is disabled");
+        };
+        let Some(body) = read_body(session).await else {
+            return error(413, "body too large");
+        };
+        let purge = match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(o)) => {
+                let s = |k: &str| o.get(k).and_then(Value::as_str).map(str::to_string);
+                Purge { model: s("model"), id: s("id"), stage: s("stage"), all: o.get("all").and_then(Value::as_bool).unwrap_or(false) }
+            }
+            _ => return error(400, "body must be a JSON object: {\"model\"}, {\"id\"}, optional \"stage\", or {\"all\": true}"),
+        };
+        if !purge.all && purge.model.is_none() && purge.id.is_none() {
+            return error(400, "name a model, an id, or all");
+        }
+        cache.purge(&purge, "admin");
+        json_reply(
+            200,
+            json!({ "purged": { "model": purge.model, "id": purge.id, "stage": purge.stage, "all": purge.all } }),
+        )
+    }
+
+    async fn webhook(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let Some(secret) = &self.secrets.webhook_secret else {
+            return error(
+                404,
+                "webhooks are disabled: set [webhooks] secret_env or secret_file",
+            );
+        };
+        let signature = session
+            .req_header()
+            .headers
+            .get("gcms-signature")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let Some(body) = read_body(session).await else {
+            return error(413, "body too large");
+        };
+        let Some(signature) = signature else {
+            return self.webhook_refused("missing gcms-signature");
+        };
+        if let Err(reason) = verify_signature(
+            &signature,
+            &body,
+            secret.as_bytes(),
+            self.secrets.webhook_tolerance,
+            SystemTime::now(),
+        ) {
+            return self.webhook_refused(reason);
+        }
+        let Some(cache) = &self.cache else {
+            return error(503, "the cache is disabled");
+        };
+        let payload: Value = match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(_) => return error(400, "body is not JSON"),
+        };
+        let data = payload.get("data").cloned().unwrap_or(Value::Null);
+        let s = |k: &str| data.get(k).and_then(Value::as_str).map(str::to_string);
+        let purge = Purge {
+            model: s("__typename"),
+            id: s("id"),
+            stage: s("stage"),
+            all: false,
+        };
+        if purge.model.is_none() && purge.id.is_none() {
+            return error(400, "payload data names no __typename or id");
+        }
+        cache.purge(&purge, "webhook");
+        json_reply(
+            200,
+            json!({ "purged": { "model": purge.model, "id": purge.id, "stage": purge.stage } }),
+        )
+    }
+
+    fn webhook_refused(&self, reason: &'static str) -> Response<Vec<u8>> {
+        self.metrics
+            .webhook_rejections
+            .with_label_values(&[reason])
+            .inc();
+        tracing::info!(target: "audit", event = "webhook_refused", reason, "CMS webhook refused");
+        error(401, reason)
+    }
+}
+
+/// Verifies Hygraph's `gcms-signature: sign=<base64 HMAC-SHA256>, env=<environment>, t=<ms>`.
+/// The signed message is the JSON `{"Body":"<raw body>","EnvironmentName":"<env>","TimeStamp":<t>}`;
+/// a timestamp further than `tolerance` from now is a replay.
+pub fn verify_signature(
+    header: &str,
+    body: &[u8],
+    secret: &[u8],
+    tolerance: Duration,
+    now: SystemTime,
+) -> Result<(), &'static str> {
+    let mut sign = None;
+    let mut env = None;
+    let mut t = None;
+    for part in header.split(',') {
+        let (k, v) = part
+            .trim()
+            .split_once('=')
+            .ok_or("malformed gcms-signature")?;
+        match k.trim() {
+            "sign" => sign = Some(v.trim()),
+            "env" => env = Some(v.trim()),
+            "t" => t = Some(v.trim()),
+            _ => {}
+        }
+    }
+    let (sign, env, t) = match (sign, env, t) {
+        (Some(s), Some(e), Some(t)) => (s, e, t),
+        _ => return Err("malformed gcms-signature"),
+    };
+    let t_ms: u64 = t.parse().map_err(|_| "malformed gcms-signature")?;
+    let now_ms = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    if now_ms.abs_diff(t_ms) > tolerance.as_millis() as u64 {
+        return Err("signature timestamp outside the replay window");
+    }
+    let body = std::str::from_utf8(body).map_err(|_| "body is not UTF-8")?;
+    // serde_json writes object keys sorted, which is the order Hygraph signs them in.
+    let message = json!({ "Body": body, "EnvironmentName": env, "TimeStamp": t_ms }).to_string();
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| "bad secret")?;
+    mac.update(message.as_bytes());
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    if expected.as_bytes().ct_eq(sign.as_bytes()).unwrap_u8() == 1 {
+        Ok(())
+    } else {
+        Err("bad signature")
+    }
+}
+
+/// Signs like Hygraph does (tests and tools).
+pub fn sign_webhook(body: &str, env: &str, t_ms: u64, secret: &[u8]) -> String {
+    let message = json!({ "Body": body, "EnvironmentName": env, "TimeStamp": t_ms }).to_string();
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(message.as_bytes());
+    let sign = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    format!("sign={sign}, env={env}, t={t_ms}")
+}
+
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_string();
-        match path.as_str() {
-            "/metrics" => reply(
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                self.metrics.render(),
-            ),
-            "/healthz" => reply(200, "text/plain", b"ok\n".to_vec()),
-            "/readyz" => {
+        let post = session.req_header().method == http::Method::POST;
+        match (path.as_str(), post) {
+            ("/metrics", false) => {
+                if let Some(c) = &self.cache {
+                    c.publish_gauges();
+                }
+                reply(
+                    200,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    self.metrics.render(),
+                )
+            }
+            ("/healthz", false) => reply(200, "text/plain", b"ok\n".to_vec()),
+            ("/readyz", false) => {
                 if self.health.is_ready() {
                     let body = format!(
                         "ready: policy generation {}\n",
@@ -69,7 +281,42 @@ impl ServeHttp for Admin {
                     reply(503, "text/plain", b"not ready\n".to_vec())
                 }
             }
+            ("/admin/purge", true) => self.purge(session).await,
+            ("/webhooks/cms", true) => self.webhook(session).await,
             _ => reply(404, "text/plain", b"not found\n".to_vec()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_signatures() {
+        let now = SystemTime::now();
+        let t = now.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        let body =
+            r#"{"operation":"publish","data":{"__typename":"Post","id":"p1","stage":"PUBLISHED"}}"#;
+        let header = sign_webhook(body, "master", t, b"secret");
+        let tol = Duration::from_secs(300);
+        assert_eq!(
+            verify_signature(&header, body.as_bytes(), b"secret", tol, now),
+            Ok(())
+        );
+        assert_eq!(
+            verify_signature(&header, body.as_bytes(), b"other", tol, now),
+            Err("bad signature")
+        );
+        assert_eq!(
+            verify_signature(&header, b"{}", b"secret", tol, now),
+            Err("bad signature")
+        );
+        let old = sign_webhook(body, "master", t - 600_000, b"secret");
+        assert_eq!(
+            verify_signature(&old, body.as_bytes(), b"secret", tol, now),
+            Err("signature timestamp outside the replay window")
+        );
+        assert!(verify_signature("garbage", body.as_bytes(), b"secret", tol, now).is_err());
     }
 }

@@ -26,6 +26,13 @@ pub struct Metrics {
     pub auth_results: IntCounterVec,
     pub graphql_rejections: IntCounterVec,
     pub permission_denials: IntCounterVec,
+    pub cache_lookups: IntCounterVec,
+    pub cache_entries: IntGauge,
+    pub cache_bytes: IntGauge,
+    pub cache_evictions: IntCounterVec,
+    pub cache_purges: IntCounterVec,
+    pub stale_on_429: prometheus::IntCounter,
+    pub webhook_rejections: IntCounterVec,
     pub stage_injections: IntCounterVec,
     pub reloads: IntCounterVec,
     pub generation: IntGauge,
@@ -90,6 +97,24 @@ impl Metrics {
                 "Requests refused with 403, by the missing action (read, create, ..., introspection, management).",
                 &["action"],
             ),
+                        cache_lookups: counter(
+                "contentgate_cache_lookups_total",
+                "Read-path cache outcomes: hit, miss (leader of a fill), coalesced (joined a fill), stale, bypass.",
+                &["result"],
+            ),
+            cache_entries: gauge("contentgate_cache_entries", "Entries in the read-path cache."),
+            cache_bytes: gauge("contentgate_cache_bytes", "Weighted size of the read-path cache in bytes."),
+            cache_evictions: counter("contentgate_cache_evictions_total", "Entries removed, by cause (expired, size, purged, replaced).", &["cause"]),
+            cache_purges: counter("contentgate_cache_purges_total", "Purges, by source (mutation, webhook, admin).", &["source"]),
+            stale_on_429: reg(
+                &registry,
+                prometheus::IntCounter::new(
+                    "contentgate_cache_stale_served_on_429_total",
+                    "Stale entries served because the upstream answered 429 (rate limit): requests kept inside the CMS plan.",
+                )
+                .expect("valid metric"),
+            ),
+                        webhook_rejections: counter("contentgate_webhook_rejections_total", "CMS webhooks refused, by reason.", &["reason"]),
             stage_injections: counter("contentgate_stage_injections_total",
                 "Requests forwarded with the principal's default gcms-stage injected, by principal kind.",
                 &["principal"],
@@ -130,6 +155,9 @@ impl Metrics {
         }
         for result in ["applied", "rejected"] {
             m.reloads.with_label_values(&[result]);
+        }
+        for result in ["hit", "miss", "coalesced", "stale", "bypass"] {
+            m.cache_lookups.with_label_values(&[result]);
         }
         m
     }

@@ -13,11 +13,13 @@ use pingora::services::listening::Service;
 use tokio::sync::broadcast;
 
 use crate::admin::{Admin, Health};
+use crate::cache::ReadCache;
 use crate::config::{Config, ConfigErrors};
 use crate::metrics::Metrics;
 use crate::policy::store::PolicyStore;
 use crate::policy::watch::PolicyWatcher;
 use crate::proxy::Gateway;
+use crate::upstream::UpstreamClient;
 
 /// Everything a running gateway shares between its services.
 pub struct Runtime {
@@ -25,6 +27,7 @@ pub struct Runtime {
     pub metrics: Arc<Metrics>,
     pub store: Arc<PolicyStore>,
     pub health: Arc<Health>,
+    pub cache: Option<Arc<ReadCache>>,
 }
 
 impl Runtime {
@@ -32,11 +35,19 @@ impl Runtime {
     pub fn load(config: Config) -> Result<Runtime, ConfigErrors> {
         let metrics = Arc::new(Metrics::new());
         let store = PolicyStore::load(&config.path, metrics.clone(), config.schema_upstream())?;
+        let cache = config.cache.enabled.then(|| {
+            ReadCache::new(
+                config.cache.clone(),
+                Arc::new(UpstreamClient::new()),
+                metrics.clone(),
+            )
+        });
         Ok(Runtime {
             config: Arc::new(config),
             metrics,
             store,
             health: Arc::new(Health::default()),
+            cache,
         })
     }
 }
@@ -70,6 +81,7 @@ pub fn build(rt: &Runtime, upgrade: bool) -> Server {
         config: rt.config.clone(),
         store: rt.store.clone(),
         metrics: rt.metrics.clone(),
+        cache: rt.cache.clone(),
     };
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -92,6 +104,8 @@ pub fn build(rt: &Runtime, upgrade: bool) -> Server {
                 metrics: rt.metrics.clone(),
                 store: rt.store.clone(),
                 health: rt.health.clone(),
+                cache: rt.cache.clone(),
+                secrets: rt.config.secrets.clone(),
             },
         );
         admin.add_tcp(addr);

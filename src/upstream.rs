@@ -1,68 +1,174 @@
-//! A minimal client for the gateway's own calls to the upstream (not proxied traffic): the
-//! start-up introspection query that builds the schema map. It reuses Pingora's connector, so
-//! TLS, SNI and timeouts behave exactly as for proxied requests.
+//! The gateway's own client to the upstream, for what it fetches itself rather than proxies:
+//! cache fills (in their own task, so coalesced waiters never depend on one client's
+//! connection) and the start-up introspection query. It uses Pingora's connector and keep-alive
+//! pool, so TLS, SNI and timeouts behave exactly as for proxied requests.
 
-use bytes::Bytes;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
 use pingora::connectors::http::Connector;
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::config::{Credential, Upstream};
 use crate::permissions::schema::{SchemaMap, INTROSPECTION_QUERY};
 
-/// POSTs a JSON body to the upstream's GraphQL endpoint; returns status and body.
-pub async fn post_json(upstream: &Upstream, body: Bytes) -> Result<(u16, Bytes), String> {
-    let connector = Connector::new(None);
-    let exchange = async {
-        let (mut session, _) = connector
-            .get_http_session(&upstream.peer)
+/// A complete upstream response.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub header: ResponseHeader,
+    pub body: Bytes,
+}
+
+/// Why a fetch failed (closed set, used as the `kind` label of upstream errors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchError {
+    Connect,
+    Timeout,
+    Tls,
+    Reset,
+    /// The body exceeded the fetch limit.
+    TooLarge,
+}
+
+impl FetchError {
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::Tls => "tls",
+            Self::Reset => "reset",
+            Self::TooLarge => "protocol",
+        }
+    }
+}
+
+fn classify(e: &pingora::Error) -> FetchError {
+    use pingora::ErrorType::*;
+    match e.etype() {
+        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
+            FetchError::Timeout
+        }
+        TLSHandshakeFailure | InvalidCert | HandshakeError | TLSWantX509Lookup => FetchError::Tls,
+        ConnectRefused | ConnectNoRoute | ConnectError | BindError | SocketError => {
+            FetchError::Connect
+        }
+        _ => FetchError::Reset,
+    }
+}
+
+/// A request the gateway sends itself.
+pub struct Outgoing<'a> {
+    pub method: &'a str,
+    /// Path and query, absolute (`/v2/project/master?query=…`).
+    pub path: &'a str,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Option<Bytes>,
+}
+
+pub struct UpstreamClient {
+    connector: Connector,
+}
+
+impl Default for UpstreamClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl UpstreamClient {
+    pub fn new() -> Self {
+        Self {
+            connector: Connector::new(None),
+        }
+    }
+
+    /// Sends one request and reads the whole response within `deadline`, at most `max_body`
+    /// bytes of body. The connection goes back to the pool only after a complete exchange.
+    pub async fn fetch(
+        &self,
+        upstream: &Upstream,
+        req: Outgoing<'_>,
+        deadline: Duration,
+        max_body: usize,
+    ) -> Result<Fetched, FetchError> {
+        match tokio::time::timeout(deadline, self.exchange(upstream, req, max_body)).await {
+            Ok(r) => r,
+            Err(_) => Err(FetchError::Timeout),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        upstream: &Upstream,
+        req: Outgoing<'_>,
+        max_body: usize,
+    ) -> Result<Fetched, FetchError> {
+        let peer = &upstream.peer;
+        let (mut session, _reused) = self
+            .connector
+            .get_http_session(peer)
             .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let mut req = RequestHeader::build("POST", upstream.path.as_bytes(), None)
-            .map_err(|e| e.to_string())?;
-        let set = |req: &mut RequestHeader, k: &'static str, v: &str| {
-            req.insert_header(k, v).map_err(|e| e.to_string())
-        };
-        req.insert_header("host", upstream.host_header.clone())
-            .map_err(|e| e.to_string())?;
-        set(&mut req, "content-type", "application/json")?;
-        set(&mut req, "content-length", &body.len().to_string())?;
+            .map_err(|e| classify(&e))?;
+        let mut header =
+            RequestHeader::build(req.method, req.path.as_bytes(), Some(req.headers.len() + 4))
+                .map_err(|_| FetchError::Reset)?;
+        header
+            .insert_header("host", upstream.host_header.clone())
+            .map_err(|_| FetchError::Reset)?;
         if let Credential::Replace(token) = &upstream.credential {
-            req.insert_header("authorization", token.clone())
-                .map_err(|e| e.to_string())?;
+            header
+                .insert_header("authorization", token.clone())
+                .map_err(|_| FetchError::Reset)?;
+        }
+        for (k, v) in req.headers {
+            header.insert_header(k, v).map_err(|_| FetchError::Reset)?;
+        }
+        if let Some(body) = &req.body {
+            header
+                .insert_header("content-length", body.len().to_string())
+                .map_err(|_| FetchError::Reset)?;
         }
         session
-            .write_request_header(Box::new(req))
+            .write_request_header(Box::new(header))
             .await
-            .map_err(|e| format!("write: {e}"))?;
-        session
-            .write_request_body(body.clone(), true)
-            .await
-            .map_err(|e| format!("write: {e}"))?;
+            .map_err(|e| classify(&e))?;
+        if let Some(body) = req.body {
+            session
+                .write_request_body(body, true)
+                .await
+                .map_err(|e| classify(&e))?;
+        }
         session
             .finish_request_body()
             .await
-            .map_err(|e| format!("write: {e}"))?;
+            .map_err(|e| classify(&e))?;
         session
             .read_response_header()
             .await
-            .map_err(|e| format!("read: {e}"))?;
-        let status = session
+            .map_err(|e| classify(&e))?;
+        let header = session
             .response_header()
-            .map(|h| h.status.as_u16())
-            .unwrap_or(0);
-        let mut out = Vec::new();
+            .cloned()
+            .ok_or(FetchError::Reset)?;
+        let mut body = BytesMut::new();
         while let Some(chunk) = session
             .read_response_body()
             .await
-            .map_err(|e| format!("read: {e}"))?
+            .map_err(|e| classify(&e))?
         {
-            out.extend_from_slice(&chunk);
+            if body.len() + chunk.len() > max_body {
+                return Err(FetchError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
         }
-        Ok::<_, String>((status, Bytes::from(out)))
-    };
-    tokio::time::timeout(upstream.timeouts.total, exchange)
-        .await
-        .map_err(|_| format!("no answer within {:?}", upstream.timeouts.total))?
+        self.connector
+            .release_http_session(session, peer, Some(upstream.timeouts.idle))
+            .await;
+        Ok(Fetched {
+            header,
+            body: body.freeze(),
+        })
+    }
 }
 
 /// Builds the schema map by introspecting the upstream (blocking; used before the server runs).
@@ -72,11 +178,21 @@ pub fn introspect(upstream: &Upstream) -> Result<SchemaMap, String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let (status, body) = rt.block_on(post_json(upstream, body))?;
+    let client = UpstreamClient::new();
+    let req = Outgoing {
+        method: "POST",
+        path: &upstream.path,
+        headers: vec![("content-type", "application/json".into())],
+        body: Some(body),
+    };
+    let fetched = rt
+        .block_on(client.fetch(upstream, req, upstream.timeouts.total, 64 * 1024 * 1024))
+        .map_err(|e| format!("connect: {} error", e.kind()))?;
+    let status = fetched.header.status.as_u16();
     if status != 200 {
         return Err(format!("introspection answered HTTP {status}"));
     }
-    let value: serde_json::Value = serde_json::from_slice(&body)
+    let value: serde_json::Value = serde_json::from_slice(&fetched.body)
         .map_err(|e| format!("introspection answer is not JSON: {e}"))?;
     if let Some(errors) = value.get("errors") {
         return Err(format!("introspection failed: {errors}"));

@@ -30,6 +30,43 @@ pub struct FileConfig {
     pub limits: FileLimits,
     #[serde(default)]
     pub log: FileLog,
+    #[serde(default)]
+    pub cache: FileCache,
+    pub webhooks: Option<FileWebhooks>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCache {
+    pub enabled: Option<bool>,
+    pub max_bytes: Option<u64>,
+    pub max_entry_bytes: Option<usize>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub default_ttl: Option<Duration>,
+    #[serde(default)]
+    pub model_ttl: BTreeMap<String, FileDuration>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub stale_while_revalidate: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub stale_if_error: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub fetch_deadline: Option<Duration>,
+    /// Also cache reads on `content` endpoints (cdn endpoints are always cached).
+    pub content_reads: Option<bool>,
+}
+
+/// A duration value in a map (`model_ttl = { Post = "30s" }`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(transparent)]
+pub struct FileDuration(#[serde(with = "humantime_serde")] pub Duration);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileWebhooks {
+    pub secret_env: Option<String>,
+    pub secret_file: Option<String>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub tolerance: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -55,6 +92,9 @@ pub struct FileListener {
 #[serde(deny_unknown_fields)]
 pub struct FileAdmin {
     pub address: Spanned<String>,
+    /// Bearer token for `POST /admin/purge` (from the environment or a file).
+    pub token_env: Option<String>,
+    pub token_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -184,6 +184,46 @@ impl Cms {
     }
 }
 
+/// The read-path cache (`[cache]`).
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    pub enabled: bool,
+    pub max_bytes: u64,
+    pub max_entry_bytes: usize,
+    pub default_ttl: Duration,
+    pub model_ttl: BTreeMap<String, Duration>,
+    /// Longest stale-while-revalidate window (also the default; clients may ask for less or,
+    /// up to this, more with `hyg-stale-while-revalidate`).
+    pub stale_while_revalidate: Duration,
+    pub stale_if_error: Duration,
+    pub fetch_deadline: Duration,
+    pub content_reads: bool,
+}
+
+/// Secrets of the admin listener.
+#[derive(Clone, Default)]
+pub struct AdminSecrets {
+    pub purge_token: Option<String>,
+    pub webhook_secret: Option<String>,
+    pub webhook_tolerance: Duration,
+}
+
+impl std::fmt::Debug for AdminSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSecrets")
+            .field(
+                "purge_token",
+                &self.purge_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("webhook_tolerance", &self.webhook_tolerance)
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub path: PathBuf,
@@ -196,6 +236,8 @@ pub struct Config {
     pub poll_interval: Duration,
     pub limits: Limits,
     pub log: LogSettings,
+    pub cache: CacheSettings,
+    pub secrets: AdminSecrets,
     /// The `[auth]` table, compiled into the policy snapshot (keys are hot-reloadable).
     pub auth: Arc<file::FileAuth>,
 }
@@ -424,6 +466,68 @@ fn compile(src: &Source, base: &Path, file: FileConfig) -> Result<Config, Config
     }
 
     let policies_dir = resolve(base, file.policies.dir.as_deref().unwrap_or("policies"));
+    let c = &file.cache;
+    let cache = CacheSettings {
+        enabled: c.enabled.unwrap_or(true),
+        max_bytes: c.max_bytes.unwrap_or(256 * 1024 * 1024),
+        max_entry_bytes: c.max_entry_bytes.unwrap_or(1024 * 1024),
+        default_ttl: c.default_ttl.unwrap_or(Duration::from_secs(60)),
+        model_ttl: c.model_ttl.iter().map(|(k, v)| (k.clone(), v.0)).collect(),
+        stale_while_revalidate: c.stale_while_revalidate.unwrap_or(Duration::from_secs(60)),
+        stale_if_error: c.stale_if_error.unwrap_or(Duration::from_secs(300)),
+        fetch_deadline: c.fetch_deadline.unwrap_or(Duration::from_secs(10)),
+        content_reads: c.content_reads.unwrap_or(false),
+    };
+    let secret = |env: &Option<String>,
+                  path: &Option<String>,
+                  field: &str,
+                  errors: &mut Vec<ConfigError>|
+     -> Option<String> {
+        match (env, path) {
+            (Some(var), None) => match std::env::var(var) {
+                Ok(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
+                _ => {
+                    errors.push(src.error(
+                        None,
+                        field,
+                        format!("environment variable {var} is not set"),
+                    ));
+                    None
+                }
+            },
+            (None, Some(p)) => match std::fs::read_to_string(resolve(base, p)) {
+                Ok(v) => Some(v.trim().to_string()),
+                Err(e) => {
+                    errors.push(src.error(None, field, format!("cannot read {p}: {e}")));
+                    None
+                }
+            },
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                errors.push(src.error(None, field, "give one of *_env or *_file"));
+                None
+            }
+        }
+    };
+    let secrets = AdminSecrets {
+        purge_token: file
+            .admin
+            .as_ref()
+            .and_then(|a| secret(&a.token_env, &a.token_file, "admin.token", &mut errors)),
+        webhook_secret: file.webhooks.as_ref().and_then(|w| {
+            secret(
+                &w.secret_env,
+                &w.secret_file,
+                "webhooks.secret",
+                &mut errors,
+            )
+        }),
+        webhook_tolerance: file
+            .webhooks
+            .as_ref()
+            .and_then(|w| w.tolerance)
+            .unwrap_or(Duration::from_secs(300)),
+    };
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -441,6 +545,8 @@ fn compile(src: &Source, base: &Path, file: FileConfig) -> Result<Config, Config
             .unwrap_or(Duration::from_secs(5)),
         limits,
         log,
+        cache,
+        secrets,
         auth: Arc::new(file.auth),
     })
 }

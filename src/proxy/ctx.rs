@@ -14,12 +14,18 @@ use crate::policy::Snapshot;
 pub enum CacheStatus {
     /// Not served from, nor stored into, a cache.
     Bypass,
+    Hit,
+    Miss,
+    Stale,
 }
 
 impl CacheStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Bypass => "BYPASS",
+            Self::Hit => "HIT",
+            Self::Miss => "MISS",
+            Self::Stale => "STALE",
         }
     }
 }

@@ -6,6 +6,7 @@
 //! `fail_to_proxy` turns upstream failures into 502/504; `logging` records the access log and
 //! metrics. Pingora's `Ok(true)` ("response already written") never leaves this module.
 
+mod cached;
 pub mod ctx;
 pub mod respond;
 
@@ -21,6 +22,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 
+use crate::cache::ReadCache;
 use crate::config::{Config, Credential};
 use crate::graphql::GraphqlError;
 use crate::metrics::{status_class, Metrics};
@@ -50,6 +52,7 @@ pub struct Gateway {
     pub config: Arc<Config>,
     pub store: Arc<PolicyStore>,
     pub metrics: Arc<Metrics>,
+    pub cache: Option<Arc<ReadCache>>,
 }
 
 enum Flow {
@@ -126,6 +129,19 @@ impl Gateway {
             }
             Err(rejection) => Ok(self.refuse(ctx, rejection)),
         }
+    }
+
+    /// Queries on cdn endpoints (and on content endpoints when `content_reads` is set).
+    fn cacheable(&self, ctx: &RequestCtx) -> bool {
+        let (Some(endpoint), Some(a)) = (&ctx.endpoint, &ctx.admitted) else {
+            return false;
+        };
+        let kind_ok = match endpoint.kind {
+            crate::config::EndpointKind::Cdn => true,
+            crate::config::EndpointKind::Content => self.config.cache.content_reads,
+            crate::config::EndpointKind::Management => false,
+        };
+        kind_ok && a.operation().kind == crate::graphql::document::OperationKind::Query
     }
 
     fn refuse(&self, ctx: &mut RequestCtx, rejection: Rejection) -> Flow {
@@ -276,7 +292,13 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         match self.admit(session, ctx).await? {
-            Flow::Forward => Ok(false),
+            Flow::Forward => match &self.cache {
+                Some(cache) if self.cacheable(ctx) => {
+                    cached::serve(self, cache, session, ctx).await?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            },
             Flow::Respond(err) => {
                 self.write_error(session, ctx, &err).await?;
                 Ok(true)
@@ -424,6 +446,9 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if resp.status.is_success() {
+            cached::purge_after_mutation(self, ctx);
+        }
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
         resp.insert_header("x-cache", ctx.cache.as_str())?;
         Ok(())

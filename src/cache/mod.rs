@@ -1,0 +1,486 @@
+//! The high-performance read path: an in-memory cache of upstream answers (moka, bounded in
+//! bytes), request coalescing, stale-while-revalidate, stale-if-error and precise invalidation.
+//!
+//! Authentication and authorization run before every lookup (the proxy calls this module only
+//! for admitted requests), and the key carries the permission fingerprint, so a hit is never
+//! served across scopes. Fills run in their own task ([`ReadCache::fetch_coalesced`]): N
+//! concurrent identical misses cause one upstream request, and a leader whose client goes away
+//! does not fail its followers. Only complete 200 JSON answers without `errors`, without
+//! `Set-Cookie` and not marked `no-store`/`private` are stored; stored entries keep only the
+//! headers that belong to the content.
+
+pub mod key;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::config::{CacheSettings, Upstream};
+use crate::metrics::Metrics;
+use crate::upstream::{FetchError, Outgoing, UpstreamClient};
+pub use key::{CacheKey, KeyDigest};
+
+/// Hard cap on a body the gateway buffers for a fill: larger answers are a 502 (the per-entry
+/// maximum for storing is `max_entry_bytes`, usually far below).
+const MAX_FETCH_BYTES: usize = 32 * 1024 * 1024;
+/// Entry ids collected for invalidation per entry.
+const MAX_IDS_PER_ENTRY: usize = 1000;
+
+/// An upstream answer as the gateway replays it: status, the content headers, the body.
+#[derive(Debug)]
+pub struct Stored {
+    pub status: u16,
+    pub content_type: Option<String>,
+    /// `Retry-After` of a 429/503, passed on to every waiter.
+    pub retry_after: Option<String>,
+    pub body: Bytes,
+    pub stored_at: Instant,
+    pub ttl: Duration,
+    pub tags: Tags,
+}
+
+impl Stored {
+    pub fn age(&self) -> Duration {
+        self.stored_at.elapsed()
+    }
+}
+
+/// What an entry read: for purges by model (per stage) and by entry id.
+#[derive(Debug, Default, Clone)]
+pub struct Tags {
+    pub models: Vec<Arc<str>>,
+    pub stages: Vec<String>,
+    pub ids: HashSet<String>,
+}
+
+/// A purge request: by model, by entry id, by stage, or everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Purge {
+    pub model: Option<String>,
+    pub id: Option<String>,
+    pub stage: Option<String>,
+    pub all: bool,
+}
+
+impl Purge {
+    fn matches(&self, t: &Tags) -> bool {
+        if self.all {
+            return true;
+        }
+        let stage_ok = self
+            .stage
+            .as_ref()
+            .is_none_or(|s| t.stages.iter().any(|x| x == s));
+        let model_ok = self
+            .model
+            .as_ref()
+            .is_some_and(|m| t.models.iter().any(|x| &**x == m));
+        let id_ok = self.id.as_ref().is_some_and(|i| t.ids.contains(i));
+        stage_ok && (model_ok || id_ok)
+    }
+}
+
+/// How a request was answered from the cache's point of view (closed set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Hit,
+    Stale,
+    Miss,
+    Coalesced,
+}
+
+pub type FlightResult = Result<Arc<Stored>, FetchError>;
+
+/// What a fill needs to call the upstream.
+#[derive(Clone)]
+pub struct FillRequest {
+    pub upstream: Arc<Upstream>,
+    pub method: &'static str,
+    pub path: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Option<Bytes>,
+    pub tags: Tags,
+    /// TTL before upstream Cache-Control: the shortest per-model TTL of what the query reads.
+    pub ttl: Duration,
+}
+
+pub struct ReadCache {
+    entries: moka::future::Cache<KeyDigest, Arc<Stored>>,
+    flights: Mutex<HashMap<KeyDigest, watch::Receiver<Option<FlightResult>>>>,
+    /// Bumped by every purge; a fill that started before a purge does not store its answer.
+    purge_epoch: AtomicU64,
+    pub settings: CacheSettings,
+    client: Arc<UpstreamClient>,
+    metrics: Arc<Metrics>,
+}
+
+/// Keeps an entry for its TTL plus the longest stale window, then moka drops it.
+struct StaleAwareExpiry {
+    grace: Duration,
+}
+
+impl moka::Expiry<KeyDigest, Arc<Stored>> for StaleAwareExpiry {
+    fn expire_after_create(
+        &self,
+        _k: &KeyDigest,
+        v: &Arc<Stored>,
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(v.ttl + self.grace)
+    }
+
+    fn expire_after_update(
+        &self,
+        _k: &KeyDigest,
+        v: &Arc<Stored>,
+        _now: std::time::Instant,
+        _d: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(v.ttl + self.grace)
+    }
+}
+
+impl ReadCache {
+    pub fn new(
+        settings: CacheSettings,
+        client: Arc<UpstreamClient>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        let listener_metrics = metrics.clone();
+        let entries = moka::future::Cache::builder()
+            .max_capacity(settings.max_bytes)
+            // Weigh by what the entry holds: body plus a fixed overhead for the struct and tags.
+            .weigher(|_k: &KeyDigest, v: &Arc<Stored>| {
+                (v.body.len() + 256 + v.tags.ids.len() * 32).min(u32::MAX as usize) as u32
+            })
+            .expire_after(StaleAwareExpiry {
+                grace: settings.stale_while_revalidate.max(settings.stale_if_error),
+            })
+            .support_invalidation_closures()
+            .eviction_listener(move |_k, _v, cause| {
+                let cause = match cause {
+                    moka::notification::RemovalCause::Expired => "expired",
+                    moka::notification::RemovalCause::Explicit => "purged",
+                    moka::notification::RemovalCause::Replaced => "replaced",
+                    moka::notification::RemovalCause::Size => "size",
+                };
+                listener_metrics
+                    .cache_evictions
+                    .with_label_values(&[cause])
+                    .inc();
+            })
+            .build();
+        Arc::new(Self {
+            entries,
+            flights: Mutex::new(HashMap::new()),
+            purge_epoch: AtomicU64::new(0),
+            settings,
+            client,
+            metrics,
+        })
+    }
+
+    /// The entry for `key` if it is still servable (fresh or inside a stale window).
+    pub async fn get(&self, key: &KeyDigest) -> Option<Arc<Stored>> {
+        self.entries.get(key).await
+    }
+
+    pub fn record(&self, outcome: &'static str) {
+        self.metrics
+            .cache_lookups
+            .with_label_values(&[outcome])
+            .inc();
+    }
+
+    /// Runs (or joins) the fill for `key` and waits for it at most `fetch_deadline`.
+    pub async fn fetch_coalesced(
+        self: &Arc<Self>,
+        key: KeyDigest,
+        req: FillRequest,
+    ) -> (Outcome, Result<Arc<Stored>, FetchError>) {
+        let (outcome, mut rx) = self.join_or_lead(key, req);
+        let wait = rx.wait_for(Option::is_some);
+        let result = match tokio::time::timeout(self.settings.fetch_deadline, wait).await {
+            Ok(Ok(v)) => v.clone().unwrap_or(Err(FetchError::Reset)),
+            Ok(Err(_)) => Err(FetchError::Reset),
+            Err(_) => Err(FetchError::Timeout),
+        };
+        (outcome, result)
+    }
+
+    /// Starts a background refresh for a stale entry unless a fill for it is already running.
+    pub fn refresh(self: &Arc<Self>, key: KeyDigest, req: FillRequest) {
+        let _ = self.join_or_lead(key, req);
+    }
+
+    fn join_or_lead(
+        self: &Arc<Self>,
+        key: KeyDigest,
+        req: FillRequest,
+    ) -> (Outcome, watch::Receiver<Option<FlightResult>>) {
+        let mut flights = self.flights.lock();
+        if let Some(rx) = flights.get(&key) {
+            return (Outcome::Coalesced, rx.clone());
+        }
+        let (tx, rx) = watch::channel(None);
+        flights.insert(key, rx.clone());
+        drop(flights);
+        let this = self.clone();
+        // Its own task: the fill finishes (and stores) even if every waiting client goes away.
+        tokio::spawn(async move {
+            let epoch = this.purge_epoch.load(Ordering::SeqCst);
+            let result = this.fill(&req).await;
+            if let Ok(stored) = &result {
+                if stored.ttl > Duration::ZERO && this.purge_epoch.load(Ordering::SeqCst) == epoch {
+                    this.entries.insert(key, stored.clone()).await;
+                    this.publish_gauges();
+                }
+            }
+            // Stored before the flight disappears: a request arriving now finds the entry.
+            this.flights.lock().remove(&key);
+            let _ = tx.send(Some(result));
+        });
+        (Outcome::Miss, rx)
+    }
+
+    async fn fill(&self, req: &FillRequest) -> FlightResult {
+        let started = Instant::now();
+        let out = Outgoing {
+            method: req.method,
+            path: &req.path,
+            headers: req.headers.clone(),
+            body: req.body.clone(),
+        };
+        let fetched = self
+            .client
+            .fetch(
+                &req.upstream,
+                out,
+                self.settings.fetch_deadline,
+                MAX_FETCH_BYTES,
+            )
+            .await;
+        self.metrics
+            .upstream_duration
+            .with_label_values(&["cdn"])
+            .observe(started.elapsed().as_secs_f64());
+        let fetched = fetched.inspect_err(|e| {
+            self.metrics
+                .upstream_errors
+                .with_label_values(&[e.kind()])
+                .inc();
+        })?;
+        let h = &fetched.header;
+        let status = h.status.as_u16();
+        let header = |name: &str| {
+            h.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let content_type = header("content-type");
+        let ttl = self.storable_ttl(h, &fetched.body, content_type.as_deref(), req.ttl);
+        let mut tags = req.tags.clone();
+        if ttl > Duration::ZERO {
+            if let Ok(v) = serde_json::from_slice::<Value>(&fetched.body) {
+                collect_ids(&v, &mut tags.ids);
+            }
+        }
+        if status >= 500 || status == 429 {
+            self.metrics
+                .upstream_errors
+                .with_label_values(&["status"])
+                .inc();
+        }
+        Ok(Arc::new(Stored {
+            status,
+            content_type,
+            retry_after: header("retry-after"),
+            body: fetched.body,
+            stored_at: Instant::now(),
+            ttl,
+            tags,
+        }))
+    }
+
+    /// The TTL to store an answer for, or zero when it must not be stored.
+    fn storable_ttl(
+        &self,
+        h: &pingora::http::ResponseHeader,
+        body: &Bytes,
+        content_type: Option<&str>,
+        ttl: Duration,
+    ) -> Duration {
+        let none = Duration::ZERO;
+        if h.status.as_u16() != 200
+            || h.headers.contains_key("set-cookie")
+            || body.len() > self.settings.max_entry_bytes
+        {
+            return none;
+        }
+        let json = content_type.is_some_and(|ct| {
+            let media = ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            media == "application/json" || media == "application/graphql-response+json"
+        });
+        if !json {
+            return none;
+        }
+        let mut ttl = ttl;
+        for cc in h
+            .headers
+            .get_all("cache-control")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+        {
+            for directive in cc.split(',').map(|d| d.trim().to_ascii_lowercase()) {
+                if directive == "no-store" || directive == "private" || directive == "no-cache" {
+                    return none;
+                }
+                if let Some(v) = directive
+                    .strip_prefix("s-maxage=")
+                    .or_else(|| directive.strip_prefix("max-age="))
+                {
+                    if let Ok(secs) = v.parse::<u64>() {
+                        // s-maxage wins over max-age (RFC 9111 §5.2.2.10); both over config.
+                        if directive.starts_with("s-maxage")
+                            || !cc.to_ascii_lowercase().contains("s-maxage")
+                        {
+                            ttl = Duration::from_secs(secs);
+                        }
+                    }
+                }
+            }
+        }
+        // A GraphQL error (even next to partial data) is never stored; nor is a body that does
+        // not parse (truncated).
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(o)) if !o.contains_key("errors") => ttl,
+            _ => none,
+        }
+    }
+
+    /// Makes every matching entry invisible to the very next lookup.
+    pub fn purge(&self, purge: &Purge, source: &'static str) {
+        self.purge_epoch.fetch_add(1, Ordering::SeqCst);
+        self.metrics.cache_purges.with_label_values(&[source]).inc();
+        if purge.all {
+            self.entries.invalidate_all();
+        } else {
+            let p = purge.clone();
+            if self
+                .entries
+                .invalidate_entries_if(move |_k, v| p.matches(&v.tags))
+                .is_err()
+            {
+                // Predicates unsupported or too many pending: fall back to dropping everything.
+                self.entries.invalidate_all();
+            }
+        }
+        tracing::info!(target: "audit", event = "purge", source, model = purge.model.as_deref(), id = purge.id.as_deref(), stage = purge.stage.as_deref(), all = purge.all, "cache purge");
+    }
+
+    pub fn publish_gauges(&self) {
+        self.metrics
+            .cache_entries
+            .set(self.entries.entry_count() as i64);
+        self.metrics
+            .cache_bytes
+            .set(self.entries.weighted_size() as i64);
+    }
+
+    /// For tests and benches: apply pending evictions and invalidations now.
+    pub async fn run_pending_tasks(&self) {
+        self.entries.run_pending_tasks().await;
+        self.publish_gauges();
+    }
+}
+
+/// Every string `id` in a response, for purges by entry id.
+fn collect_ids(v: &Value, out: &mut HashSet<String>) {
+    if out.len() >= MAX_IDS_PER_ENTRY {
+        return;
+    }
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("id", Value::String(s)) => {
+                        out.insert(s.clone());
+                    }
+                    _ => collect_ids(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| collect_ids(i, out)),
+        _ => {}
+    }
+}
+
+/// A client's `hyg-stale-*` header (seconds), capped by the configured window.
+pub fn window(header: Option<&[u8]>, max: Duration) -> Duration {
+    header
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s).min(max))
+        .unwrap_or(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purge_matching() {
+        let tags = Tags {
+            models: vec![Arc::from("Post"), Arc::from("Author")],
+            stages: vec!["PUBLISHED".into()],
+            ids: ["p1".to_string()].into(),
+        };
+        assert!(Purge {
+            model: Some("Post".into()),
+            ..Purge::default()
+        }
+        .matches(&tags));
+        assert!(Purge {
+            id: Some("p1".into()),
+            ..Purge::default()
+        }
+        .matches(&tags));
+        assert!(!Purge {
+            model: Some("Post".into()),
+            stage: Some("DRAFT".into()),
+            ..Purge::default()
+        }
+        .matches(&tags));
+        assert!(!Purge {
+            model: Some("Page".into()),
+            ..Purge::default()
+        }
+        .matches(&tags));
+        assert!(Purge {
+            all: true,
+            ..Purge::default()
+        }
+        .matches(&tags));
+    }
+
+    #[test]
+    fn client_windows_are_capped() {
+        let max = Duration::from_secs(60);
+        assert_eq!(window(Some(b"10"), max), Duration::from_secs(10));
+        assert_eq!(window(Some(b"600"), max), max);
+        assert_eq!(window(Some(b"x"), max), max);
+        assert_eq!(window(None, max), max);
+    }
+}

@@ -1,0 +1,257 @@
+//! The cached read path inside the proxy: build the key, look up, serve HIT/STALE, or join the
+//! coalesced fill and serve its answer (or a stale entry when the upstream fails).
+//!
+//! Only headers that are part of the key (stage, locales) or that the gateway sets itself reach
+//! the upstream on a fill, so no unkeyed header can change a stored answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+use super::ctx::{CacheStatus, RequestCtx};
+use super::{respond, Gateway};
+use crate::cache::{window, CacheKey, FillRequest, Outcome, Purge, ReadCache, Stored, Tags};
+use crate::graphql::document::OperationKind;
+use crate::permissions::schema::{MutationRoot, QueryRoot};
+use crate::upstream::FetchError;
+
+pub(super) async fn serve(
+    gw: &Gateway,
+    cache: &Arc<ReadCache>,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> Result<()> {
+    let (Some(endpoint), Some(a), Some(snap)) = (
+        ctx.endpoint.clone(),
+        ctx.admitted.as_ref(),
+        ctx.snapshot.clone(),
+    ) else {
+        return Err(Error::new(ErrorType::InternalError));
+    };
+    let locales: Vec<&str> = a
+        .header_locales
+        .iter()
+        .flatten()
+        .map(|l| l.as_str())
+        .collect();
+    let request = &a.parsed.request;
+    let key = CacheKey {
+        endpoint: &endpoint.path,
+        query: &request.query,
+        operation_name: request.operation_name.as_deref(),
+        variables: &request.variables,
+        stage: a.stage.fallback.as_str(),
+        locales: &locales,
+        permissions: a.principal.policy().permissions.fingerprint(),
+    }
+    .digest();
+    let req = session.req_header();
+    let settings = &cache.settings;
+    let swr = window(
+        req.headers
+            .get("hyg-stale-while-revalidate")
+            .map(|v| v.as_bytes()),
+        settings.stale_while_revalidate,
+    );
+    let sie = window(
+        req.headers.get("hyg-stale-if-error").map(|v| v.as_bytes()),
+        settings.stale_if_error,
+    );
+
+    // The fill request: only keyed headers and the gateway's own.
+    let upstream = endpoint.upstream.clone();
+    let (method, path) = match (req.method == http::Method::GET, req.uri.query()) {
+        (true, Some(q)) => (
+            "GET",
+            format!(
+                "{}{}{q}",
+                upstream.path,
+                if upstream.path.contains('?') {
+                    '&'
+                } else {
+                    '?'
+                }
+            ),
+        ),
+        (true, None) => ("GET", upstream.path.clone()),
+        (false, _) => ("POST", upstream.path.clone()),
+    };
+    let mut headers = vec![
+        ("gcms-stage", a.stage.fallback.as_str().to_string()),
+        ("x-request-id", ctx.request_id.clone()),
+    ];
+    if method == "POST" {
+        headers.push(("content-type", "application/json".to_string()));
+    }
+    if !locales.is_empty() {
+        headers.push(("gcms-locales", locales.join(",")));
+    }
+    // `forward` mode: the CMS authorizes the client's own token (the key's permission
+    // fingerprint keeps principals with different grants apart).
+    if let crate::config::Credential::Forward = upstream.credential {
+        if let Some(auth) = req
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        {
+            headers.push(("authorization", auth.to_string()));
+        }
+    }
+    let (tags, ttl) = tags_and_ttl(a, snap.schema.as_deref(), settings);
+    let fill = FillRequest {
+        upstream,
+        method,
+        path,
+        headers,
+        body: ctx.body.clone(),
+        tags,
+        ttl,
+    };
+
+    let existing = cache.get(&key).await;
+    if let Some(e) = &existing {
+        let age = e.age();
+        if age <= e.ttl {
+            cache.record("hit");
+            return write(session, ctx, e, CacheStatus::Hit).await;
+        }
+        if age <= e.ttl + swr {
+            cache.record("stale");
+            cache.refresh(key, fill);
+            return write(session, ctx, e, CacheStatus::Stale).await;
+        }
+    }
+    ctx.upstream_started = Some(std::time::Instant::now());
+    let (outcome, result) = cache.fetch_coalesced(key, fill).await;
+    cache.record(match outcome {
+        Outcome::Coalesced => "coalesced",
+        _ => "miss",
+    });
+    // stale-if-error: an entry inside its window replaces an upstream failure.
+    let stale = existing.filter(|e| e.age() <= e.ttl + sie);
+    match result {
+        Ok(stored) if stored.status < 500 && stored.status != 429 => {
+            write(session, ctx, &stored, CacheStatus::Miss).await
+        }
+        Ok(stored) => match stale {
+            Some(e) => {
+                if stored.status == 429 {
+                    gw.metrics.stale_on_429.inc();
+                }
+                cache.record("stale");
+                write(session, ctx, &e, CacheStatus::Stale).await
+            }
+            None => write(session, ctx, &stored, CacheStatus::Miss).await,
+        },
+        Err(err) => match stale {
+            Some(e) => {
+                cache.record("stale");
+                write(session, ctx, &e, CacheStatus::Stale).await
+            }
+            None => {
+                let response = respond::upstream(err == FetchError::Timeout);
+                ctx.cache = CacheStatus::Miss;
+                gw.write_error(session, ctx, &response).await
+            }
+        },
+    }
+}
+
+/// Models (and stages) the query reads, and the TTL: the shortest configured for those models.
+fn tags_and_ttl(
+    a: &crate::pipeline::Admitted,
+    schema: Option<&crate::permissions::schema::SchemaMap>,
+    settings: &crate::config::CacheSettings,
+) -> (Tags, Duration) {
+    let mut tags = Tags::default();
+    let op = a.operation();
+    for (i, f) in op.root_fields.iter().enumerate() {
+        if let Some(QueryRoot::Read(m) | QueryRoot::ReadVersions(m)) =
+            schema.and_then(|s| s.query_roots.get(f.name.as_str()))
+        {
+            tags.models.push(m.clone());
+        }
+        for r in &f.reads {
+            tags.models.push(r.model.clone());
+            tags.stages.extend(r.stages.iter().flatten().cloned());
+        }
+        if let Some(s) = a.stage.per_field.get(i) {
+            tags.stages.push(s.as_str().to_string());
+        }
+    }
+    tags.models.sort();
+    tags.models.dedup();
+    tags.stages.sort();
+    tags.stages.dedup();
+    let ttl = tags
+        .models
+        .iter()
+        .filter_map(|m| settings.model_ttl.get(&**m))
+        .min()
+        .copied()
+        .unwrap_or(settings.default_ttl);
+    (tags, ttl)
+}
+
+async fn write(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    stored: &Stored,
+    status: CacheStatus,
+) -> Result<()> {
+    let mut h = ResponseHeader::build(stored.status, Some(6))?;
+    if let Some(ct) = &stored.content_type {
+        h.insert_header("content-type", ct.as_str())?;
+    }
+    h.insert_header("content-length", stored.body.len().to_string())?;
+    h.insert_header("x-cache", status.as_str())?;
+    h.insert_header("x-request-id", ctx.request_id.as_str())?;
+    if matches!(status, CacheStatus::Hit | CacheStatus::Stale) {
+        h.insert_header("age", stored.age().as_secs().to_string())?;
+    }
+    if let Some(ra) = &stored.retry_after {
+        h.insert_header("retry-after", ra.as_str())?;
+    }
+    ctx.own_status = Some(stored.status);
+    ctx.cache = status;
+    session.write_response_header(Box::new(h), false).await?;
+    session
+        .write_response_body(Some(stored.body.clone()), true)
+        .await
+}
+
+/// A mutation that succeeded through the gateway purges every entry that read its model.
+pub(super) fn purge_after_mutation(gw: &Gateway, ctx: &RequestCtx) {
+    let (Some(cache), Some(a), Some(snap)) = (&gw.cache, &ctx.admitted, &ctx.snapshot) else {
+        return;
+    };
+    if a.operation().kind != OperationKind::Mutation {
+        return;
+    }
+    let Some(schema) = snap.schema.as_deref() else {
+        return;
+    };
+    let mut models: Vec<&str> = a
+        .operation()
+        .root_fields
+        .iter()
+        .filter_map(|f| match schema.mutation_roots.get(f.name.as_str()) {
+            Some(MutationRoot::Model(_, m)) => Some(&**m),
+            _ => None,
+        })
+        .collect();
+    models.sort();
+    models.dedup();
+    for m in models {
+        cache.purge(
+            &Purge {
+                model: Some(m.to_string()),
+                ..Purge::default()
+            },
+            "mutation",
+        );
+    }
+}
