@@ -261,7 +261,8 @@ impl ServeHttp for Admin {
         match (path.as_str(), post) {
             ("/metrics", false) => {
                 if let Some(c) = &self.cache {
-                    c.publish_gauges();
+                    // moka counts lazily: settle pending work so the gauges are exact.
+                    c.run_pending_tasks().await;
                 }
                 reply(
                     200,

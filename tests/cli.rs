@@ -11,6 +11,7 @@ fn contentgate(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_contentgate"))
         .args(args)
         .env("CG_TEST_SERVICE_TOKEN", SERVICE_TOKEN)
+        .env("CG_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
         .output()
         .unwrap()
 }

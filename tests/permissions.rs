@@ -772,6 +772,7 @@ async fn an_unreachable_upstream_without_an_sdl_file_fails_start_up_with_a_clear
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_contentgate"))
         .args(["serve", "--config", cfg.config().to_str().unwrap()])
         .env("CG_TEST_SERVICE_TOKEN", SERVICE_TOKEN)
+        .env("CG_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -18,6 +18,8 @@ use axum::response::{IntoResponse, Response};
 pub const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keys");
 pub const HS_SECRET: &str = "test-hs256-secret-with-at-least-32-bytes!";
 pub const SERVICE_TOKEN: &str = "service-token-for-the-cms";
+pub const ADMIN_TOKEN: &str = "admin-token-for-purges";
+pub const WEBHOOK_SECRET: &str = "webhook-secret";
 
 /// What the origin received.
 #[derive(Debug, Clone)]
@@ -64,7 +66,17 @@ struct OriginState {
 pub struct MockOrigin {
     pub addr: SocketAddr,
     state: OriginState,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     _task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MockOrigin {
+    /// Stops listening and closes kept-alive connections: the origin is really gone.
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
 }
 
 async fn handle(
@@ -102,12 +114,18 @@ impl MockOrigin {
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(state.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await;
         });
         MockOrigin {
             addr,
             state,
+            shutdown: Some(tx),
             _task: task,
         }
     }
@@ -262,6 +280,7 @@ address = "127.0.0.1:{port}"
 
 [admin]
 address = "127.0.0.1:{admin}"
+token_env = "CG_TEST_ADMIN_TOKEN"
 
 [upstream.cms]
 url = "{url}"
@@ -383,6 +402,8 @@ impl ConfigDir {
             .args(["serve", "--config"])
             .arg(self.config())
             .env("CG_TEST_SERVICE_TOKEN", SERVICE_TOKEN)
+            .env("CG_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("CG_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::from(
