@@ -50,7 +50,7 @@ impl CacheKey<'_> {
             None => h.update([0]),
         }
         let mut canonical = Vec::with_capacity(64);
-        canonical_json(&Value::Object((*variables).clone()), &mut canonical);
+        canonical_object(variables, &mut canonical);
         field(&mut h, &canonical);
         field(&mut h, stage.as_bytes());
         h.update((locales.len() as u64).to_be_bytes());
@@ -69,22 +69,25 @@ fn field(h: &mut Sha256, bytes: &[u8]) {
 
 /// JSON with object keys sorted at every depth; numbers and strings keep their JSON form, so
 /// `1` and `"1"` differ.
+fn canonical_object(map: &serde_json::Map<String, Value>, out: &mut Vec<u8>) {
+    let mut keys: Vec<&String> = map.keys().collect();
+    keys.sort();
+    out.push(b'{');
+    for (i, k) in keys.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // A JSON string encoder that cannot fail for a String.
+        let _ = serde_json::to_writer(&mut *out, k);
+        out.push(b':');
+        canonical_json(&map[*k], out);
+    }
+    out.push(b'}');
+}
+
 fn canonical_json(v: &Value, out: &mut Vec<u8>) {
     match v {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push(b'{');
-            for (i, k) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(Value::String((*k).clone()).to_string().as_bytes());
-                out.push(b':');
-                canonical_json(&map[*k], out);
-            }
-            out.push(b'}');
-        }
+        Value::Object(map) => canonical_object(map, out),
         Value::Array(items) => {
             out.push(b'[');
             for (i, item) in items.iter().enumerate() {
@@ -95,7 +98,9 @@ fn canonical_json(v: &Value, out: &mut Vec<u8>) {
             }
             out.push(b']');
         }
-        other => out.extend_from_slice(other.to_string().as_bytes()),
+        other => {
+            let _ = serde_json::to_writer(&mut *out, other);
+        }
     }
 }
 
