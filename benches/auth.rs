@@ -25,7 +25,7 @@
 //! Without `--bench` (`cargo test --benches`) every bench runs once on small registries.
 //! Results and machine notes: benches/README.md.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::fs;
 use std::hint::black_box;
@@ -69,7 +69,8 @@ const ROTATING_TOKENS: usize = 10_000;
 /// `cargo bench` passes `--bench`; without it criterion runs each bench once as a smoke test, and
 /// so do we, on registries small enough not to slow a `cargo test --benches`.
 fn bench_mode() -> bool {
-    std::env::args().any(|a| a == "--bench")
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test" || a == "--list")
 }
 
 fn registry_sizes() -> [usize; 3] {
@@ -505,15 +506,19 @@ impl Latencies {
 }
 
 /// Runs the request loop (`store.snapshot()` + `authenticate`, alternating the warm tokens) until
-/// `stop` says so; a request's latency is the time between consecutive completions, so a stall
-/// anywhere in the loop shows. `start` anchors the times reported for the max.
+/// `stop` says so. A request's latency is the time between consecutive completions, so a stall
+/// anywhere in the loop shows. `in_flight`: how many requests hold a snapshot at once — the loop
+/// keeps the last `in_flight - 1` requests' snapshots alive, as a proxy's concurrent requests
+/// do (Pingora keeps the snapshot in the request context until the response is sent).
 fn request_loop(
     store: &PolicyStore,
     headers: &[String],
+    in_flight: usize,
     start: Instant,
     stop: impl Fn(Duration) -> bool,
 ) -> (Latencies, Duration) {
     let mut lat = Latencies::new();
+    let mut held: VecDeque<Arc<Snapshot>> = VecDeque::with_capacity(in_flight);
     let mut prev = Instant::now();
     let mut i = 0;
     loop {
@@ -521,14 +526,16 @@ fn request_loop(
         let principal = authenticate(&[headers[i].as_bytes()], &snap);
         assert!(principal.is_ok(), "a warm token was refused during the run");
         drop(black_box(principal));
-        // Only one reference left means the store has moved on and this drop frees the whole
-        // old snapshot; time it to attribute stalls (a rare race can hide one, never invent one).
-        if Arc::strong_count(&snap) == 1 {
-            let t = Instant::now();
-            drop(snap);
-            lat.freed.push((t - start, t.elapsed()));
-        } else {
-            drop(snap);
+        held.push_back(snap);
+        while held.len() >= in_flight.max(1) {
+            let Some(done) = held.pop_front() else { break };
+            // One reference left: the store has moved on and this drop frees the whole old
+            // snapshot. Timed to attribute stalls (a rare race can hide one, never invent one).
+            if Arc::strong_count(&done) == 1 {
+                let t = Instant::now();
+                drop(done);
+                lat.freed.push((t - start, t.elapsed()));
+            }
         }
         i = (i + 1) % headers.len();
         let now = Instant::now();
@@ -563,25 +570,39 @@ fn revoke_and_reload(store: &PolicyStore, revoked: &Path, jti: &str) -> Duration
     started.elapsed()
 }
 
-/// The plain timing loop: request latencies without and with reloads in flight.
-fn tail_latency_report(
+/// One phase of the plain timing loop.
+struct Phase {
+    name: String,
+    lat: Latencies,
+    wall: Duration,
+    /// Reloads during the phase: (start, duration), from the phase start.
+    reloads: Vec<(Duration, Duration)>,
+}
+
+/// Requests with `in_flight` concurrent holders, first for `quiet_for` without a reload, then
+/// while another thread performs `reloads` reloads back to back.
+fn phases(
     store: &Arc<PolicyStore>,
     revoked: &Path,
     headers: &[String],
-    n: usize,
-) -> String {
-    let reloads = if bench_mode() { 3 } else { 1 };
+    in_flight: usize,
+    reloads: usize,
+) -> [Phase; 2] {
     let quiet_for = if bench_mode() {
         Duration::from_secs(3)
     } else {
         Duration::from_millis(100)
     };
-    let mut out = String::new();
-    let _ = writeln!(out, "\nauth/reload_under_load: request = store.snapshot() + authenticate(repeat token), registry {n} + {n} revoked");
+    let (lat, wall) = request_loop(store, headers, in_flight, Instant::now(), |t| {
+        t >= quiet_for
+    });
+    let quiet = Phase {
+        name: format!("no reload, {in_flight} in flight"),
+        lat,
+        wall,
+        reloads: Vec::new(),
+    };
 
-    let (quiet, quiet_wall) = request_loop(store, headers, Instant::now(), |t| t >= quiet_for);
-
-    let verifier_before = store.snapshot().verifier.clone();
     let done = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let reloader = {
@@ -591,7 +612,7 @@ fn tail_latency_report(
                 .map(|k| {
                     (
                         start.elapsed(),
-                        revoke_and_reload(&store, &revoked, &jti(3, k)),
+                        revoke_and_reload(&store, &revoked, &jti(3 + in_flight as u64, k)),
                     )
                 })
                 .collect();
@@ -599,58 +620,85 @@ fn tail_latency_report(
             spans
         })
     };
-    let (busy, busy_wall) = request_loop(store, headers, start, |_| done.load(Ordering::Acquire));
+    let (lat, wall) = request_loop(store, headers, in_flight, start, |_| {
+        done.load(Ordering::Acquire)
+    });
     let spans = reloader.join().expect("reloader thread");
+    let busy = Phase {
+        name: format!("reloading, {in_flight} in flight"),
+        lat,
+        wall,
+        reloads: spans,
+    };
+    [quiet, busy]
+}
+
+/// The plain timing loop: request latencies without and with 1 000 000-entry reloads in flight.
+fn tail_latency_report(
+    store: &Arc<PolicyStore>,
+    revoked: &Path,
+    headers: &[String],
+    n: usize,
+) -> String {
+    let reloads = if bench_mode() { 3 } else { 1 };
+    let verifier_before = store.snapshot().verifier.clone();
+    let mut all = Vec::new();
+    for in_flight in [1, 64] {
+        all.extend(phases(store, revoked, headers, in_flight, reloads));
+    }
     let reused = Arc::ptr_eq(&verifier_before, &store.snapshot().verifier);
 
+    let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<15} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7} {:>5}",
+        "\nauth/reload_under_load: request = store.snapshot() + authenticate(repeat token), registry {n} + {n} revoked, {reloads} reloads per phase"
+    );
+    let _ = writeln!(
+        out,
+        "{:<24} {:>9} {:>9} {:>9} {:>9} {:>9} {:>12} {:>7} {:>5}",
         "phase", "requests", "req/s", "median", "p99", "p99.9", "max", ">100µs", ">1ms"
     );
-    for (name, lat, wall) in [
-        ("no reload", &quiet, quiet_wall),
-        ("during reloads", &busy, busy_wall),
-    ] {
+    for p in &all {
         let _ = writeln!(
             out,
-            "{:<15} {:>9} {:>9.0} {:>7}µs {:>7}µs {:>7}µs {:>8}µs {:>7} {:>5}",
-            name,
-            lat.total,
-            lat.total as f64 / wall.as_secs_f64(),
-            us(lat.quantile(0.5)),
-            us(lat.quantile(0.99)),
-            us(lat.quantile(0.999)),
-            us(lat.max),
-            lat.over_100us,
-            lat.over_1ms
+            "{:<24} {:>9} {:>9.0} {:>7}µs {:>7}µs {:>7}µs {:>10}µs {:>7} {:>5}",
+            p.name,
+            p.lat.total,
+            p.lat.total as f64 / p.wall.as_secs_f64(),
+            us(p.lat.quantile(0.5)),
+            us(p.lat.quantile(0.99)),
+            us(p.lat.quantile(0.999)),
+            us(p.lat.max),
+            p.lat.over_100us,
+            p.lat.over_1ms
         );
     }
-    for (i, (at, took)) in spans.iter().enumerate() {
+    let list = |v: &[(Duration, Duration)]| -> String {
+        v.iter()
+            .map(|(at, d)| format!("{d:.2?} at {at:.3?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for p in &all {
+        let _ = writeln!(out, "{}:", p.name);
+        for (i, (at, took)) in p.reloads.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "  reload {}: {at:.3?} .. {:.3?} ({took:.2?})",
+                i + 1,
+                *at + *took
+            );
+        }
         let _ = writeln!(
             out,
-            "reload {}: {at:.3?} .. {:.3?} into the phase ({took:.2?})",
-            i + 1,
-            *at + *took
+            "  requests over {STALL:?} (latency at end time): [{}]",
+            list(&p.lat.stalls)
         );
-    }
-    for (name, lat) in [("no reload", &quiet), ("during reloads", &busy)] {
-        let list = |v: &[(Duration, Duration)]| -> String {
-            v.iter()
-                .map(|(at, d)| format!("{:.2?} at {at:.3?}", d))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         let _ = writeln!(
             out,
-            "{name}: requests over {STALL:?}: [{}]",
-            list(&lat.stalls)
-        );
-        let _ = writeln!(
-            out,
-            "{name}: the request loop freed a replaced snapshot {} time(s): [{}]",
-            lat.freed.len(),
-            list(&lat.freed)
+            "  the request loop freed a replaced snapshot {} time(s): [{}]",
+            p.lat.freed.len(),
+            list(&p.lat.freed)
         );
     }
     let _ = writeln!(
@@ -658,9 +706,9 @@ fn tail_latency_report(
         "verified-token cache kept across reloads (same Verifier): {reused}"
     );
 
-    // What a request would pay if it held the last reference to the replaced snapshot.
+    // What a request pays when it holds the last reference to the replaced snapshot.
     let old = store.snapshot();
-    let took = revoke_and_reload(store, revoked, &jti(3, reloads));
+    let took = revoke_and_reload(store, revoked, &jti(3, 1_000_000));
     let started = Instant::now();
     drop(old);
     let _ = writeln!(
