@@ -18,6 +18,7 @@ pub mod permissions;
 pub mod pipeline;
 pub mod policy;
 pub mod proxy;
+pub mod ratelimit;
 pub mod server;
 pub mod stage;
 pub mod telemetry;

@@ -33,6 +33,7 @@ pub struct Metrics {
     pub cache_purges: IntCounterVec,
     pub stale_on_429: prometheus::IntCounter,
     pub webhook_rejections: IntCounterVec,
+    pub rate_limit_rejections: IntCounterVec,
     pub stage_injections: IntCounterVec,
     pub reloads: IntCounterVec,
     pub generation: IntGauge,
@@ -114,7 +115,12 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
-                        webhook_rejections: counter("contentgate_webhook_rejections_total", "CMS webhooks refused, by reason.", &["reason"]),
+                                    rate_limit_rejections: counter(
+                "contentgate_rate_limit_rejections_total",
+                "Requests refused with 429, by limit (token, ip, origin).",
+                &["scope"],
+            ),
+            webhook_rejections: counter("contentgate_webhook_rejections_total", "CMS webhooks refused, by reason.", &["reason"]),
             stage_injections: counter("contentgate_stage_injections_total",
                 "Requests forwarded with the principal's default gcms-stage injected, by principal kind.",
                 &["principal"],

@@ -137,6 +137,15 @@ pub enum Rejection {
     },
     /// No schema map: content requests cannot be authorized, so none is forwarded.
     NoSchema,
+    /// A rate limit (scope: token, ip, origin) is exhausted.
+    RateLimited {
+        retry_after: u64,
+        scope: &'static str,
+    },
+    /// The client address is outside the endpoint's allow list or inside its deny list.
+    AddressDenied,
+    /// A CORS preflight for an origin or method the endpoint does not allow.
+    CorsDenied,
 }
 
 impl From<AuthError> for Rejection {

@@ -82,6 +82,7 @@ pub fn build(rt: &Runtime, upgrade: bool) -> Server {
         store: rt.store.clone(),
         metrics: rt.metrics.clone(),
         cache: rt.cache.clone(),
+        limiters: Arc::new(crate::ratelimit::Limiters::new(rt.config.rate_limits)),
     };
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,

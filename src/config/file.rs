@@ -32,6 +32,10 @@ pub struct FileConfig {
     pub log: FileLog,
     #[serde(default)]
     pub cache: FileCache,
+    #[serde(default)]
+    pub rate_limits: FileRateLimits,
+    #[serde(default)]
+    pub network: FileNetwork,
     pub webhooks: Option<FileWebhooks>,
 }
 
@@ -126,6 +130,43 @@ pub struct FileEndpoint {
     pub path: Spanned<String>,
     pub kind: Spanned<String>,
     pub upstream: Option<Spanned<String>>,
+    pub cors: Option<FileCors>,
+    /// Client networks (CIDR) allowed; empty: all.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Client networks (CIDR) refused; checked after `allow`.
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCors {
+    pub allowed_origins: Vec<String>,
+    pub allowed_methods: Option<Vec<String>>,
+    pub allowed_headers: Option<Vec<String>>,
+    #[serde(default)]
+    pub allow_credentials: bool,
+    #[serde(default, with = "humantime_serde::option")]
+    pub max_age: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRateLimits {
+    pub token_default: Option<crate::policy::file::FileRateLimit>,
+    pub public_per_ip: Option<crate::policy::file::FileRateLimit>,
+    /// The origin budget guard: uncached requests per second to the upstream.
+    pub origin_requests_per_second: Option<u32>,
+    pub origin_burst: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileNetwork {
+    /// Proxies (CIDR) whose `X-Forwarded-For` is believed for the client address.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

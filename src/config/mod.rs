@@ -113,6 +113,36 @@ pub struct Endpoint {
     pub path: String,
     pub kind: EndpointKind,
     pub upstream: Arc<Upstream>,
+    pub cors: Option<Arc<Cors>>,
+    pub allow: Vec<ipnet::IpNet>,
+    pub deny: Vec<ipnet::IpNet>,
+}
+
+impl Endpoint {
+    /// Whether a client address may use this endpoint.
+    pub fn admits(&self, ip: std::net::IpAddr) -> bool {
+        (self.allow.is_empty() || self.allow.iter().any(|n| n.contains(&ip)))
+            && !self.deny.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// CORS for one endpoint; preflights are answered at the edge.
+#[derive(Debug, Clone)]
+pub struct Cors {
+    /// Exact origins, or `*` for any (never with credentials).
+    pub origins: Vec<String>,
+    pub methods: String,
+    pub headers: String,
+    pub credentials: bool,
+    pub max_age: String,
+}
+
+impl Cors {
+    pub fn allows(&self, origin: &str) -> bool {
+        self.origins
+            .iter()
+            .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -238,6 +268,8 @@ pub struct Config {
     pub log: LogSettings,
     pub cache: CacheSettings,
     pub secrets: AdminSecrets,
+    pub rate_limits: crate::ratelimit::RateSettings,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The `[auth]` table, compiled into the policy snapshot (keys are hot-reloadable).
     pub auth: Arc<file::FileAuth>,
 }
@@ -397,10 +429,66 @@ fn compile(src: &Source, base: &Path, file: FileConfig) -> Result<Config, Config
             }
             None => continue,
         };
+        let nets = |list: &[String],
+                    name: &str,
+                    errors: &mut Vec<ConfigError>|
+         -> Vec<ipnet::IpNet> {
+            list.iter()
+                .filter_map(|s| {
+                    parse_net(s)
+                        .map_err(|m| errors.push(src.error(Some(e.path.span()), field(name), m)))
+                        .ok()
+                })
+                .collect()
+        };
+        let allow = nets(&e.allow, "allow", &mut errors);
+        let deny = nets(&e.deny, "deny", &mut errors);
+        let cors = e.cors.as_ref().map(|c| {
+            if c.allow_credentials && c.allowed_origins.iter().any(|o| o == "*") {
+                errors.push(src.error(
+                    Some(e.path.span()),
+                    field("cors"),
+                    "allow_credentials cannot be combined with the origin \"*\"",
+                ));
+            }
+            Arc::new(Cors {
+                origins: c.allowed_origins.clone(),
+                methods: c
+                    .allowed_methods
+                    .clone()
+                    .unwrap_or_else(|| vec!["GET".into(), "POST".into()])
+                    .join(", "),
+                headers: c
+                    .allowed_headers
+                    .clone()
+                    .unwrap_or_else(|| {
+                        [
+                            "authorization",
+                            "content-type",
+                            "gcms-stage",
+                            "gcms-locales",
+                            "hyg-stale-while-revalidate",
+                            "hyg-stale-if-error",
+                        ]
+                        .map(String::from)
+                        .to_vec()
+                    })
+                    .join(", "),
+                credentials: c.allow_credentials,
+                max_age: c
+                    .max_age
+                    .unwrap_or(Duration::from_secs(600))
+                    .as_secs()
+                    .to_string(),
+            })
+        });
         endpoints.push(Endpoint {
             path,
             kind,
             upstream,
+            cors,
+            allow,
+            deny,
         });
     }
     // Longest prefix first, so `/cdn/v2` wins over `/cdn`.
@@ -509,6 +597,29 @@ fn compile(src: &Source, base: &Path, file: FileConfig) -> Result<Config, Config
             }
         }
     };
+    let rl = |r: &Option<crate::policy::file::FileRateLimit>| {
+        r.as_ref().map(|r| crate::policy::RateLimit {
+            requests_per_second: r.requests_per_second.max(1),
+            burst: r.burst.unwrap_or(r.requests_per_second).max(1),
+        })
+    };
+    let rate_limits = crate::ratelimit::RateSettings {
+        token_default: rl(&file.rate_limits.token_default),
+        public_per_ip: rl(&file.rate_limits.public_per_ip),
+        origin_per_second: file.rate_limits.origin_requests_per_second.map(|rps| {
+            crate::policy::RateLimit {
+                requests_per_second: rps.max(1),
+                burst: file.rate_limits.origin_burst.unwrap_or(rps).max(1),
+            }
+        }),
+    };
+    let mut trusted_proxies = Vec::new();
+    for p in &file.network.trusted_proxies {
+        match parse_net(p) {
+            Ok(n) => trusted_proxies.push(n),
+            Err(m) => errors.push(src.error(None, "network.trusted_proxies", m)),
+        }
+    }
     let secrets = AdminSecrets {
         purge_token: file
             .admin
@@ -547,8 +658,17 @@ fn compile(src: &Source, base: &Path, file: FileConfig) -> Result<Config, Config
         log,
         cache,
         secrets,
+        rate_limits,
+        trusted_proxies,
         auth: Arc::new(file.auth),
     })
+}
+
+/// `10.0.0.0/8`, or a bare address as a single-host network.
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is not a CIDR network or an IP address"))
 }
 
 fn names_or(v: Option<Vec<String>>, default: &[&str]) -> Vec<String> {

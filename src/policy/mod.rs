@@ -30,7 +30,7 @@ pub struct PrincipalPolicy {
     pub introspection: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RateLimit {
     pub requests_per_second: u32,
     pub burst: u32,

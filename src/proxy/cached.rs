@@ -124,6 +124,23 @@ pub(super) async fn serve(
             return write(session, ctx, e, CacheStatus::Stale).await;
         }
     }
+    // The origin budget guard: over the CMS plan's rate, serve stale if there is any, else 429.
+    if let Err(wait) = gw.limiters.origin() {
+        if let Some(e) = existing.filter(|e| e.age() <= e.ttl + sie.max(swr)) {
+            cache.record("stale");
+            return write(session, ctx, &e, CacheStatus::Stale).await;
+        }
+        let rejection = crate::pipeline::Rejection::RateLimited {
+            retry_after: crate::ratelimit::retry_after_secs(wait),
+            scope: "origin",
+        };
+        gw.metrics
+            .rate_limit_rejections
+            .with_label_values(&["origin"])
+            .inc();
+        ctx.refusal_reason = Some("rate_limited");
+        return gw.write_error(session, ctx, &(&rejection).into()).await;
+    }
     ctx.upstream_started = Some(std::time::Instant::now());
     let (outcome, result) = cache.fetch_coalesced(key, fill).await;
     cache.record(match outcome {
@@ -215,6 +232,7 @@ async fn write(
     if let Some(ra) = &stored.retry_after {
         h.insert_header("retry-after", ra.as_str())?;
     }
+    super::add_cors(ctx, &mut h)?;
     ctx.own_status = Some(stored.status);
     ctx.cache = status;
     session.write_response_header(Box::new(h), false).await?;

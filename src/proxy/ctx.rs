@@ -46,6 +46,10 @@ pub struct RequestCtx {
     pub upstream_started: Option<Instant>,
     pub upstream_deadline: Option<Instant>,
     pub refusal_reason: Option<&'static str>,
+    /// The client address (the peer, or from X-Forwarded-For behind a trusted proxy).
+    pub client_ip: Option<std::net::IpAddr>,
+    /// The request's Origin when the endpoint's CORS policy allows it: echoed on the response.
+    pub cors: Option<(String, std::sync::Arc<crate::config::Cors>)>,
 }
 
 impl RequestCtx {
@@ -63,6 +67,8 @@ impl RequestCtx {
             upstream_started: None,
             upstream_deadline: None,
             refusal_reason: None,
+            client_ip: None,
+            cors: None,
         }
     }
 

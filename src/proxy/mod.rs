@@ -53,11 +53,58 @@ pub struct Gateway {
     pub store: Arc<PolicyStore>,
     pub metrics: Arc<Metrics>,
     pub cache: Option<Arc<ReadCache>>,
+    pub limiters: Arc<crate::ratelimit::Limiters>,
+}
+
+/// The client address: the TCP peer, or — only when the peer is a trusted proxy — the
+/// right-most address in `X-Forwarded-For` that is not itself a trusted proxy. Used for the
+/// per-IP limit and allow/deny lists, never for authentication or cache keys.
+fn client_ip(session: &Session, trusted: &[ipnet::IpNet]) -> Option<std::net::IpAddr> {
+    let peer = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())?;
+    if !trusted.iter().any(|n| n.contains(&peer)) {
+        return Some(peer);
+    }
+    let xff: Vec<std::net::IpAddr> = session
+        .req_header()
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    Some(
+        xff.into_iter()
+            .rev()
+            .find(|ip| !trusted.iter().any(|n| n.contains(ip)))
+            .unwrap_or(peer),
+    )
+}
+
+/// Adds the CORS response headers when the request's origin is allowed.
+pub(crate) fn add_cors(ctx: &RequestCtx, h: &mut ResponseHeader) -> Result<()> {
+    if let Some((origin, cors)) = &ctx.cors {
+        h.insert_header("access-control-allow-origin", origin.as_str())?;
+        h.append_header("vary", "Origin")?;
+        if cors.credentials {
+            h.insert_header("access-control-allow-credentials", "true")?;
+        }
+        h.insert_header(
+            "access-control-expose-headers",
+            "x-request-id, x-cache, age",
+        )?;
+    }
+    Ok(())
 }
 
 enum Flow {
     Forward,
     Respond(ErrorResponse),
+    /// A CORS preflight the endpoint allows: answered at the edge.
+    Preflight,
 }
 
 impl Gateway {
@@ -65,10 +112,56 @@ impl Gateway {
         let Some(endpoint) = self.config.route(session.req_header().uri.path()).cloned() else {
             return Ok(Flow::Respond((&Rejection::NotFound).into()));
         };
+        let ip = client_ip(session, &self.config.trusted_proxies);
+        ctx.client_ip = ip;
+        if let Some(ip) = ip {
+            if !endpoint.admits(ip) {
+                ctx.endpoint = Some(endpoint);
+                return Ok(self.refuse(ctx, Rejection::AddressDenied));
+            }
+        }
+        let method = session.req_header().method.clone();
+        if let Some(cors) = endpoint.cors.clone() {
+            let origin = session
+                .req_header()
+                .headers
+                .get(http::header::ORIGIN)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let preflight = method == Method::OPTIONS
+                && session
+                    .req_header()
+                    .headers
+                    .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD);
+            match origin {
+                Some(o) if cors.allows(&o) => ctx.cors = Some((o, cors.clone())),
+                _ if preflight => {
+                    ctx.endpoint = Some(endpoint);
+                    return Ok(self.refuse(ctx, Rejection::CorsDenied));
+                }
+                _ => {}
+            }
+            if preflight {
+                let wanted = session
+                    .req_header()
+                    .headers
+                    .get(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                ctx.endpoint = Some(endpoint);
+                if !cors
+                    .methods
+                    .split(", ")
+                    .any(|m| m.eq_ignore_ascii_case(wanted))
+                {
+                    return Ok(self.refuse(ctx, Rejection::CorsDenied));
+                }
+                return Ok(Flow::Preflight);
+            }
+        }
         ctx.endpoint = Some(endpoint);
         let snap = self.store.snapshot();
         ctx.snapshot = Some(snap.clone());
-        let method = session.req_header().method.clone();
         let limit = self.config.limits.max_body_bytes;
         let body = if method == Method::POST {
             match read_body(session, limit).await? {
@@ -123,7 +216,27 @@ impl Gateway {
                         .with_label_values(&[admitted.principal.kind()])
                         .inc();
                 }
+                let limited = match &admitted.principal {
+                    crate::auth::Principal::Token(t) => self
+                        .limiters
+                        .token(&t.jti, t.rate_limit)
+                        .err()
+                        .map(|w| (w, "token")),
+                    crate::auth::Principal::Public(_) => ctx
+                        .client_ip
+                        .and_then(|ip| self.limiters.public(ip).err())
+                        .map(|w| (w, "ip")),
+                };
                 ctx.admitted = Some(admitted);
+                if let Some((wait, scope)) = limited {
+                    return Ok(self.refuse(
+                        ctx,
+                        Rejection::RateLimited {
+                            retry_after: crate::ratelimit::retry_after_secs(wait),
+                            scope,
+                        },
+                    ));
+                }
                 ctx.body = body;
                 Ok(Flow::Forward)
             }
@@ -188,6 +301,15 @@ impl Gateway {
             }
             Rejection::NoSchema => ctx.refusal_reason = Some("no_schema"),
             Rejection::NotFound => ctx.refusal_reason = Some("not_found"),
+            Rejection::RateLimited { scope, .. } => {
+                self.metrics
+                    .rate_limit_rejections
+                    .with_label_values(&[scope])
+                    .inc();
+                ctx.refusal_reason = Some("rate_limited");
+            }
+            Rejection::AddressDenied => ctx.refusal_reason = Some("address_denied"),
+            Rejection::CorsDenied => ctx.refusal_reason = Some("cors_denied"),
         }
         Flow::Respond((&rejection).into())
     }
@@ -199,7 +321,8 @@ impl Gateway {
         err: &ErrorResponse,
     ) -> Result<()> {
         let body = err.body(&ctx.request_id);
-        let header = err.header_block(&ctx.request_id, body.len());
+        let mut header = err.header_block(&ctx.request_id, body.len());
+        add_cors(ctx, &mut header)?;
         ctx.own_status = Some(err.status);
         // The connection may hold an unread body or a half-parsed request: do not reuse it.
         if session.req_header().method != Method::GET || err.status == 400 || err.status == 413 {
@@ -297,10 +420,37 @@ impl ProxyHttp for Gateway {
                     cached::serve(self, cache, session, ctx).await?;
                     Ok(true)
                 }
-                _ => Ok(false),
+                _ => {
+                    // The origin budget guard: uncached traffic only.
+                    if let Err(wait) = self.limiters.origin() {
+                        let rejection = Rejection::RateLimited {
+                            retry_after: crate::ratelimit::retry_after_secs(wait),
+                            scope: "origin",
+                        };
+                        let err: ErrorResponse = (&rejection).into();
+                        let _ = self.refuse(ctx, rejection);
+                        self.write_error(session, ctx, &err).await?;
+                        return Ok(true);
+                    }
+                    Ok(false)
+                }
             },
             Flow::Respond(err) => {
                 self.write_error(session, ctx, &err).await?;
+                Ok(true)
+            }
+            Flow::Preflight => {
+                let mut h = ResponseHeader::build(204, Some(8))?;
+                if let Some((_, cors)) = &ctx.cors {
+                    h.insert_header("access-control-allow-methods", cors.methods.as_str())?;
+                    h.insert_header("access-control-allow-headers", cors.headers.as_str())?;
+                    h.insert_header("access-control-max-age", cors.max_age.as_str())?;
+                }
+                add_cors(ctx, &mut h)?;
+                h.insert_header("x-request-id", ctx.request_id.as_str())?;
+                h.insert_header("content-length", "0")?;
+                ctx.own_status = Some(204);
+                session.write_response_header(Box::new(h), true).await?;
                 Ok(true)
             }
         }
@@ -451,6 +601,7 @@ impl ProxyHttp for Gateway {
         }
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
         resp.insert_header("x-cache", ctx.cache.as_str())?;
+        add_cors(ctx, resp)?;
         Ok(())
     }
 

@@ -17,7 +17,7 @@ pub struct ErrorResponse {
     pub status: u16,
     pub code: &'static str,
     pub message: String,
-    pub headers: Vec<(&'static str, &'static str)>,
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl ErrorResponse {
@@ -30,8 +30,8 @@ impl ErrorResponse {
         }
     }
 
-    pub fn header(mut self, name: &'static str, value: &'static str) -> Self {
-        self.headers.push((name, value));
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
         self
     }
 
@@ -55,7 +55,7 @@ impl ErrorResponse {
         let _ = h.insert_header("x-request-id", request_id);
         let _ = h.insert_header("cache-control", "no-store");
         for (k, v) in &self.headers {
-            let _ = h.append_header(*k, *v);
+            let _ = h.append_header(*k, v.as_str());
         }
         h
     }
@@ -78,6 +78,12 @@ impl From<&Rejection> for ErrorResponse {
                     None => format!("management field `{field}` is not allowed (not in the permission table; needs \"*\")"),
                 },
             ),
+                        Rejection::RateLimited { retry_after, scope } => {
+                ErrorResponse::new(429, "RATE_LIMITED", format!("too many requests ({scope} limit); retry after {retry_after} s"))
+                    .header("retry-after", retry_after.to_string())
+            }
+            Rejection::AddressDenied => ErrorResponse::new(403, "FORBIDDEN", "the client address is not allowed on this endpoint"),
+            Rejection::CorsDenied => ErrorResponse::new(403, "FORBIDDEN", "origin or method not allowed by this endpoint's CORS policy"),
             Rejection::NoSchema => ErrorResponse::new(503, "SCHEMA_UNAVAILABLE", "the schema map is not available; requests cannot be authorized"),
         }
     }
@@ -189,9 +195,10 @@ mod tests {
     #[test]
     fn invalid_token_carries_the_bearer_challenge() {
         let e = ErrorResponse::from(&Rejection::Auth(AuthError::Expired));
-        assert!(e
-            .headers
-            .contains(&("www-authenticate", "Bearer error=\"invalid_token\"")));
+        assert!(e.headers.contains(&(
+            "www-authenticate",
+            "Bearer error=\"invalid_token\"".to_string()
+        )));
         let body: serde_json::Value = serde_json::from_slice(&e.body("rid")).unwrap();
         assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
         assert_eq!(body["extensions"]["requestId"], "rid");

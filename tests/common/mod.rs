@@ -197,6 +197,8 @@ pub struct GatewayBuilder {
     pub poll_interval: &'static str,
     /// SDL written to policies/schema.graphql (`None`: introspect the upstream at start-up).
     pub schema: Option<String>,
+    /// Extra keys of the `/cdn` endpoint table (cors, allow, deny).
+    pub cdn_extra: String,
 }
 pub const PUBLIC_READ: &str =
     "default_stage = \"PUBLISHED\"\n[[permission]]\naction = \"read\"\nstages = [\"PUBLISHED\"]\n";
@@ -225,6 +227,7 @@ impl GatewayBuilder {
             limits: String::new(),
             poll_interval: "1h",
             schema: Some(sample_sdl()),
+            cdn_extra: String::new(),
         }
     }
 
@@ -250,6 +253,11 @@ impl GatewayBuilder {
 
     pub fn extra(mut self, e: &str) -> Self {
         self.extra_config.push_str(e);
+        self
+    }
+
+    pub fn cdn(mut self, extra: &str) -> Self {
+        self.cdn_extra = extra.to_string();
         self
     }
 
@@ -296,6 +304,7 @@ kind = "content"
 [[endpoint]]
 path = "/cdn"
 kind = "cdn"
+{cdn_extra}
 
 {auth}
 
@@ -319,6 +328,7 @@ format = "json"
             poll = self.poll_interval,
             limits = self.limits,
             extra = self.extra_config,
+            cdn_extra = self.cdn_extra,
         );
         let root = dir.path().to_path_buf();
         std::fs::create_dir_all(root.join("policies")).unwrap();
