@@ -44,7 +44,18 @@ pub fn run(config_path: &Path) -> Result<String, String> {
     };
     let mut out = String::new();
     let _ = writeln!(out, "config: {}", config_path.display());
-    let _ = writeln!(out, "listeners: {}", config.listeners.join(", "));
+    let listeners: Vec<String> = config
+        .listeners
+        .iter()
+        .map(|l| {
+            format!(
+                "{}{}",
+                l.address,
+                if l.tls.is_some() { " (TLS, h2)" } else { "" }
+            )
+        })
+        .collect();
+    let _ = writeln!(out, "listeners: {}", listeners.join(", "));
     let _ = writeln!(
         out,
         "admin: {}",

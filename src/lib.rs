@@ -22,6 +22,7 @@ pub mod ratelimit;
 pub mod server;
 pub mod stage;
 pub mod telemetry;
+pub mod tls;
 pub mod token;
 pub mod upstream;
 

@@ -25,7 +25,10 @@ fn main() -> ExitCode {
                 Err(e) => return fail(&e.to_string()),
             };
             tracing::info!(summary = %rt.store.snapshot().summary(), "contentgate starting");
-            server::build(&rt, upgrade).run_forever()
+            match server::build(&rt, upgrade) {
+                Ok(s) => s.run_forever(),
+                Err(e) => fail(&e),
+            }
         }
         Command::Check { config } => match contentgate::check::run(&config) {
             Ok(summary) => {

@@ -19,7 +19,9 @@ use crate::metrics::Metrics;
 use crate::policy::store::PolicyStore;
 use crate::policy::watch::PolicyWatcher;
 use crate::proxy::Gateway;
+use crate::tls::{CertWatcher, ReloadingCert};
 use crate::upstream::UpstreamClient;
+use pingora::listeners::tls::TlsSettings;
 
 /// Everything a running gateway shares between its services.
 pub struct Runtime {
@@ -38,7 +40,7 @@ impl Runtime {
         let cache = config.cache.enabled.then(|| {
             ReadCache::new(
                 config.cache.clone(),
-                Arc::new(UpstreamClient::new()),
+                Arc::new(UpstreamClient::for_config(&config)),
                 metrics.clone(),
             )
         });
@@ -64,12 +66,13 @@ pub fn server_conf(config: &Config) -> ServerConf {
         pid_file: s.runtime_dir.join("contentgate.pid").display().to_string(),
         upgrade_sock: s.runtime_dir.join("upgrade.sock").display().to_string(),
         upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
+        ca_file: s.upstream_ca_file.as_ref().map(|p| p.display().to_string()),
         ..ServerConf::default()
     }
 }
 
 /// Builds the server with the gateway's services. `extra` lets the demo add its sample API.
-pub fn build(rt: &Runtime, upgrade: bool) -> Server {
+pub fn build(rt: &Runtime, upgrade: bool) -> Result<Server, String> {
     let opt = Opt {
         upgrade,
         ..Opt::default()
@@ -93,10 +96,31 @@ pub fn build(rt: &Runtime, upgrade: bool) -> Server {
         read: None,
         write: Some(rt.config.server.write_buffer_bytes),
     };
-    for addr in &rt.config.listeners {
-        proxy.add_listener(ListenerConfig::tcp(addr.clone()).l4_buffer(buffers));
+    let mut certs = Vec::new();
+    for l in &rt.config.listeners {
+        let mut listener = ListenerConfig::tcp(l.address.clone()).l4_buffer(buffers);
+        if let Some((cert, key)) = &l.tls {
+            let (cert, key) = (cert.display().to_string(), key.display().to_string());
+            let resolver = Arc::new(ReloadingCert::load(&cert, &key)?);
+            let mut tls = TlsSettings::intermediate(&cert, &key)
+                .map_err(|e| format!("TLS listener {}: {e}", l.address))?;
+            tls.set_cert_resolver(resolver.clone());
+            tls.enable_h2();
+            listener = listener.tls(tls);
+            certs.push(resolver);
+        }
+        proxy.add_listener(listener);
     }
     server.add_service(proxy);
+    if !certs.is_empty() {
+        server.add_service(background_service(
+            "certificate watcher",
+            CertWatcher {
+                certs,
+                interval: rt.config.poll_interval,
+            },
+        ));
+    }
 
     if let Some(addr) = &rt.config.admin {
         let mut admin = Service::new(
@@ -129,7 +153,7 @@ pub fn build(rt: &Runtime, upgrade: bool) -> Server {
     };
     server.add_service(background_service("readiness", readiness));
     rt.health.set_ready(true);
-    server
+    Ok(server)
 }
 
 /// Flips readiness off as soon as a graceful shutdown or upgrade begins, so the load balancer

@@ -82,6 +82,16 @@ impl UpstreamClient {
         }
     }
 
+    /// A client with the server's upstream TLS settings (CA file).
+    pub fn for_config(config: &crate::config::Config) -> Self {
+        let conf = crate::server::server_conf(config);
+        Self {
+            connector: Connector::new(Some(
+                pingora::connectors::ConnectorOptions::from_server_conf(&conf),
+            )),
+        }
+    }
+
     /// Sends one request and reads the whole response within `deadline`, at most `max_body`
     /// bytes of body. The connection goes back to the pool only after a complete exchange.
     pub async fn fetch(

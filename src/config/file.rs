@@ -84,12 +84,23 @@ pub struct FileServer {
     pub runtime_dir: Option<String>,
     pub upstream_keepalive_pool_size: Option<usize>,
     pub write_buffer_bytes: Option<usize>,
+    /// CA bundle (PEM) that upstream TLS certificates must chain to, instead of the system roots.
+    pub upstream_ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileListener {
     pub address: Spanned<String>,
+    /// TLS termination (HTTP/2 and HTTP/1.1 by ALPN); absent: cleartext HTTP/1.1.
+    pub tls: Option<FileTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    pub cert_file: String,
+    pub key_file: String,
 }
 
 #[derive(Debug, Deserialize)]

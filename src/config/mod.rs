@@ -146,6 +146,13 @@ impl Cors {
 }
 
 #[derive(Debug, Clone)]
+pub struct Listener {
+    pub address: String,
+    /// Certificate chain and private key files (PEM), reloaded when they change.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+#[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub threads: usize,
     pub grace_period: Duration,
@@ -155,6 +162,7 @@ pub struct ServerSettings {
     pub runtime_dir: PathBuf,
     pub upstream_keepalive_pool_size: usize,
     pub write_buffer_bytes: usize,
+    pub upstream_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -258,7 +266,7 @@ impl std::fmt::Debug for AdminSecrets {
 pub struct Config {
     pub path: PathBuf,
     pub server: ServerSettings,
-    pub listeners: Vec<String>,
+    pub listeners: Vec<Listener>,
     pub admin: Option<String>,
     pub endpoints: Vec<Endpoint>,
     pub cms: Cms,
@@ -333,7 +341,13 @@ fn compile(src: &Source, base: &Path, file: FileConfig) -> Result<Config, Config
     }
     for (i, l) in file.listeners.iter().enumerate() {
         match check_addr(l.address.get_ref()) {
-            Ok(()) => listeners.push(l.address.get_ref().clone()),
+            Ok(()) => listeners.push(Listener {
+                address: l.address.get_ref().clone(),
+                tls: l
+                    .tls
+                    .as_ref()
+                    .map(|t| (resolve(base, &t.cert_file), resolve(base, &t.key_file))),
+            }),
             Err(m) => {
                 errors.push(src.error(Some(l.address.span()), format!("listener[{i}].address"), m))
             }
@@ -535,6 +549,11 @@ fn compile(src: &Source, base: &Path, file: FileConfig) -> Result<Config, Config
             .server
             .write_buffer_bytes
             .unwrap_or(DEFAULT_WRITE_BUFFER_BYTES),
+        upstream_ca_file: file
+            .server
+            .upstream_ca_file
+            .as_deref()
+            .map(|p| resolve(base, p)),
     };
 
     let limits = Limits {

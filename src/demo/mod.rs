@@ -173,7 +173,7 @@ pub fn run(port: u16, admin_port: u16, upstream_port: u16) -> Result<(), String>
     let config = Config::load(&config_path).map_err(|e| e.to_string())?;
     crate::telemetry::init(&config.log.level, config.log.json);
     let rt = Runtime::load(config).map_err(|e| e.to_string())?;
-    let mut server = server::build(&rt, false);
+    let mut server = server::build(&rt, false)?;
     let mut api = Service::new(
         "sample content API".to_string(),
         content_api::SampleContentApi::new(),
