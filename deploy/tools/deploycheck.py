@@ -138,8 +138,10 @@ def go_json(obj) -> str:
 
 
 def configmap_hash(cm: dict) -> str:
-    """kustomize's api/hasher: sha256 of the JSON of kind, name and data; 10 chars, encoded."""
-    m = {"kind": "ConfigMap", "name": cm["metadata"]["name"], "data": cm.get("data", {})}
+    """kustomize's api/hasher: sha256 of the JSON of kind, name and data; 10 chars, encoded.
+    kustomize looks the name up as the single field "metadata/name", finds nothing and hashes
+    an empty name: so does this."""
+    m = {"kind": "ConfigMap", "name": "", "data": cm.get("data", {})}
     hexd = hashlib.sha256(go_json(m).encode("utf-8")).hexdigest()[:10]
     return hexd.translate(str.maketrans({"0": "g", "1": "h", "3": "k", "a": "m", "e": "t"}))
 
@@ -248,7 +250,10 @@ def build(kdir: Path) -> tuple[list[dict], set[str]]:
                 raise SystemExit(f"render: {behavior} of ConfigMap {name} without a base")
             cm = existing[0]
             cm["data"] = data if behavior == "replace" else {**cm.get("data", {}), **data}
-        if g.get("options", {}).get("disableNameSuffixHash"):
+        opts = g.get("options", {})
+        if behavior != "create" and "disableNameSuffixHash" not in opts:
+            pass  # a merge or replace keeps the base generator's choice, as kustomize does
+        elif opts.get("disableNameSuffixHash"):
             hashed.discard(name)
         else:
             hashed.add(name)
