@@ -806,8 +806,8 @@ def cmd_metrics(args) -> int:
 # Files for `contentgate check`
 
 def cmd_materialize(args) -> int:
-    """Writes the rendered gateway.toml and policies under DIR, with /etc/contentgate rewritten to
-    DIR, stand-in secrets, the repository's example public key for every PEM key, and the
+    """Writes the rendered gateway.toml and policies under DIR, with the container's mount paths
+    moved under DIR, stand-in secrets, the repository's example public key for every PEM key, and the
     upstream pointed at 127.0.0.1 (the check resolves the host; there is no network here)."""
     docs = load_all(Path(args.rendered))
     root = Path(args.dir)
@@ -829,7 +829,14 @@ def cmd_materialize(args) -> int:
     cfg_file = root / cfg_path.lstrip("/")
     text = cfg_file.read_text(encoding="utf-8")
     cfg = tomllib.loads(text)
-    text = text.replace('"/', f'"{root}/')
+    mps = [m["mountPath"].rstrip("/") for m in c["volumeMounts"]]
+
+    def move(mt):
+        p = mt.group(1)
+        inside = any(p == mp or p.startswith(mp + "/") for mp in mps)
+        return f'"{root}{p}"' if inside else mt.group(0)
+
+    text = re.sub(r'"(/[^"]*)"', move, text)
     text = re.sub(r'url = "https?://[^/"]+', 'url = "http://127.0.0.1:9', text)
     cfg_file.write_text(text, encoding="utf-8")
     for up in cfg.get("upstream", {}).values():

@@ -103,7 +103,7 @@ fn denial(perms: &Permissions, need: Need, field: &RootField) -> Denial {
     let visible = perms
         .grants()
         .iter()
-        .any(|g| g.action == Action::Read && g.models.allows(&need.model.to_string()));
+        .any(|g| g.action == Action::Read && g.models.allows(&*need.model));
     Denial {
         action: need.action.as_str(),
         model: visible.then_some(need.model),
@@ -378,10 +378,10 @@ fn needs_of(
 
 /// Whether some grant covers the need.
 pub fn granted(perms: &Permissions, need: &Need) -> bool {
-    let model = need.model.to_string();
+    let model: &str = &need.model;
     perms.grants().iter().any(|g| {
         g.action == need.action
-            && g.models.allows(&model)
+            && g.models.allows(model)
             && need
                 .locale
                 .as_ref()

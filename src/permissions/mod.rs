@@ -70,7 +70,11 @@ pub enum Scope<T: Ord> {
 }
 
 impl<T: Ord> Scope<T> {
-    pub fn allows(&self, item: &T) -> bool {
+    pub fn allows<Q>(&self, item: &Q) -> bool
+    where
+        T: std::borrow::Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
         match self {
             Self::All => true,
             Self::Only(set) => set.contains(item),
