@@ -146,6 +146,10 @@ pub enum Rejection {
     AddressDenied,
     /// A CORS preflight for an origin or method the endpoint does not allow.
     CorsDenied,
+    /// The request header block is over `limits.max_header_bytes`.
+    HeadersTooLarge,
+    /// The request target is over `limits.max_uri_bytes`.
+    UriTooLong,
 }
 
 impl From<AuthError> for Rejection {

@@ -358,3 +358,46 @@ async fn sigterm_fails_readiness_first_and_lets_in_flight_requests_finish() {
     }
     assert!(started.elapsed() < Duration::from_secs(6));
 }
+
+#[tokio::test]
+async fn oversized_headers_uris_and_bodies_are_refused_before_anything_else() {
+    let origin = MockOrigin::start().await;
+    let gw = GatewayBuilder::new(&origin).start().await;
+    let big = "x".repeat(40 * 1024);
+    let resp = gw
+        .client
+        .post(gw.url("/cdn"))
+        .header("x-big", big.as_str())
+        .header("content-type", "application/json")
+        .body(json!({"query": Q}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 431);
+    let resp = gw
+        .client
+        .get(format!(
+            "{}?query={}",
+            gw.url("/cdn"),
+            "x".repeat(20 * 1024)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 414);
+    let resp = gw
+        .client
+        .post(gw.url("/cdn"))
+        .header("content-type", "application/json")
+        .body(format!("{{\"query\":\"{}\"}}", "x".repeat(100 * 1024)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_eq!(origin.count(), 0);
+    assert!(
+        gw.metric("contentgate_graphql_rejections_total{reason=\"limit\"}")
+            .await
+            >= 3.0
+    );
+}

@@ -8,10 +8,11 @@ Subcommands:
   split RENDERED CORE.yaml      keep the core kinds for kubernetes-validate, list skipped CRDs
   lint RENDERED                 consistency checks of the rendered objects with gateway.toml
   metrics DOCS FILE...          every contentgate_ metric (and label value) used exists in DOCS
-  materialize RENDERED DIR KEY  write the rendered config, policies and stand-in secrets to DIR
+  materialize RENDERED DIR KEY SCHEMA
+                                write the rendered config, policies and stand-in secrets to DIR
                                 for `contentgate check`
 
-Needs PyYAML and Python >= 3.11 (tomllib).
+Needs PyYAML, and Python >= 3.11 (tomllib) or tomli.
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ import math
 import os
 import re
 import sys
-import tomllib
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11: validate.sh installs tomli
+    import tomli as tomllib
 
 import yaml
 
@@ -854,6 +859,14 @@ def cmd_materialize(args) -> int:
             Path(f"{root}{key['public_key_file']}").write_bytes(Path(args.key).read_bytes())
         if key.get("secret_file"):
             Path(f"{root}{key['secret_file']}").write_text("stand-in-hmac-secret-of-32-bytes!!\n")
+    pdir = cfg.get("policies", {}).get("dir", "policies")
+    pdir = Path(f"{root}{pdir}") if pdir.startswith("/") else cfg_file.parent / pdir
+    if not (pdir / "schema.graphql").exists():
+        # Without an SDL file the gateway introspects the upstream at start-up; there is no
+        # upstream here, so compile the policies against the repository's sample schema.
+        (pdir / "schema.graphql").write_bytes(Path(args.schema).read_bytes())
+        print("  note no schema.graphql in these policies (introspection at start-up): "
+              "checked against policies/schema.graphql", file=sys.stderr)
     print(str(cfg_file))
     return 0
 
@@ -867,7 +880,7 @@ def main() -> int:
     p = sub.add_parser("split"); p.add_argument("rendered"); p.add_argument("core"); p.set_defaults(fn=cmd_split)
     p = sub.add_parser("lint"); p.add_argument("rendered"); p.set_defaults(fn=cmd_lint)
     p = sub.add_parser("metrics"); p.add_argument("docs"); p.add_argument("files", nargs="+"); p.set_defaults(fn=cmd_metrics)
-    p = sub.add_parser("materialize"); p.add_argument("rendered"); p.add_argument("dir"); p.add_argument("key"); p.set_defaults(fn=cmd_materialize)
+    p = sub.add_parser("materialize"); p.add_argument("rendered"); p.add_argument("dir"); p.add_argument("key"); p.add_argument("schema"); p.set_defaults(fn=cmd_materialize)
     args = ap.parse_args()
     return args.fn(args)
 

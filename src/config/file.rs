@@ -229,6 +229,10 @@ pub struct FileLimits {
     pub max_expanded_fields: Option<u64>,
     pub max_aliases: Option<usize>,
     pub max_root_fields: Option<usize>,
+    /// Request header block (names + values), refused with 431 above it.
+    pub max_header_bytes: Option<usize>,
+    /// Request target (path + query), refused with 414 above it.
+    pub max_uri_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -173,6 +173,8 @@ pub struct Limits {
     pub max_expanded_fields: u64,
     pub max_aliases: usize,
     pub max_root_fields: usize,
+    pub max_header_bytes: usize,
+    pub max_uri_bytes: usize,
 }
 
 impl Limits {
@@ -563,6 +565,9 @@ fn compile(src: &Source, base: &Path, file: FileConfig) -> Result<Config, Config
         max_expanded_fields: file.limits.max_expanded_fields.unwrap_or(10_000),
         max_aliases: file.limits.max_aliases.unwrap_or(100),
         max_root_fields: file.limits.max_root_fields.unwrap_or(30),
+        max_header_bytes: file.limits.max_header_bytes.unwrap_or(32 * 1024),
+        // GET queries travel in the URL: allow a typical document, refuse abuse.
+        max_uri_bytes: file.limits.max_uri_bytes.unwrap_or(16 * 1024),
     };
     if limits.max_body_bytes > crate::proxy::MAX_FORWARDED_BODY_BYTES {
         errors.push(src.error(

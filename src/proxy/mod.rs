@@ -109,6 +109,19 @@ enum Flow {
 
 impl Gateway {
     async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Flow> {
+        let req = session.req_header();
+        let limits = &self.config.limits;
+        let header_bytes: usize = req
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum();
+        if header_bytes > limits.max_header_bytes {
+            return Ok(self.refuse(ctx, Rejection::HeadersTooLarge));
+        }
+        if req.uri.path_and_query().map_or(0, |p| p.as_str().len()) > limits.max_uri_bytes {
+            return Ok(self.refuse(ctx, Rejection::UriTooLong));
+        }
         let Some(endpoint) = self.config.route(session.req_header().uri.path()).cloned() else {
             return Ok(Flow::Respond((&Rejection::NotFound).into()));
         };
@@ -309,6 +322,13 @@ impl Gateway {
                 ctx.refusal_reason = Some("rate_limited");
             }
             Rejection::AddressDenied => ctx.refusal_reason = Some("address_denied"),
+            Rejection::HeadersTooLarge | Rejection::UriTooLong => {
+                self.metrics
+                    .graphql_rejections
+                    .with_label_values(&["limit"])
+                    .inc();
+                ctx.refusal_reason = Some("limit");
+            }
             Rejection::CorsDenied => ctx.refusal_reason = Some("cors_denied"),
         }
         Flow::Respond((&rejection).into())

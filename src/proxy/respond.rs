@@ -82,6 +82,8 @@ impl From<&Rejection> for ErrorResponse {
                 ErrorResponse::new(429, "RATE_LIMITED", format!("too many requests ({scope} limit); retry after {retry_after} s"))
                     .header("retry-after", retry_after.to_string())
             }
+                        Rejection::HeadersTooLarge => ErrorResponse::new(431, "REQUEST_HEADER_FIELDS_TOO_LARGE", "the request headers are too large"),
+            Rejection::UriTooLong => ErrorResponse::new(414, "URI_TOO_LONG", "the request URI is too long; send large queries with POST"),
             Rejection::AddressDenied => ErrorResponse::new(403, "FORBIDDEN", "the client address is not allowed on this endpoint"),
             Rejection::CorsDenied => ErrorResponse::new(403, "FORBIDDEN", "origin or method not allowed by this endpoint's CORS policy"),
             Rejection::NoSchema => ErrorResponse::new(503, "SCHEMA_UNAVAILABLE", "the schema map is not available; requests cannot be authorized"),
