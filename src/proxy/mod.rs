@@ -585,6 +585,12 @@ impl ProxyHttp for Gateway {
                 .with_label_values(&[e.kind.as_str()])
                 .observe(started.elapsed().as_secs_f64());
         }
+        if resp.status.is_server_error() || resp.status.as_u16() == 429 {
+            self.metrics
+                .upstream_errors
+                .with_label_values(&["status"])
+                .inc();
+        }
         for h in HOP_BY_HOP {
             if *h != "transfer-encoding" {
                 resp.remove_header(*h);
