@@ -23,9 +23,9 @@ import difflib
 import hashlib
 import json
 import math
-import os
 import re
 import sys
+import urllib.parse
 from pathlib import Path
 
 try:
@@ -656,8 +656,13 @@ def cmd_lint(args) -> int:
             (ok if mon else fail)(f"admin port admitted only from the monitoring namespace (rule ports {rports or 'all'})")
         eg = np["spec"].get("egress", [])
         dns = any({(p.get("port"), p.get("protocol", "TCP")) for p in r.get("ports", [])} >= {(53, "UDP"), (53, "TCP")} for r in eg)
-        https = any(443 in [p.get("port") for p in r.get("ports", [])] for r in eg)
-        (ok if dns and https else fail)("egress allows DNS (53/udp+tcp) and the upstream (443)")
+        (ok if dns else fail)("egress allows DNS (53/udp+tcp): upstream hosts are resolved at start-up")
+        for uname, up in cfg.get("upstream", {}).items():
+            u = urllib.parse.urlsplit(up.get("url", ""))
+            uport = u.port or (443 if u.scheme == "https" else 80)
+            allowed = any(uport in [p.get("port") for p in r.get("ports", [])] or not r.get("ports")
+                          for r in eg)
+            (ok if allowed else fail)(f"egress allows upstream {uname} ({u.hostname}:{uport})")
     for sm in by_kind.get("ServiceMonitor", []) or [None]:
         if not sm:
             fail("no ServiceMonitor")
