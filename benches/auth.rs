@@ -620,8 +620,15 @@ fn phases(
             spans
         })
     };
-    let (lat, wall) = request_loop(store, headers, in_flight, start, |_| {
-        done.load(Ordering::Acquire)
+    // Run on briefly after the last reload: the snapshots still held then are dropped in the loop.
+    let done_at = std::cell::Cell::new(None);
+    let (lat, wall) = request_loop(store, headers, in_flight, start, |t| {
+        if done_at.get().is_none() && done.load(Ordering::Acquire) {
+            done_at.set(Some(t));
+        }
+        done_at
+            .get()
+            .is_some_and(|d| t >= d + Duration::from_millis(200))
     });
     let spans = reloader.join().expect("reloader thread");
     let busy = Phase {

@@ -141,6 +141,8 @@ PIDS=()
 cleanup() {
     local rc=$?
     set +e
+    # contentgate drains for its grace period on SIGTERM; SIGINT makes it exit at once.
+    [[ -n "${PID_contentgate:-}" ]] && kill -INT "$PID_contentgate" 2>/dev/null
     for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
     for _ in $(seq 1 30); do
         local alive=0
@@ -263,12 +265,12 @@ printf '[[token]]\njti = "bench"\nname = "bench"\ndefault_stage = "PUBLISHED"\n[
     >"$WORK/cg/policies/tokens.toml"
 : >"$WORK/cg/policies/revoked.txt"
 cp "$ROOT/policies/schema.graphql" "$WORK/cg/policies/schema.graphql"
+export BENCH_SERVICE_TOKEN=bench-service-token
 "$BIN" check --config "$WORK/cg/gateway.toml" >"$WORK/cg-check.log" 2>&1 \
     || { cat "$WORK/cg-check.log" >&2; die "contentgate check failed"; }
 PAT="$("$BIN" token mint --alg ES256 --key "$ROOT/tests/fixtures/keys/es256.key.pem" \
     --kid es --jti bench --iss bench --aud bench 2>/dev/null)"
 [[ -n "$PAT" ]] || die "token mint printed nothing"
-export BENCH_SERVICE_TOKEN=bench-service-token
 start contentgate "$SERVER_CPU" \
     "$BIN" serve --config "$WORK/cg/gateway.toml"
 for _ in $(seq 1 300); do
@@ -344,7 +346,7 @@ wait_http nginx "$PID_nginx" "http://127.0.0.1:$NGX_PORT/content"
 # Varnish: default VCL (caches GET/HEAD; passes POST and requests with Authorization)
 # ---------------------------------------------------------------------------------------------
 start varnish "$SERVER_CPU" varnishd -F -a "127.0.0.1:$VAR_PORT" -b "127.0.0.1:$O_FAST" \
-    -s malloc,256m -t 3600 -n "$WORK/varnish"
+    -s malloc,256m -t 3600 -p thread_pools=1 -n "$WORK/varnish"
 wait_http varnish "$PID_varnish" "http://127.0.0.1:$VAR_PORT/content"
 
 # ---------------------------------------------------------------------------------------------
@@ -553,7 +555,7 @@ burst nginx
 # ---------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------
-versions="nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), $(varnishd -V 2>&1 | head -1 | sed 's/varnishd (\(varnish-[0-9.]*\).*/\1/'), $(wrk -v 2>&1 | head -1 | awk '{print "wrk " $2}')"
+versions="nginx $( (nginx -v 2>&1 || true) | sed 's/.*nginx\///'), $( (varnishd -V 2>&1 || true) | sed -n '1s/varnishd (\(varnish-[0-9.]*\).*/\1/p'), $( (wrk -v 2>&1 || true) | awk 'NR == 1 {print "wrk " $2}')"
 echo
 echo "contentgate side by side — $(date -u +%Y-%m-%dT%H:%MZ), $NCPU cores ($(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p')), kernel $(uname -r)"
 echo "$versions; wrk -t1 on core $CLIENT_CPU with the origins; servers on core $SERVER_CPU"
@@ -608,7 +610,7 @@ awk -F'\t' -v rssfile="$RSS_FILE" -v notrun="$(printf '%s\n' "${NOT_RUN[@]}")" '
         t = mr["b_pat " cg] / mr["a_get " cg]; printf "  (b) PAT hit req/s %.2fx anonymous GET hit (target >= 0.95): %s\n", t, (t >= 0.95 ? "met" : "MISSED")
         t = mr["c_pass " cg] / mr["c_pass nginx"]; printf "  (c) pass-through req/s %.2fx nginx proxy_pass (target >= 1.0): %s\n", t, (t >= 1.0 ? "met" : "MISSED")
         t = m50["d_uncached " cg] / m50["d_cached " cg]; t2 = m99["d_uncached " cg] / m99["d_cached " cg]
-        printf "  (d) 20 ms upstream: uncached/cached latency p50 %.0fx, p99 %.0fx (target >= 20): %s\n", t, t2, (t >= 20 && t2 >= 20 ? "met" : "MISSED")
+        printf "  (d) 20 ms upstream: uncached/cached latency p50 %.1fx, p99 %.1fx (target >= 20): %s\n", t, t2, (t >= 20 && t2 >= 20 ? "met" : "MISSED")
     }' "$RESULTS"
 while IFS=$'\t' read -r server ups line; do
     verdict="MISSED"

@@ -37,6 +37,7 @@ pub struct Metrics {
     pub stage_injections: IntCounterVec,
     pub reloads: IntCounterVec,
     pub generation: IntGauge,
+    pub last_reload_success: IntGauge,
     pub last_reload: Gauge,
     pub revocation_lag: Histogram,
     pub registry_tokens: IntGauge,
@@ -126,7 +127,11 @@ impl Metrics {
                 &["principal"],
             ),
             reloads: counter("contentgate_policy_reloads_total", "Policy reload attempts, by result (applied, rejected).", &["result"]),
-            generation: gauge("contentgate_policy_generation", "Generation of the policy snapshot in use."),
+                        generation: gauge("contentgate_policy_generation", "Generation of the policy snapshot in use."),
+            last_reload_success: gauge(
+                "contentgate_policy_last_reload_success",
+                "1 if the last policy reload attempt was applied (or changed nothing), 0 if it was rejected.",
+            ),
             last_reload: reg(
                 &registry,
                 Gauge::new("contentgate_policy_last_reload_timestamp_seconds", "Unix time of the last applied policy snapshot.").expect("valid metric"),

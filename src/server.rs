@@ -147,6 +147,17 @@ pub fn build(rt: &Runtime, upgrade: bool) -> Result<Server, String> {
     );
     server.add_service(watcher);
 
+    let mut upstreams: Vec<Arc<crate::config::Upstream>> = Vec::new();
+    for e in &rt.config.endpoints {
+        if !upstreams.iter().any(|u| Arc::ptr_eq(u, &e.upstream)) {
+            upstreams.push(e.upstream.clone());
+        }
+    }
+    server.add_service(background_service(
+        "upstream resolver",
+        crate::upstream::DnsRefresher { upstreams },
+    ));
+
     let readiness = ReadinessTracker {
         phases: Mutex::new(Some(server.watch_execution_phase())),
         health: rt.health.clone(),

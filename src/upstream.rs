@@ -113,7 +113,7 @@ impl UpstreamClient {
         req: Outgoing<'_>,
         max_body: usize,
     ) -> Result<Fetched, FetchError> {
-        let peer = &upstream.peer;
+        let peer = &*upstream.peer();
         let (mut session, _reused) = self
             .connector
             .get_http_session(peer)
@@ -211,4 +211,35 @@ pub fn introspect(upstream: &Upstream) -> Result<SchemaMap, String> {
         .get("data")
         .ok_or("introspection answer has no data")?;
     SchemaMap::from_introspection(data)
+}
+
+/// Re-resolves every upstream host on its `resolve_interval`, so a CDN-fronted CMS whose
+/// addresses rotate keeps being reached without a restart.
+pub struct DnsRefresher {
+    pub upstreams: Vec<std::sync::Arc<Upstream>>,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for DnsRefresher {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let Some(every) = self.upstreams.iter().map(|u| u.resolve_interval).min() else {
+            return;
+        };
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = tick.tick() => {
+                    for u in &self.upstreams {
+                        match u.refresh().await {
+                            Ok(Some(addr)) => tracing::info!(upstream = %u.name, %addr, "upstream address changed"),
+                            Ok(None) => {}
+                            Err(e) => tracing::warn!(upstream = %u.name, error = %e, "upstream re-resolution failed; keeping the current address"),
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -193,3 +193,62 @@ async fn a_json_registry_works_like_the_toml_one() {
     );
     assert_eq!(origin.last().header("gcms-stage"), Some("DRAFT"));
 }
+
+#[tokio::test]
+async fn a_rotated_key_file_is_picked_up_without_a_restart() {
+    let origin = MockOrigin::start().await;
+    let cfg = GatewayBuilder::new(&origin).tokens(&two_tokens()).write();
+    // The "es" key lives in a file beside the config, so it can be rotated in place.
+    let key_file = cfg.path().join("es.pub.pem");
+    std::fs::copy(format!("{KEYS}/es256.pub.pem"), &key_file).unwrap();
+    let config = std::fs::read_to_string(cfg.config())
+        .unwrap()
+        .replace(&format!("{KEYS}/es256.pub.pem"), "es.pub.pem");
+    std::fs::write(cfg.config(), config).unwrap();
+    let gw = cfg.start().await;
+    let other_key = std::fs::read(format!("{KEYS}/other-es256.key.pem")).unwrap();
+    contentgate::install_crypto_provider();
+    let rotated = contentgate::token::mint(&contentgate::token::MintRequest {
+        algorithm: "ES256",
+        key: &other_key,
+        kid: Some("es"),
+        jti: Some("jti-a"),
+        issuer: Some("https://issuer.test"),
+        audiences: &["contentgate".to_string()],
+        subject: None,
+        expires_in: None,
+    })
+    .unwrap()
+    .0;
+    assert_eq!(
+        gw.query("/content", Some(&bearer(&rotated)), Q)
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        gw.query("/content", Some(&bearer(&es("jti-a"))), Q)
+            .await
+            .status(),
+        200
+    );
+    write_atomic(
+        &key_file,
+        std::fs::read(format!("{KEYS}/other-es256.pub.pem")).unwrap(),
+    );
+    gw.signal("HUP");
+    gw.wait_generation(2).await;
+    assert_eq!(
+        gw.query("/content", Some(&bearer(&rotated)), Q)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        gw.query("/content", Some(&bearer(&es("jti-a"))), Q)
+            .await
+            .status(),
+        401,
+        "the old key is gone"
+    );
+}

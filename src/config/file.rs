@@ -124,6 +124,9 @@ pub struct FileUpstream {
     pub total_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde::option")]
     pub idle_timeout: Option<Duration>,
+    /// How often the upstream host is resolved again (default 30 s).
+    #[serde(default, with = "humantime_serde::option")]
+    pub resolve_interval: Option<Duration>,
     pub credential: Option<FileCredential>,
 }
 

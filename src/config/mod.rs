@@ -93,8 +93,38 @@ pub struct Upstream {
     pub path: String,
     pub timeouts: UpstreamTimeouts,
     pub credential: Credential,
-    /// Built once (address resolved, TLS and timeouts set) and cloned per request.
-    pub peer: HttpPeer,
+    /// Host and port to re-resolve: CDN-fronted CMS addresses rotate.
+    pub host: String,
+    pub port: u16,
+    pub resolve_interval: Duration,
+    /// Built once per resolution (address, TLS, timeouts) and cloned per request.
+    peer: arc_swap::ArcSwap<HttpPeer>,
+}
+
+impl Upstream {
+    pub fn peer(&self) -> Arc<HttpPeer> {
+        self.peer.load_full()
+    }
+
+    /// Re-resolves the host; swaps in a peer for a new address. Returns the new address when it
+    /// changed. A failed lookup keeps the current peer.
+    pub async fn refresh(&self) -> Result<Option<SocketAddr>, String> {
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        let mut addrs = tokio::net::lookup_host((host, self.port))
+            .await
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?;
+        let addr = addrs
+            .next()
+            .ok_or_else(|| format!("{host} resolves to no address"))?;
+        let current = self.peer.load();
+        if current._address.as_inet().is_some_and(|a| *a == addr) {
+            return Ok(None);
+        }
+        let mut peer = HttpPeer::new(addr, self.tls, self.host.clone());
+        peer.options = current.options.clone();
+        self.peer.store(Arc::new(peer));
+        Ok(Some(addr))
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -798,6 +828,7 @@ fn compile_upstream(
         },
     };
     let mut peer = HttpPeer::new(addr, tls, host.clone());
+    let resolve_interval = u.resolve_interval.unwrap_or(Duration::from_secs(30));
     peer.options.connection_timeout = Some(timeouts.connect);
     peer.options.total_connection_timeout = Some(timeouts.connect);
     peer.options.read_timeout = Some(timeouts.read);
@@ -811,6 +842,9 @@ fn compile_upstream(
         path,
         timeouts,
         credential,
-        peer,
+        host,
+        port,
+        resolve_interval,
+        peer: arc_swap::ArcSwap::from_pointee(peer),
     })
 }

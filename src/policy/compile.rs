@@ -50,6 +50,8 @@ pub struct Inputs {
     pub schema: Option<String>,
     /// Whether the config has content or cdn endpoints (which need a schema map).
     pub needs_schema: bool,
+    /// Digest of the key files `[auth]` names: a rotated key file is a change to reload.
+    pub keys_digest: [u8; 32],
     /// Modification time of revoked.txt, for the revocation-lag metric.
     pub revoked_mtime: Option<SystemTime>,
 }
@@ -85,6 +87,23 @@ impl Inputs {
             .endpoints
             .iter()
             .any(|e| e.kind.get_ref() != "management");
+        let base = config_path.parent().unwrap_or(Path::new("."));
+        let mut kh = Sha256::new();
+        let key_files = file
+            .auth
+            .keys
+            .iter()
+            .flat_map(|k| [k.public_key_file.as_deref(), k.secret_file.as_deref()])
+            .chain(std::iter::once(
+                file.auth.jwks_file.as_ref().map(|j| j.get_ref().as_str()),
+            ))
+            .flatten();
+        for f in key_files {
+            // A missing file is reported by the compile step; here it only changes the digest.
+            kh.update(std::fs::read(resolve(base, f)).unwrap_or_default());
+            kh.update([0xff]);
+        }
+        let keys_digest: [u8; 32] = kh.finalize().into();
         let tokens = match (toml_tokens, json_tokens) {
             (Some(_), Some(_)) => {
                 errors.push(ConfigError::new(
@@ -114,12 +133,14 @@ impl Inputs {
             revoked,
             schema,
             needs_schema,
+            keys_digest,
             revoked_mtime,
         })
     }
 
     pub fn digest(&self) -> [u8; 32] {
         let mut h = Sha256::new();
+        h.update(self.keys_digest);
         for part in [
             Some(self.config_text.as_str()),
             self.public.as_deref(),

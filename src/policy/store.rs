@@ -21,6 +21,9 @@ pub struct PolicyStore {
     reload_lock: Mutex<()>,
     /// The schema map introspected at start-up, used while there is no SDL file.
     introspected: Option<Arc<SchemaMap>>,
+    /// Inputs digest of the last rejected reload: the same broken files are not compiled (and
+    /// logged) again at every poll.
+    last_rejected: Mutex<Option<[u8; 32]>>,
 }
 #[derive(Debug, PartialEq, Eq)]
 pub enum ReloadOutcome {
@@ -62,6 +65,7 @@ impl PolicyStore {
             metrics,
             reload_lock: Mutex::new(()),
             introspected,
+            last_rejected: Mutex::new(None),
         };
         store.publish_gauges(&store.current.load());
         store.metrics.reloads.with_label_values(&["applied"]).inc();
@@ -78,10 +82,19 @@ impl PolicyStore {
     pub fn reload(&self, trigger: &'static str) -> Result<ReloadOutcome, ConfigErrors> {
         let _guard = self.reload_lock.lock();
         let current = self.current.load_full();
+        let mut rejected_digest = None;
         let result = Inputs::read(&self.config_path).and_then(|inputs| {
-            if inputs.digest() == current.inputs_digest {
+            let digest = inputs.digest();
+            if digest == current.inputs_digest {
+                // The files are back to what is live (e.g. a broken edit was reverted).
+                self.metrics.last_reload_success.set(1);
+                *self.last_rejected.lock() = None;
                 return Ok(None);
             }
+            if *self.last_rejected.lock() == Some(digest) {
+                return Ok(None);
+            }
+            rejected_digest = Some(digest);
             compile(
                 &inputs,
                 current.generation + 1,
@@ -117,6 +130,8 @@ impl PolicyStore {
                 Ok(ReloadOutcome::Applied { generation })
             }
             Err(errors) => {
+                *self.last_rejected.lock() = rejected_digest;
+                self.metrics.last_reload_success.set(0);
                 self.metrics.reloads.with_label_values(&["rejected"]).inc();
                 for e in &errors.0 {
                     tracing::error!(
@@ -136,6 +151,8 @@ impl PolicyStore {
     }
 
     fn publish_gauges(&self, snap: &Snapshot) {
+        self.metrics.last_reload_success.set(1);
+        *self.last_rejected.lock() = None;
         self.metrics.generation.set(snap.generation as i64);
         self.metrics.registry_tokens.set(snap.tokens.len() as i64);
         self.metrics.registry_revoked.set(snap.revoked.len() as i64);

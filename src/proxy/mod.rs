@@ -488,7 +488,7 @@ impl ProxyHttp for Gateway {
         let now = Instant::now();
         ctx.upstream_started = Some(now);
         ctx.upstream_deadline = Some(now + endpoint.upstream.timeouts.total);
-        Ok(Box::new(endpoint.upstream.peer.clone()))
+        Ok(Box::new((*endpoint.upstream.peer()).clone()))
     }
 
     async fn upstream_request_filter(
