@@ -65,7 +65,7 @@ async fn an_upgrade_hands_over_the_sockets_without_refusing_a_connection() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // The new binary waits for the sockets on the upgrade socket in the shared runtime_dir…
-    let mut new = Command::new(env!("CARGO_BIN_EXE_contentgate"))
+    let new = Command::new(env!("CARGO_BIN_EXE_contentgate"))
         .args(["serve", "--upgrade", "--config"])
         .arg(old.cfg.config())
         .env("CG_TEST_SERVICE_TOKEN", SERVICE_TOKEN)
@@ -76,6 +76,8 @@ async fn an_upgrade_hands_over_the_sockets_without_refusing_a_connection() {
         ))
         .spawn()
         .unwrap();
+    // Killed on drop, even when an assertion below fails.
+    let mut new = KillOnDrop(new);
     tokio::time::sleep(Duration::from_millis(500)).await;
     // …and the old one hands them over on SIGQUIT, then drains and exits.
     old.signal("QUIT");
@@ -93,7 +95,7 @@ async fn an_upgrade_hands_over_the_sockets_without_refusing_a_connection() {
     }
     let new_log = std::fs::read_to_string(old.cfg.path().join("new.log")).unwrap_or_default();
     assert!(
-        new.try_wait().unwrap().is_none(),
+        new.0.try_wait().unwrap().is_none(),
         "the new process is serving; its log:\n{new_log}"
     );
     assert_eq!(
@@ -112,6 +114,13 @@ async fn an_upgrade_hands_over_the_sockets_without_refusing_a_connection() {
     let r = reqwest::get(old.admin_url("/readyz")).await.unwrap();
     assert_eq!(r.status(), 200);
     let _ = old_pid;
-    let _ = new.kill();
-    let _ = new.wait();
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
