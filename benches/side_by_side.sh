@@ -10,6 +10,9 @@
 #   (e) 1 000 concurrent identical POST misses against a 200 ms upstream: how many reach it
 # and prints one table (requests/s, p50, p99, RSS, each as a ratio to nginx) of medians over
 # interleaved rounds (every round runs every (scenario, server) once), then the issue's targets.
+# It also reports the server's CPU per request (us/req, from /proc/PID/stat) and how busy the
+# server core (srv%) and the client core (cli%) were: with two cores wrk and the server run
+# neck and neck, and us/req is the figure that does not depend on which one saturated first.
 #
 # How to run (as root on Debian/Ubuntu: missing nginx, varnish, wrk are apt-get installed):
 #   bash benches/side_by_side.sh                      # 10 s runs, 3 rounds (~11 minutes)
@@ -141,6 +144,7 @@ PIDS=()
 cleanup() {
     local rc=$?
     set +e
+    [[ -n "${CLIENT_PID:-}" ]] && kill -TERM "$CLIENT_PID" 2>/dev/null
     # contentgate drains for its grace period on SIGTERM; SIGINT makes it exit at once.
     [[ -n "${PID_contentgate:-}" ]] && kill -INT "$PID_contentgate" 2>/dev/null
     for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
@@ -386,6 +390,8 @@ spec_of() {
 path_for() { # SERVER PATH
     if [[ "$1" == origin ]]; then echo "/graphql"; else echo "$2"; fi
 }
+# Server CPU is read from /proc/PID/stat; us/req is that CPU over the requests wrk completed.
+# When srv% is well under 100 and cli% near 100, wrk (not the server) set the req/s figure.
 RUNS=(
     "a_get contentgate" "a_get nginx" "a_get varnish"
     "a_post contentgate" "a_post nginx"
@@ -432,7 +438,10 @@ warm() { # SCENARIO SERVER
 
 cpu_snapshot() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t, $5 + $6 }' /proc/stat; }
 WAITED=0
-# Wait while other processes keep the machine busy; prints "load1 busy_cores".
+QUIET_LOAD=- QUIET_BUSY=-
+# Wait while other processes keep the machine busy; sets QUIET_LOAD (1-min load average) and
+# QUIET_BUSY (cores busy over the last second, our idle servers included). No subshell, so a
+# signal interrupts it within a second.
 wait_quiet() {
     local start=$SECONDS t0 i0 t1 i1 busy la
     while :; do
@@ -448,7 +457,18 @@ wait_quiet() {
         fi
     done
     WAITED=$((WAITED + SECONDS - start))
-    echo "$la $busy"
+    QUIET_LOAD=$la QUIET_BUSY=$busy
+}
+# Run a client in the background and wait for it, so INT/TERM reach the trap at once.
+CLIENT_PID=""
+run_client() { # OUTFILE ERRFILE CMD...
+    local out="$1" err="$2"; shift 2
+    "$@" >"$out" 2>"$err" &
+    CLIENT_PID=$!
+    local rc=0
+    wait "$CLIENT_PID" || rc=$?
+    CLIENT_PID=""
+    return "$rc"
 }
 
 to_ms() { # wrk value with unit -> milliseconds
@@ -457,6 +477,20 @@ to_ms() { # wrk value with unit -> milliseconds
         if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /m$/) n *= 60000; else if (v ~ /s$/) n *= 1000
         printf "%.3f", n }'
 }
+
+CLK_TCK=$(getconf CLK_TCK)
+# CPU ticks (user + system) of a process, its threads and its children (nginx workers, Varnish's
+# cache process). The text after the last ')' of /proc/PID/stat has utime, stime at fields 12, 13.
+proc_ticks() {
+    local total=0 kids t
+    kids="$(ps -o pid= --ppid "$1" 2>/dev/null || true)"
+    for p in $1 $kids; do
+        t=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }')
+        total=$((total + ${t:-0}))
+    done
+    echo "$total"
+}
+core_snapshot() { awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t, $5 + $6 }' /proc/stat; }
 
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
@@ -469,22 +503,35 @@ run_wrk() {
     local args=(-t1 "-c$conns" "-d${dur}s" --latency --timeout 5s)
     [[ "$auth" == 1 ]] && args+=(-H "Authorization: Bearer $PAT")
     [[ "$method" == POST ]] && args+=(-s "$WORK/post.lua")
-    local out="$WORK/wrk.$scen.$server.$round.txt" load="- -" before after
-    [[ "$round" == warmup ]] || load="$(wait_quiet)"
+    local out="$WORK/wrk.$scen.$server.$round.txt" before after spid tk0 tk1 w0 w1 st0 si0 st1 si1 ct0 ci0 ct1 ci1
+    QUIET_LOAD=- QUIET_BUSY=-
+    [[ "$round" == warmup ]] || wait_quiet
     before="$(origin_count "$oport")"
-    taskset -c "$CLIENT_CPU" wrk "${args[@]}" "http://127.0.0.1:$(port_of "$server")$path" >"$out" 2>&1 \
-        || { cat "$out" >&2; die "wrk failed for $scen $server"; }
+    spid="$(pid_of "$server")"
+    tk0=$(proc_ticks "$spid"); w0=$EPOCHREALTIME
+    read -r st0 si0 <<<"$(core_snapshot "$SERVER_CPU")"; read -r ct0 ci0 <<<"$(core_snapshot "$CLIENT_CPU")"
+    run_client "$out" "$out.err" taskset -c "$CLIENT_CPU" wrk "${args[@]}" "http://127.0.0.1:$(port_of "$server")$path" \
+        || { cat "$out" "$out.err" >&2; die "wrk failed for $scen $server"; }
+    read -r st1 si1 <<<"$(core_snapshot "$SERVER_CPU")"; read -r ct1 ci1 <<<"$(core_snapshot "$CLIENT_CPU")"
+    tk1=$(proc_ticks "$spid"); w1=$EPOCHREALTIME
     after="$(origin_count "$oport")"
     [[ "$round" == warmup ]] && return 0
-    local rps p50 p99 bad
+    local rps p50 p99 bad reqs us_req srv_pct srv_core cli_core
     rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
     p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
     p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
     bad=$(awk '/Non-2xx or 3xx responses:/ { n += $NF } /Socket errors:/ { gsub(",", ""); n += $4 + $6 + $8 + $10 } END { print n + 0 }' "$out")
     [[ -n "$rps" ]] || { cat "$out" >&2; die "could not parse wrk output for $scen $server"; }
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$scen" "$server" "$rps" "$p50" "$p99" "$bad" \
-        "$((after - before))" "${load// /$'\t'}" >>"$RESULTS"
-    log "round $round $scen $server: $rps req/s p50 ${p50} ms p99 ${p99} ms errors $bad upstream +$((after - before)) (load ${load% *}, busy ${load#* } cores)"
+    reqs=$(awk '/ requests in / { print $1 }' "$out")
+    # CPU the server process spent per request, its share of one core, and how busy each core was.
+    read -r us_req srv_pct srv_core cli_core < <(awk -v t="$((tk1 - tk0))" -v hz="$CLK_TCK" -v n="$reqs" \
+        -v w="$(awk -v a="$w0" -v b="$w1" 'BEGIN { print b - a }')" \
+        -v sd="$((st1 - st0))" -v si="$((si1 - si0))" -v cd="$((ct1 - ct0))" -v ci="$((ci1 - ci0))" 'BEGIN {
+            printf "%.2f %.0f %.0f %.0f\n", (n > 0 ? t / hz * 1e6 / n : 0), (w > 0 ? t / hz / w * 100 : 0),
+                (sd > 0 ? (sd - si) / sd * 100 : 0), (cd > 0 ? (cd - ci) / cd * 100 : 0) }')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$scen" "$server" "$rps" "$p50" "$p99" \
+        "$bad" "$((after - before))" "$QUIET_LOAD" "$QUIET_BUSY" "$us_req" "$srv_pct" "$srv_core" "$cli_core" >>"$RESULTS"
+    log "round $round $scen $server: $rps req/s p50 ${p50} ms p99 ${p99} ms errors $bad upstream +$((after - before)); server ${us_req} us CPU/req, process ${srv_pct}% of a core, server core ${srv_core}%, client core ${cli_core}% (load $QUIET_LOAD, busy $QUIET_BUSY cores)"
     if [[ "$cached" == 1 && $((after - before)) -gt 0 ]]; then
         log "warning: $scen $server sent $((after - before)) requests upstream during a cached run"
     fi
@@ -538,15 +585,16 @@ burst() { # SERVER
     local port before after out
     port="$(port_of "$1")"
     before="$(origin_count "$O_BURST")"
-    out="$(taskset -c "$CLIENT_CPU" "$BURST_BIN" --n "$BURST_N" --url "http://127.0.0.1:$port/burst/cdn" \
-        --warm-url "http://127.0.0.1:$port/cdn?query=$QENC" 2>"$WORK/burst.$1.err")" || true
+    run_client "$WORK/burst.$1.out" "$WORK/burst.$1.err" taskset -c "$CLIENT_CPU" "$BURST_BIN" --n "$BURST_N" \
+        --url "http://127.0.0.1:$port/burst/cdn" --warm-url "http://127.0.0.1:$port/cdn?query=$QENC" || true
+    out="$(cat "$WORK/burst.$1.out")"
     sleep 0.5
     after="$(origin_count "$O_BURST")"
     [[ -n "$out" ]] || { cat "$WORK/burst.$1.err" >&2; die "burst against $1 printed nothing"; }
     printf '%s\t%s\t%s\n' "$1" "$((after - before))" "$out" >>"$BURST_FILE"
     log "(e) $1: upstream requests $((after - before)); $out"
 }
-wait_quiet >/dev/null
+wait_quiet
 burst contentgate
 CG_RSS_AFTER_BURST=$(rss_kib "$PID_contentgate")
 CG_HWM=$(hwm_kib "$PID_contentgate")
@@ -577,17 +625,23 @@ awk -F'\t' -v rssfile="$RSS_FILE" -v notrun="$(printf '%s\n' "${NOT_RUN[@]}")" '
         k = $2 " " $3
         if (!(k in seen)) { seen[k] = 1; order[++cnt] = k }
         rps[k] = rps[k] " " $4; p50[k] = p50[k] " " $5; p99[k] = p99[k] " " $6
-        bad[k] += $7; up[k] += $8; load[k] = load[k] " " $9
+        usr[k] = usr[k] " " $11; spc[k] = spc[k] " " $12; scr[k] = scr[k] " " $13; ccr[k] = ccr[k] " " $14
+        bad[k] += $7; up[k] += $8
+        load[k] = load[k] (load[k] == "" ? "" : ",") $9; busy[k] = busy[k] (busy[k] == "" ? "" : ",") $10
     }
     END {
-        for (i = 1; i <= cnt; i++) { k = order[i]; mr[k] = median(rps[k]); m50[k] = median(p50[k]); m99[k] = median(p99[k]) }
-        printf "%-11s %-12s %10s %9s %9s %8s | %7s %7s %7s %7s | %s\n", "scenario", "server", "req/s", "p50 ms", "p99 ms", "RSS MiB", "rps/ng", "p50/ng", "p99/ng", "RSS/ng", "notes"
-        printf "%s\n", "----------------------------------------------------------------------------------------------------------------------"
+        for (i = 1; i <= cnt; i++) {
+            k = order[i]; mr[k] = median(rps[k]); m50[k] = median(p50[k]); m99[k] = median(p99[k])
+            mus[k] = median(usr[k]); msp[k] = median(spc[k]); msc[k] = median(scr[k]); mcc[k] = median(ccr[k])
+        }
+        printf "%-11s %-12s %8s %7s %7s %7s | %6s %5s %5s | %6s %6s %6s %6s %6s | %s\n", "scenario", "server", "req/s", "p50 ms", "p99 ms", "RSS MiB",
+            "us/req", "srv%", "cli%", "rps/ng", "p50/ng", "p99/ng", "RSS/ng", "cpu/ng", "notes"
+        printf "%s\n", "--------------------------------------------------------------------------------------------------------------------------"
         last = ""
         for (i = 1; i <= cnt; i++) {
             k = order[i]; split(k, p, " "); sc = p[1]; sv = p[2]; ng = sc " nginx"
             if (last != "" && sc != last) {
-                for (s in skip) { split(s, q, " "); if (q[1] == last) printf "%-11s %-12s %10s %9s %9s %8s | %7s %7s %7s %7s | not run: %s\n", last, q[2], "-", "-", "-", "-", "-", "-", "-", "-", skip[s] }
+                for (s in skip) { split(s, q, " "); if (q[1] == last) printf "%-11s %-12s %8s | not run: %s\n", last, q[2], "-", skip[s] }
             }
             last = sc
             note = ""
@@ -596,15 +650,22 @@ awk -F'\t' -v rssfile="$RSS_FILE" -v notrun="$(printf '%s\n' "${NOT_RUN[@]}")" '
             if (sv == "origin") note = note "origin alone (no proxy); "
             if (sv == "nginx" && sc == "b_pat") note = note "no auth check; "
             if (sv == "varnish" && sc == "c_pass") note = note "POST passed by default VCL; "
-            printf "%-11s %-12s %10.0f %9.3f %9.3f %8.1f | %7s %7s %7s %7s | %sload%s\n", sc, sv, mr[k], m50[k], m99[k], rss[sv],
-                ratio(mr[k], mr[ng]), ratio(m50[k], m50[ng]), ratio(m99[k], m99[ng]), ratio(rss[sv], rss["nginx"]), note, load[k]
+            printf "%-11s %-12s %8.0f %7.3f %7.3f %7.1f | %6.1f %5.0f %5.0f | %6s %6s %6s %6s %6s | %sload %s\n", sc, sv, mr[k], m50[k], m99[k], rss[sv],
+                mus[k], msc[k], mcc[k], ratio(mr[k], mr[ng]), ratio(m50[k], m50[ng]), ratio(m99[k], m99[ng]), ratio(rss[sv], rss["nginx"]),
+                ratio(mus[k], mus[ng]), note, load[k] " busy " busy[k]
         }
-        for (s in skip) { split(s, q, " "); if (q[1] == last) printf "%-11s %-12s | not run: %s\n", last, q[2], skip[s] }
+        for (s in skip) { split(s, q, " "); if (q[1] == last) printf "%-11s %-12s %8s | not run: %s\n", last, q[2], "-", skip[s] }
         # targets
         cg = "contentgate"
         printf "\nTargets (contentgate, from the medians above):\n"
         t = mr["a_get " cg] / mr["a_get nginx"]; printf "  (a) GET hit req/s  %.2fx nginx (target >= 1.25): %s\n", t, (t >= 1.25 ? "met" : "MISSED")
         t = mr["a_post " cg] / mr["a_post nginx"]; printf "  (a) POST hit req/s %.2fx nginx (target >= 1.25): %s\n", t, (t >= 1.25 ? "met" : "MISSED")
+        for (j = 1; j <= 3; j++) {
+            sc = (j == 1 ? "a_get" : j == 2 ? "a_post" : "c_pass")
+            if (mus[sc " " cg] > 0)
+                printf "      %s per core: contentgate %.1f us CPU/req vs nginx %.1f -> %.2fx nginx (server core %s%% vs %s%% busy, client core %s%% vs %s%%)\n",
+                    sc, mus[sc " " cg], mus[sc " nginx"], mus[sc " nginx"] / mus[sc " " cg], msc[sc " " cg], msc[sc " nginx"], mcc[sc " " cg], mcc[sc " nginx"]
+        }
         printf "  (a) GET hit p99 %.3f ms vs nginx %.3f ms (target <=): %s\n", m99["a_get " cg], m99["a_get nginx"], (m99["a_get " cg] <= m99["a_get nginx"] ? "met" : "MISSED")
         printf "  (a) POST hit p99 %.3f ms vs nginx %.3f ms (target <=): %s\n", m99["a_post " cg], m99["a_post nginx"], (m99["a_post " cg] <= m99["a_post nginx"] ? "met" : "MISSED")
         t = mr["b_pat " cg] / mr["a_get " cg]; printf "  (b) PAT hit req/s %.2fx anonymous GET hit (target >= 0.95): %s\n", t, (t >= 0.95 ? "met" : "MISSED")

@@ -126,6 +126,7 @@ impl PolicyStore {
                     "policy snapshot applied"
                 );
                 self.current.store(snap);
+                retire(current);
                 self.metrics.reloads.with_label_values(&["applied"]).inc();
                 Ok(ReloadOutcome::Applied { generation })
             }
@@ -172,5 +173,23 @@ impl PolicyStore {
 
     pub fn config_path(&self) -> &Path {
         &self.config_path
+    }
+}
+
+/// Frees a replaced snapshot off the request path. Freeing a million-entry registry takes close
+/// to a second (measured in benches/auth.rs); if the last request holding the old snapshot
+/// dropped it, that request's worker thread would stall. A reaper thread waits until it holds
+/// the only reference (requests finish within their timeouts) and frees it there.
+fn retire(old: Arc<Snapshot>) {
+    let spawned = std::thread::Builder::new()
+        .name("snapshot-reaper".into())
+        .spawn(move || {
+            while Arc::strong_count(&old) > 1 {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            drop(old);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the snapshot reaper; the old snapshot is freed by its last user");
     }
 }
