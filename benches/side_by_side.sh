@@ -29,8 +29,9 @@
 #   --server-cpu C      core for contentgate, nginx and Varnish (default 1)
 #   --load-max L        before starting, wait while the 1-min load average is above L (1.0)
 #   --busy-max B        before each run, wait while other processes keep more than B cores
-#                       busy (default 0.5); each wait is at most --max-wait s (default 60),
-#                       all waits together at most --wait-budget s (default 180)
+#                       busy (default 0.5); each wait is at most --max-wait S (default 60),
+#                       all waits together at most --wait-budget S (default 120), so the whole
+#                       script stays under ~13 minutes even on a busy machine
 #   --no-build          use the binaries already in $CARGO_TARGET_DIR/release
 #   --keep              keep the temporary directory (configs, logs, raw wrk output)
 # Environment: CARGO_TARGET_DIR (default: target), as for cargo.
@@ -50,7 +51,7 @@ SERVER_CPU=1
 LOAD_MAX=1.0
 BUSY_MAX=0.5
 MAX_WAIT=60
-WAIT_BUDGET=180
+WAIT_BUDGET=120
 BUILD=1
 KEEP=0
 
@@ -141,6 +142,8 @@ done
 WORK="$(mktemp -d /tmp/side_by_side.XXXXXX)"
 chmod 755 "$WORK"   # nginx workers and Varnish's child drop privileges
 PIDS=()
+# Set by start(); named here so cleanup and the checks below can rely on them.
+PID_origin_fast="" PID_origin_slow="" PID_origin_burst="" PID_contentgate="" PID_nginx="" PID_varnish=""
 cleanup() {
     local rc=$?
     set +e
@@ -167,7 +170,7 @@ start() {
     local name="$1" cpu="$2"; shift 2
     taskset -c "$cpu" "$@" >"$WORK/$name.log" 2>&1 &
     PIDS+=($!)
-    eval "PID_${name}=$!"
+    printf -v "PID_${name}" '%s' "$!"
 }
 wait_http() { # NAME PID URL
     local name="$1" pid="$2" url="$3"
@@ -559,17 +562,18 @@ done
 WAITED=$((SECONDS - start_wait))
 log "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-for r in "${RUNS[@]}"; do warm ${r}; done
+for r in "${RUNS[@]}"; do read -r sc sv <<<"$r"; warm "$sc" "$sv"; done
 if (( WARMUP > 0 )); then
     log "warm-up: ${WARMUP}s per (scenario, server)"
-    for r in "${RUNS[@]}"; do run_wrk ${r} "$WARMUP" warmup; done
+    for r in "${RUNS[@]}"; do read -r sc sv <<<"$r"; run_wrk "$sc" "$sv" "$WARMUP" warmup; done
 fi
 N_RUNS=${#RUNS[@]}
 for round in $(seq 1 "$ROUNDS"); do
     # Rotate the order each round so no server always runs first or last.
     for i in $(seq 0 $((N_RUNS - 1))); do
         r="${RUNS[$(( (i + (round - 1) * 5) % N_RUNS ))]}"
-        run_wrk ${r} "$DURATION" "$round"
+        read -r sc sv <<<"$r"
+        run_wrk "$sc" "$sv" "$DURATION" "$round"
     done
 done
 

@@ -61,7 +61,103 @@ pub(super) async fn serve(
         settings.stale_if_error,
     );
 
-    // The fill request: only keyed headers and the gateway's own.
+    let existing = cache.get(&key).await;
+    if let Some(e) = &existing {
+        let age = e.age();
+        if age <= e.ttl {
+            cache.record("hit");
+            return write(session, ctx, e, CacheStatus::Hit).await;
+        }
+        if age <= e.ttl + swr {
+            cache.record("stale");
+            cache.refresh(
+                key,
+                fill_request(
+                    session.req_header(),
+                    ctx,
+                    a,
+                    &endpoint,
+                    &snap,
+                    settings,
+                    &locales,
+                ),
+            );
+            return write(session, ctx, e, CacheStatus::Stale).await;
+        }
+    }
+    // The origin budget guard: over the CMS plan's rate, serve stale if there is any, else 429.
+    if let Err(wait) = gw.limiters.origin() {
+        if let Some(e) = existing.filter(|e| e.age() <= e.ttl + sie.max(swr)) {
+            cache.record("stale");
+            return write(session, ctx, &e, CacheStatus::Stale).await;
+        }
+        let rejection = crate::pipeline::Rejection::RateLimited {
+            retry_after: crate::ratelimit::retry_after_secs(wait),
+            scope: "origin",
+        };
+        gw.metrics
+            .rate_limit_rejections
+            .with_label_values(&["origin"])
+            .inc();
+        ctx.refusal_reason = Some("rate_limited");
+        return gw.write_error(session, ctx, &(&rejection).into()).await;
+    }
+    let fill = fill_request(
+        session.req_header(),
+        ctx,
+        a,
+        &endpoint,
+        &snap,
+        settings,
+        &locales,
+    );
+    ctx.upstream_started = Some(std::time::Instant::now());
+    let (outcome, result) = cache.fetch_coalesced(key, fill).await;
+    cache.record(match outcome {
+        Outcome::Coalesced => "coalesced",
+        _ => "miss",
+    });
+    // stale-if-error: an entry inside its window replaces an upstream failure.
+    let stale = existing.filter(|e| e.age() <= e.ttl + sie);
+    match result {
+        Ok(stored) if stored.status < 500 && stored.status != 429 => {
+            write(session, ctx, &stored, CacheStatus::Miss).await
+        }
+        Ok(stored) => match stale {
+            Some(e) => {
+                if stored.status == 429 {
+                    gw.metrics.stale_on_429.inc();
+                }
+                cache.record("stale");
+                write(session, ctx, &e, CacheStatus::Stale).await
+            }
+            None => write(session, ctx, &stored, CacheStatus::Miss).await,
+        },
+        Err(err) => match stale {
+            Some(e) => {
+                cache.record("stale");
+                write(session, ctx, &e, CacheStatus::Stale).await
+            }
+            None => {
+                let response = respond::upstream(err == FetchError::Timeout);
+                ctx.cache = CacheStatus::Miss;
+                gw.write_error(session, ctx, &response).await
+            }
+        },
+    }
+}
+
+/// The request a fill sends: only keyed headers and the gateway's own, so no unkeyed header can
+/// change a stored answer. Built only on a miss or a refresh, never on a hit.
+fn fill_request(
+    req: &pingora::http::RequestHeader,
+    ctx: &RequestCtx,
+    a: &crate::pipeline::Admitted,
+    endpoint: &crate::config::Endpoint,
+    snap: &crate::policy::Snapshot,
+    settings: &crate::config::CacheSettings,
+    locales: &[&str],
+) -> FillRequest {
     let upstream = endpoint.upstream.clone();
     let (method, path) = match (req.method == http::Method::GET, req.uri.query()) {
         (true, Some(q)) => (
@@ -101,7 +197,7 @@ pub(super) async fn serve(
         }
     }
     let (tags, ttl) = tags_and_ttl(a, snap.schema.as_deref(), settings);
-    let fill = FillRequest {
+    FillRequest {
         upstream,
         method,
         path,
@@ -109,71 +205,6 @@ pub(super) async fn serve(
         body: ctx.body.clone(),
         tags,
         ttl,
-    };
-
-    let existing = cache.get(&key).await;
-    if let Some(e) = &existing {
-        let age = e.age();
-        if age <= e.ttl {
-            cache.record("hit");
-            return write(session, ctx, e, CacheStatus::Hit).await;
-        }
-        if age <= e.ttl + swr {
-            cache.record("stale");
-            cache.refresh(key, fill);
-            return write(session, ctx, e, CacheStatus::Stale).await;
-        }
-    }
-    // The origin budget guard: over the CMS plan's rate, serve stale if there is any, else 429.
-    if let Err(wait) = gw.limiters.origin() {
-        if let Some(e) = existing.filter(|e| e.age() <= e.ttl + sie.max(swr)) {
-            cache.record("stale");
-            return write(session, ctx, &e, CacheStatus::Stale).await;
-        }
-        let rejection = crate::pipeline::Rejection::RateLimited {
-            retry_after: crate::ratelimit::retry_after_secs(wait),
-            scope: "origin",
-        };
-        gw.metrics
-            .rate_limit_rejections
-            .with_label_values(&["origin"])
-            .inc();
-        ctx.refusal_reason = Some("rate_limited");
-        return gw.write_error(session, ctx, &(&rejection).into()).await;
-    }
-    ctx.upstream_started = Some(std::time::Instant::now());
-    let (outcome, result) = cache.fetch_coalesced(key, fill).await;
-    cache.record(match outcome {
-        Outcome::Coalesced => "coalesced",
-        _ => "miss",
-    });
-    // stale-if-error: an entry inside its window replaces an upstream failure.
-    let stale = existing.filter(|e| e.age() <= e.ttl + sie);
-    match result {
-        Ok(stored) if stored.status < 500 && stored.status != 429 => {
-            write(session, ctx, &stored, CacheStatus::Miss).await
-        }
-        Ok(stored) => match stale {
-            Some(e) => {
-                if stored.status == 429 {
-                    gw.metrics.stale_on_429.inc();
-                }
-                cache.record("stale");
-                write(session, ctx, &e, CacheStatus::Stale).await
-            }
-            None => write(session, ctx, &stored, CacheStatus::Miss).await,
-        },
-        Err(err) => match stale {
-            Some(e) => {
-                cache.record("stale");
-                write(session, ctx, &e, CacheStatus::Stale).await
-            }
-            None => {
-                let response = respond::upstream(err == FetchError::Timeout);
-                ctx.cache = CacheStatus::Miss;
-                gw.write_error(session, ctx, &response).await
-            }
-        },
     }
 }
 
