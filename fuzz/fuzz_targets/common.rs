@@ -8,6 +8,7 @@ use contentgate::config::Config;
 use contentgate::policy::compile::{compile, Inputs};
 use contentgate::policy::Snapshot;
 
+#[allow(dead_code)] // `config` is used by some targets only
 pub struct Fixture {
     pub config: Config,
     pub snapshot: Snapshot,
