@@ -81,7 +81,6 @@ async fn an_upgrade_hands_over_the_sockets_without_refusing_a_connection() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     // …and the old one hands them over on SIGQUIT, then drains and exits.
     old.signal("QUIT");
-    let old_pid = old.child.id();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut old = old;
     while old.child.try_wait().unwrap().is_none() {
@@ -113,7 +112,6 @@ async fn an_upgrade_hands_over_the_sockets_without_refusing_a_connection() {
     // The new process answers on the same ports, admin included.
     let r = reqwest::get(old.admin_url("/readyz")).await.unwrap();
     assert_eq!(r.status(), 200);
-    let _ = old_pid;
 }
 
 struct KillOnDrop(std::process::Child);

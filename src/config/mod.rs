@@ -806,7 +806,7 @@ fn compile_upstream(
                         )])
                     }
                 };
-                let value =
+                let mut value =
                     HeaderValue::try_from(format!("Bearer {}", token.trim())).map_err(|_| {
                         vec![src.error(
                             Some(c.mode.span()),
@@ -814,7 +814,6 @@ fn compile_upstream(
                             "service token is not a valid header value",
                         )]
                     })?;
-                let mut value = value;
                 value.set_sensitive(true);
                 Credential::Replace(value)
             }

@@ -170,6 +170,18 @@ impl SchemaMap {
             i.map(|i| i.named_types().map(|n| name_of(n.name())).collect())
                 .unwrap_or_default()
         };
+        // Object types, their extensions and interfaces carry the same parts.
+        let typed = |kind,
+                     name: Option<cst::Name>,
+                     fields: Option<cst::FieldsDefinition>,
+                     interfaces| RawType {
+            name: name_of(name),
+            kind: Some(kind),
+            fields: fields_of(fields.clone()),
+            interfaces: interfaces_of(interfaces),
+            members: Vec::new(),
+            arg_defaults: defaults_of(fields),
+        };
         for def in tree.document().definitions() {
             match def {
                 cst::Definition::SchemaDefinition(s) => {
@@ -186,30 +198,24 @@ impl SchemaMap {
                         }
                     }
                 }
-                cst::Definition::ObjectTypeDefinition(o) => raw.push(RawType {
-                    name: name_of(o.name()),
-                    kind: Some(TypeKind::Object),
-                    fields: fields_of(o.fields_definition()),
-                    interfaces: interfaces_of(o.implements_interfaces()),
-                    members: Vec::new(),
-                    arg_defaults: defaults_of(o.fields_definition()),
-                }),
-                cst::Definition::ObjectTypeExtension(o) => raw.push(RawType {
-                    name: name_of(o.name()),
-                    kind: Some(TypeKind::Object),
-                    fields: fields_of(o.fields_definition()),
-                    interfaces: interfaces_of(o.implements_interfaces()),
-                    members: Vec::new(),
-                    arg_defaults: defaults_of(o.fields_definition()),
-                }),
-                cst::Definition::InterfaceTypeDefinition(i) => raw.push(RawType {
-                    name: name_of(i.name()),
-                    kind: Some(TypeKind::Interface),
-                    fields: fields_of(i.fields_definition()),
-                    interfaces: interfaces_of(i.implements_interfaces()),
-                    members: Vec::new(),
-                    arg_defaults: defaults_of(i.fields_definition()),
-                }),
+                cst::Definition::ObjectTypeDefinition(o) => raw.push(typed(
+                    TypeKind::Object,
+                    o.name(),
+                    o.fields_definition(),
+                    o.implements_interfaces(),
+                )),
+                cst::Definition::ObjectTypeExtension(o) => raw.push(typed(
+                    TypeKind::Object,
+                    o.name(),
+                    o.fields_definition(),
+                    o.implements_interfaces(),
+                )),
+                cst::Definition::InterfaceTypeDefinition(i) => raw.push(typed(
+                    TypeKind::Interface,
+                    i.name(),
+                    i.fields_definition(),
+                    i.implements_interfaces(),
+                )),
                 cst::Definition::UnionTypeDefinition(u) => raw.push(RawType {
                     name: name_of(u.name()),
                     kind: Some(TypeKind::Union),

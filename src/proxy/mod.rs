@@ -188,9 +188,12 @@ impl Gateway {
             None
         };
         let req = session.req_header();
+        let Some(kind) = ctx.endpoint.as_ref().map(|e| e.kind) else {
+            return Ok(self.refuse(ctx, Rejection::NotFound));
+        };
         let input = Incoming {
             method: &method,
-            endpoint: ctx.endpoint.as_ref().map(|e| e.kind).expect("set above"),
+            endpoint: kind,
             authorization: req
                 .headers
                 .get_all(http::header::AUTHORIZATION)
