@@ -150,6 +150,9 @@ pub enum Rejection {
     HeadersTooLarge,
     /// The request target is over `limits.max_uri_bytes`.
     UriTooLong,
+    /// Ambiguous framing or target (RFC 9112): both Transfer-Encoding and Content-Length, a
+    /// missing or repeated Host, an Upgrade on a request with a body.
+    BadFraming(&'static str),
 }
 
 impl From<AuthError> for Rejection {

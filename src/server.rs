@@ -87,13 +87,17 @@ pub fn build(rt: &Runtime, upgrade: bool) -> Result<Server, String> {
         cache: rt.cache.clone(),
         limiters: Arc::new(crate::ratelimit::Limiters::new(rt.config.rate_limits)),
     };
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        gateway,
-        "contentgate proxy",
+    // Every accepted connection gets a whole-header deadline (slowloris) under the proxy.
+    let header_timeout = rt.config.limits.client_header_timeout;
+    let mut proxy = Service::new(
+        "contentgate proxy".to_string(),
+        crate::proxy::deadline::Guarded {
+            app: Arc::new(pingora::proxy::http_proxy(&server.configuration, gateway)),
+            header_timeout,
+        },
     );
     let buffers = L4BufferSettings {
-        read: None,
+        read: Some(rt.config.server.read_buffer_bytes),
         write: Some(rt.config.server.write_buffer_bytes),
     };
     let mut certs = Vec::new();

@@ -119,6 +119,9 @@ impl UpstreamClient {
             .get_http_session(peer)
             .await
             .map_err(|e| classify(&e))?;
+        // As on the proxied path: each read and write waits at most `read_timeout`.
+        session.set_read_timeout(Some(upstream.timeouts.read));
+        session.set_write_timeout(Some(upstream.timeouts.read));
         let mut header =
             RequestHeader::build(req.method, req.path.as_bytes(), Some(req.headers.len() + 4))
                 .map_err(|_| FetchError::Reset)?;

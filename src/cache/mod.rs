@@ -262,7 +262,11 @@ impl ReadCache {
             .fetch(
                 &req.upstream,
                 out,
-                self.settings.fetch_deadline,
+                // The upstream's total timeout bounds the exchange; waiters give up at the fetch
+                // deadline (whichever comes first).
+                self.settings
+                    .fetch_deadline
+                    .min(req.upstream.timeouts.total),
                 MAX_FETCH_BYTES,
             )
             .await;

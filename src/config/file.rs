@@ -84,6 +84,7 @@ pub struct FileServer {
     pub runtime_dir: Option<String>,
     pub upstream_keepalive_pool_size: Option<usize>,
     pub write_buffer_bytes: Option<usize>,
+    pub read_buffer_bytes: Option<usize>,
     /// CA bundle (PEM) that upstream TLS certificates must chain to, instead of the system roots.
     pub upstream_ca_file: Option<String>,
 }
@@ -236,6 +237,15 @@ pub struct FileLimits {
     pub max_header_bytes: Option<usize>,
     /// Request target (path + query), refused with 414 above it.
     pub max_uri_bytes: Option<usize>,
+    /// A request header must arrive whole within this (from its first byte).
+    #[serde(default, with = "humantime_serde::option")]
+    pub client_header_timeout: Option<Duration>,
+    /// A request body must arrive whole within this (408 after it).
+    #[serde(default, with = "humantime_serde::option")]
+    pub client_body_timeout: Option<Duration>,
+    /// Each write to a client must complete within this (a client that stops reading).
+    #[serde(default, with = "humantime_serde::option")]
+    pub client_send_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -33,6 +33,8 @@ pub enum GraphqlError {
     UnsupportedMediaType,
     #[error("request body exceeds {limit} bytes")]
     BodyTooLarge { limit: usize },
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(std::time::Duration),
     #[error("a GET request must not have a body")]
     GetWithBody,
     #[error("method {0} is not allowed; use GET or POST")]
@@ -64,6 +66,7 @@ impl GraphqlError {
             Self::Batch => "BATCH_NOT_SUPPORTED",
             Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Self::BodyTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            Self::BodyTimeout(_) => "REQUEST_TIMEOUT",
             Self::GetWithBody => "BAD_REQUEST",
             Self::MethodNotAllowed(_) | Self::MutationOverGet | Self::MutationOnCdn => {
                 "METHOD_NOT_ALLOWED"
@@ -79,7 +82,7 @@ impl GraphqlError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Syntax { .. } => "parse",
-            Self::Limit { .. } | Self::BodyTooLarge { .. } => "limit",
+            Self::Limit { .. } | Self::BodyTooLarge { .. } | Self::BodyTimeout(_) => "limit",
             Self::MethodNotAllowed(_)
             | Self::MutationOverGet
             | Self::MutationOnCdn

@@ -78,6 +78,25 @@ impl GraphqlRequest {
         })
     }
 
+    /// The GET parameters the gateway forwards: only what it parsed, checked and keyed (query,
+    /// operationName, variables), re-encoded. Anything else in the client's query string
+    /// (unknown parameters, `extensions`, a second spelling of the same text) stays at the edge,
+    /// so no unkeyed input can shape an answer that is then cached for everyone.
+    pub fn to_query_string(&self) -> String {
+        let mut s = url::form_urlencoded::Serializer::new(String::new());
+        s.append_pair("query", &self.query);
+        if let Some(name) = &self.operation_name {
+            s.append_pair("operationName", name);
+        }
+        if !self.variables.is_empty() {
+            s.append_pair(
+                "variables",
+                &Value::Object(self.variables.clone()).to_string(),
+            );
+        }
+        s.finish()
+    }
+
     /// Parses GET parameters (`?query=…&variables=…&operationName=…`). Repeated parameters are
     /// refused: which copy wins would differ between the gateway and the CMS.
     pub fn from_query_string(qs: &str) -> Result<Self, GraphqlError> {

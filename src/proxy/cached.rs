@@ -159,21 +159,10 @@ fn fill_request(
     locales: &[&str],
 ) -> FillRequest {
     let upstream = endpoint.upstream.clone();
-    let (method, path) = match (req.method == http::Method::GET, req.uri.query()) {
-        (true, Some(q)) => (
-            "GET",
-            format!(
-                "{}{}{q}",
-                upstream.path,
-                if upstream.path.contains('?') {
-                    '&'
-                } else {
-                    '?'
-                }
-            ),
-        ),
-        (true, None) => ("GET", upstream.path.clone()),
-        (false, _) => ("POST", upstream.path.clone()),
+    let (method, path) = if req.method == http::Method::GET {
+        ("GET", upstream.get_path(&a.parsed.request))
+    } else {
+        ("POST", upstream.path.clone())
     };
     let mut headers = vec![
         ("gcms-stage", a.stage.fallback.as_str().to_string()),
@@ -263,6 +252,7 @@ async fn write(
     if let Some(ra) = &stored.retry_after {
         h.insert_header("retry-after", ra.as_str())?;
     }
+    super::mark_private(ctx, &mut h)?;
     super::add_cors(ctx, &mut h)?;
     ctx.own_status = Some(stored.status);
     ctx.cache = status;

@@ -8,6 +8,7 @@
 
 mod cached;
 pub mod ctx;
+pub mod deadline;
 pub mod respond;
 
 use std::sync::Arc;
@@ -46,6 +47,23 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
     "proxy-authorization",
     "proxy-authenticate",
+];
+
+/// Request headers a pass-through forwards to the CMS (the credential is replaced unless the
+/// upstream's mode is `forward`; Host, Content-Length and the injected stage are the gateway's).
+/// Cache fills forward even less: only what is in the cache key.
+const FORWARDED: &[&str] = &[
+    "accept",
+    "accept-encoding",
+    "authorization",
+    "content-type",
+    "gcms-locales",
+    "gcms-stage",
+    "hyg-stale-if-error",
+    "hyg-stale-while-revalidate",
+    "traceparent",
+    "tracestate",
+    "user-agent",
 ];
 
 pub struct Gateway {
@@ -100,6 +118,18 @@ pub(crate) fn add_cors(ctx: &RequestCtx, h: &mut ResponseHeader) -> Result<()> {
     Ok(())
 }
 
+/// Answers for a token are that token's alone: no shared cache in front of the gateway (a CDN,
+/// a corporate proxy) may store them, whatever the upstream said.
+pub(crate) fn mark_private(ctx: &RequestCtx, h: &mut ResponseHeader) -> Result<()> {
+    if matches!(
+        ctx.admitted.as_ref().map(|a| &a.principal),
+        Some(crate::auth::Principal::Token(_))
+    ) {
+        h.insert_header("cache-control", "private, no-store")?;
+    }
+    Ok(())
+}
+
 enum Flow {
     Forward,
     Respond(ErrorResponse),
@@ -109,6 +139,9 @@ enum Flow {
 
 impl Gateway {
     async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Flow> {
+        if let Some(why) = ambiguous(session) {
+            return Ok(self.refuse(ctx, Rejection::BadFraming(why)));
+        }
         let req = session.req_header();
         let limits = &self.config.limits;
         let header_bytes: usize = req
@@ -177,7 +210,7 @@ impl Gateway {
         ctx.snapshot = Some(snap.clone());
         let limit = self.config.limits.max_body_bytes;
         let body = if method == Method::POST {
-            match read_body(session, limit).await? {
+            match read_body(session, limit, self.config.limits.client_body_timeout).await? {
                 Ok(b) => Some(b),
                 Err(e) => return Ok(self.refuse(ctx, Rejection::Graphql(e))),
             }
@@ -333,6 +366,13 @@ impl Gateway {
                 ctx.refusal_reason = Some("limit");
             }
             Rejection::CorsDenied => ctx.refusal_reason = Some("cors_denied"),
+            Rejection::BadFraming(_) => {
+                self.metrics
+                    .graphql_rejections
+                    .with_label_values(&["framing"])
+                    .inc();
+                ctx.refusal_reason = Some("framing");
+            }
         }
         Flow::Respond((&rejection).into())
     }
@@ -358,11 +398,44 @@ impl Gateway {
     }
 }
 
+/// Requests whose framing or target is ambiguous (RFC 9112 §3.2, §6.1, §6.3). Pingora already
+/// refuses what it cannot frame (chunked not last, Transfer-Encoding on HTTP/1.0, differing
+/// Content-Lengths); a request with both Transfer-Encoding and Content-Length it accepts as
+/// chunked after dropping the length — the disagreement a smuggling attempt relies on — so the
+/// raw header block is checked for it here.
+fn ambiguous(session: &Session) -> Option<&'static str> {
+    let req = session.req_header();
+    if req.version <= http::Version::HTTP_11 {
+        match req.headers.get_all(http::header::HOST).iter().count() {
+            0 if req.version == http::Version::HTTP_11 => return Some("no Host header"),
+            0 | 1 => {}
+            _ => return Some("more than one Host header"),
+        }
+        if req.headers.contains_key(http::header::TRANSFER_ENCODING)
+            && names_content_length(&session.as_downstream().to_h1_raw())
+        {
+            return Some("both Transfer-Encoding and Content-Length");
+        }
+    }
+    if req.headers.contains_key(http::header::UPGRADE) && req.method != Method::GET {
+        return Some("Upgrade on a request with a body");
+    }
+    None
+}
+
+/// Whether a raw HTTP/1 header block has a Content-Length field.
+fn names_content_length(raw: &[u8]) -> bool {
+    const NAME: &[u8] = b"content-length:";
+    raw.split(|b| *b == b'\n')
+        .any(|line| line.len() >= NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME))
+}
+
 /// Reads the whole request body, refusing it as soon as it exceeds `limit` (checked against
 /// Content-Length first, so an oversized upload is refused without being read).
 async fn read_body(
     session: &mut Session,
     limit: usize,
+    timeout: std::time::Duration,
 ) -> Result<std::result::Result<Bytes, GraphqlError>> {
     let limit = limit.min(MAX_FORWARDED_BODY_BYTES);
     let declared = session
@@ -376,7 +449,13 @@ async fn read_body(
     }
     session.enable_retry_buffering();
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
-    while let Some(chunk) = session.read_request_body().await? {
+    // One deadline for the whole body (a slow POST), not per read.
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let Ok(next) = tokio::time::timeout_at(deadline, session.read_request_body()).await else {
+            return Ok(Err(GraphqlError::BodyTimeout(timeout)));
+        };
+        let Some(chunk) = next? else { break };
         if buf.len() + chunk.len() > limit {
             return Ok(Err(GraphqlError::BodyTooLarge { limit }));
         }
@@ -437,6 +516,10 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // A client that stops reading is dropped once a write has waited this long.
+        session
+            .as_downstream_mut()
+            .set_write_timeout(Some(self.config.limits.client_send_timeout));
         match self.admit(session, ctx).await? {
             Flow::Forward => match &self.cache {
                 Some(cache) if self.cacheable(ctx) => {
@@ -505,28 +588,22 @@ impl ProxyHttp for Gateway {
             .as_ref()
             .ok_or_else(|| Error::new(ErrorType::InternalError))?;
         let upstream = &endpoint.upstream;
-        // Headers named in Connection are hop-by-hop too.
-        let named: Vec<String> = up
+        // An allow list, not a deny list: whatever else the client sent (hop-by-hop headers,
+        // cookies, X-Forwarded-*, Forwarded, method overrides, unknown gcms-* switches) stays
+        // at the edge, so nothing the gateway did not check can change what the CMS does.
+        let dropped: Vec<http::HeaderName> = up
             .headers
-            .get_all(http::header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
-            .filter(|s| !s.is_empty())
+            .keys()
+            .filter(|k| !FORWARDED.contains(&k.as_str()))
+            .cloned()
             .collect();
-        for h in HOP_BY_HOP
-            .iter()
-            .copied()
-            .chain(named.iter().map(String::as_str))
-        {
-            up.remove_header(h);
+        for h in dropped {
+            up.remove_header(&h);
         }
-        let path = match (
-            session.req_header().method == Method::GET,
-            session.req_header().uri.query(),
-        ) {
-            (true, Some(q)) if upstream.path.contains('?') => format!("{}&{q}", upstream.path),
-            (true, Some(q)) => format!("{}?{q}", upstream.path),
+        let path = match &ctx.admitted {
+            Some(a) if session.req_header().method == Method::GET => {
+                upstream.get_path(&a.parsed.request)
+            }
             _ => upstream.path.clone(),
         };
         up.set_uri(
@@ -630,6 +707,7 @@ impl ProxyHttp for Gateway {
         }
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
         resp.insert_header("x-cache", ctx.cache.as_str())?;
+        mark_private(ctx, resp)?;
         add_cors(ctx, resp)?;
         Ok(())
     }
@@ -661,6 +739,20 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        if session.response_written().is_some() {
+            // The upstream's header already went out: an error body now would be read as the
+            // rest of that answer. Close instead, so the client sees a truncated response.
+            if !matches!(e.esource(), pingora::ErrorSource::Downstream) {
+                self.metrics
+                    .upstream_errors
+                    .with_label_values(&[error_kind(e)])
+                    .inc();
+            }
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
         let response = match e.etype() {
             ErrorType::HTTPStatus(code) if *code < 500 => {
                 ErrorResponse::new(*code, "BAD_REQUEST", "malformed request")

@@ -83,6 +83,7 @@ impl From<&Rejection> for ErrorResponse {
                     .header("retry-after", retry_after.to_string())
             }
                         Rejection::HeadersTooLarge => ErrorResponse::new(431, "REQUEST_HEADER_FIELDS_TOO_LARGE", "the request headers are too large"),
+            Rejection::BadFraming(why) => ErrorResponse::new(400, "BAD_REQUEST", format!("ambiguous request: {why}")),
             Rejection::UriTooLong => ErrorResponse::new(414, "URI_TOO_LONG", "the request URI is too long; send large queries with POST"),
             Rejection::AddressDenied => ErrorResponse::new(403, "FORBIDDEN", "the client address is not allowed on this endpoint"),
             Rejection::CorsDenied => ErrorResponse::new(403, "FORBIDDEN", "origin or method not allowed by this endpoint's CORS policy"),
@@ -108,6 +109,7 @@ fn graphql(e: &GraphqlError) -> ErrorResponse {
     let status = match e {
         GraphqlError::UnsupportedMediaType => 415,
         GraphqlError::BodyTooLarge { .. } => 413,
+        GraphqlError::BodyTimeout(_) => 408,
         GraphqlError::MethodNotAllowed(_) | GraphqlError::MutationOnCdn => 405,
         GraphqlError::MutationOverGet => 405,
         _ => 400,

@@ -4,6 +4,8 @@
 //! `contentgate serve` process) gets ports found free by binding port 0 just before it starts.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -414,7 +416,10 @@ impl ConfigDir {
             .env("CG_TEST_SERVICE_TOKEN", SERVICE_TOKEN)
             .env("CG_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("CG_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("CG_TEST_RUST_LOG").unwrap_or("info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::from(
                 std::fs::File::create(self.dir.path().join("gateway.log")).unwrap(),

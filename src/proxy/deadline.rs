@@ -1,0 +1,281 @@
+//! Whole-header deadline for client connections (slowloris).
+//!
+//! Pingora's read timeouts are per read: a client that sends one header byte every few seconds
+//! keeps its connection, and a worker's attention, for as long as it likes. [`HeaderDeadline`]
+//! wraps each accepted stream and fails the read once a request header has been arriving for
+//! longer than `limit` (nginx's `client_header_timeout`): the clock starts at the first byte of
+//! a request and stops at the blank line that ends its header. A response written to the
+//! client re-arms it for the next request on a kept-alive connection. Body deadlines are the
+//! proxy's own (`read_body`), and writes to a client that does not read are bounded by the
+//! session's write timeout.
+//!
+//! [`Guarded`] is the [`ServerApp`] that puts the wrapper under the HTTP proxy.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
+    UniqueIDType, ALPN,
+};
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the first byte of a request.
+    Idle,
+    /// Inside a request header: the deadline runs.
+    Header,
+    /// The header ended; body and response follow.
+    Passed,
+}
+
+/// A client stream whose request headers must arrive whole within a deadline.
+#[derive(Debug)]
+pub struct HeaderDeadline {
+    inner: Stream,
+    limit: Duration,
+    phase: Phase,
+    end: EndOfHeader,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl HeaderDeadline {
+    pub fn new(inner: Stream, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            phase: Phase::Idle,
+            end: EndOfHeader::default(),
+            sleep: Box::pin(tokio::time::sleep(limit)),
+        }
+    }
+}
+
+/// Finds `\r\n\r\n` across reads.
+#[derive(Debug, Default)]
+struct EndOfHeader {
+    matched: usize,
+}
+
+impl EndOfHeader {
+    fn feed(&mut self, bytes: &[u8]) -> bool {
+        const END: &[u8; 4] = b"\r\n\r\n";
+        for b in bytes {
+            self.matched = if *b == END[self.matched] {
+                self.matched + 1
+            } else if *b == b'\r' {
+                1
+            } else {
+                0
+            };
+            if self.matched == END.len() {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "client did not send the request header within client_header_timeout",
+    )
+}
+
+impl AsyncRead for HeaderDeadline {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.phase == Phase::Header && this.sleep.is_elapsed() {
+            return Poll::Ready(Err(timed_out()));
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if this.phase != Phase::Passed {
+                    let (limit, now) = (this.limit, Instant::now());
+                    let new = &buf.filled()[before..];
+                    if !new.is_empty() {
+                        if this.phase == Phase::Idle {
+                            this.phase = Phase::Header;
+                            this.end = EndOfHeader::default();
+                            this.sleep.as_mut().reset(now + limit);
+                        }
+                        if this.end.feed(new) {
+                            this.phase = Phase::Passed;
+                        }
+                    }
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                if this.phase == Phase::Header
+                    && std::future::Future::poll(this.sleep.as_mut(), cx).is_ready()
+                {
+                    return Poll::Ready(Err(timed_out()));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl AsyncWrite for HeaderDeadline {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        // A response: the next bytes read begin the next request.
+        if this.phase == Phase::Passed {
+            this.phase = Phase::Idle;
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.phase == Phase::Passed {
+            this.phase = Phase::Idle;
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for HeaderDeadline {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for HeaderDeadline {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for HeaderDeadline {
+    fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<pingora::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for HeaderDeadline {
+    fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for HeaderDeadline {
+    fn get_proxy_digest(&self) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+}
+
+impl GetSocketDigest for HeaderDeadline {
+    fn get_socket_digest(&self) -> Option<Arc<pingora::protocols::SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+}
+
+#[async_trait]
+impl Peek for HeaderDeadline {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+/// The proxy application with every HTTP/1 stream wrapped in a [`HeaderDeadline`]. HTTP/2
+/// (ALPN) streams are not wrapped: their frames have no blank line to stop a header clock.
+///
+/// Pipelining stays off (Pingora's default): a request that arrives with the next one behind it
+/// is answered, then the connection closes and the client retries the rest on a new one
+/// (RFC 9112 §9.3.2). Pingora 0.9's opt-in pipelining left responses unflushed in our tests.
+pub struct Guarded<A> {
+    pub app: Arc<A>,
+    pub header_timeout: Duration,
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let stream: Stream = if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            stream
+        } else {
+            Box::new(HeaderDeadline::new(stream, self.header_timeout))
+        };
+        self.app.process_new(stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.app.cleanup().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EndOfHeader;
+
+    #[test]
+    fn the_header_ends_at_the_first_blank_line_even_across_reads() {
+        let mut e = EndOfHeader::default();
+        assert!(!e.feed(b"GET / HTTP/1.1\r\nHost: a\r"));
+        assert!(!e.feed(b"\n\r"));
+        assert!(e.feed(b"\n{\"body\""));
+        let mut e = EndOfHeader::default();
+        assert!(e.feed(b"GET / HTTP/1.1\r\r\n\r\n"));
+        let mut e = EndOfHeader::default();
+        assert!(!e.feed(b"GET / HTTP/1.1\r\nX: a\r\n\rb\r\n"));
+    }
+}
