@@ -430,3 +430,79 @@ async fn upstream_errors_and_headers_pass_through_with_the_request_id() {
     );
     assert_eq!(gw.wait_metric("contentgate_requests_total{cache=\"BYPASS\",endpoint=\"content\",status_class=\"5xx\"}", 1.0).await, 1.0);
 }
+
+#[tokio::test]
+async fn answers_speak_graphql_response_json_to_clients_that_ask_for_it() {
+    const GQL: &str = "application/graphql-response+json; charset=utf-8";
+    let origin = MockOrigin::start().await;
+    let gw = GatewayBuilder::new(&origin)
+        .extra("\n[cache]\ndefault_ttl = \"60s\"\n")
+        .start()
+        .await;
+    let post = |path: &'static str, accept: &'static str, query: &'static str| {
+        gw.client
+            .post(gw.url(path))
+            .header("content-type", "application/json")
+            .header("accept", accept)
+            .body(json!({ "query": query }).to_string())
+            .send()
+    };
+    let ct = |r: &reqwest::Response| r.headers()["content-type"].to_str().unwrap().to_string();
+    let modern = "application/graphql-response+json, application/json;q=0.9";
+    // Cache miss and hit (an error-free result): relabelled, body untouched, Vary: Accept. A
+    // pass-through keeps the CMS's type: the CMS got the Accept header and decides.
+    for (path, x_cache, media) in [
+        ("/content", "BYPASS", "application/json"),
+        ("/cdn", "MISS", GQL),
+        ("/cdn", "HIT", GQL),
+    ] {
+        let r = post(path, modern, Q).await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(ct(&r), media, "{path} {x_cache}");
+        if path == "/content" {
+            assert_eq!(origin.last().header("accept"), Some(modern));
+        } else {
+            assert_eq!(
+                origin.last().header("accept"),
+                None,
+                "a fill sends only keyed headers"
+            );
+        }
+        assert_eq!(r.headers()["x-cache"], x_cache);
+        assert!(r
+            .headers()
+            .get_all("vary")
+            .iter()
+            .any(|v| v.to_str().unwrap().contains("Accept")));
+        assert_eq!(r.text().await.unwrap(), Reply::default().body);
+    }
+    // A legacy client, and one that ranks application/json higher, get application/json.
+    for accept in [
+        "application/json",
+        "*/*",
+        "application/json, application/graphql-response+json;q=0.5",
+    ] {
+        let r = post("/cdn", accept, Q).await.unwrap();
+        assert_eq!(ct(&r), "application/json", "{accept}");
+    }
+    // The gateway's own errors: the negotiated type, and no `data` (nothing was executed).
+    let r = post("/content", modern, "{ posts { id ").await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(ct(&r), GQL);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(body.get("data").is_none(), "{body}");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "GRAPHQL_PARSE_FAILED"
+    );
+    // A 200 with errors is not relabelled (nor stored): its `data: null` would mean a 4xx
+    // under graphql-response+json.
+    origin.reply_with(Reply {
+        body: r#"{"data":null,"errors":[{"message":"bad variable"}]}"#.into(),
+        ..Reply::default()
+    });
+    let r = post("/cdn", modern, "{ authors { id } }").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(ct(&r), "application/json");
+    assert_eq!(origin.count(), 3);
+}

@@ -47,6 +47,8 @@ impl std::fmt::Display for Denial {
         write!(f, "missing permission: {}", self.action)?;
         match &self.model {
             Some(m) => write!(f, " on model {m}")?,
+            // Introspection is not about a model.
+            None if self.action == "introspection" => {}
             None => write!(f, " on a model this token cannot read")?,
         }
         if let Some(s) = &self.stage {

@@ -252,6 +252,8 @@ async fn write(
     if let Some(ra) = &stored.retry_after {
         h.insert_header("retry-after", ra.as_str())?;
     }
+    // Only an answer that was fit to store is known to be a complete, error-free result.
+    super::label_media(ctx, &mut h, !stored.ttl.is_zero())?;
     super::mark_private(ctx, &mut h)?;
     super::add_cors(ctx, &mut h)?;
     ctx.own_status = Some(stored.status);

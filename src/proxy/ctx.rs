@@ -48,6 +48,8 @@ pub struct RequestCtx {
     pub refusal_reason: Option<&'static str>,
     /// The client address (the peer, or from X-Forwarded-For behind a trusted proxy).
     pub client_ip: Option<std::net::IpAddr>,
+    /// The media type the client asked for (`Accept`).
+    pub media: super::respond::Media,
     /// The request's Origin when the endpoint's CORS policy allows it: echoed on the response.
     pub cors: Option<(String, std::sync::Arc<crate::config::Cors>)>,
 }
@@ -69,6 +71,7 @@ impl RequestCtx {
             refusal_reason: None,
             client_ip: None,
             cors: None,
+            media: super::respond::Media::Json,
         }
     }
 

@@ -130,6 +130,25 @@ pub(crate) fn mark_private(ctx: &RequestCtx, h: &mut ResponseHeader) -> Result<(
     Ok(())
 }
 
+/// JSON answers vary by `Accept`. A 200 the gateway knows to be a complete, error-free result
+/// (`relabel`: a cached answer) is labelled with the media type the client asked for (GraphQL
+/// over HTTP); a pass-through keeps the CMS's own type, since the CMS got the client's `Accept`
+/// and only it knows whether its answer has the semantics `graphql-response+json` promises.
+pub(crate) fn label_media(ctx: &RequestCtx, h: &mut ResponseHeader, relabel: bool) -> Result<()> {
+    let json = h
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    if json {
+        h.append_header("vary", "Accept")?;
+        if relabel && ctx.media == respond::Media::GraphqlResponse && h.status.is_success() {
+            h.insert_header("content-type", ctx.media.content_type())?;
+        }
+    }
+    Ok(())
+}
+
 enum Flow {
     Forward,
     Respond(ErrorResponse),
@@ -139,6 +158,13 @@ enum Flow {
 
 impl Gateway {
     async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Flow> {
+        ctx.media = respond::Media::negotiate(
+            session
+                .req_header()
+                .headers
+                .get(http::header::ACCEPT)
+                .map(|v| v.as_bytes()),
+        );
         if let Some(why) = ambiguous(session) {
             return Ok(self.refuse(ctx, Rejection::BadFraming(why)));
         }
@@ -384,7 +410,7 @@ impl Gateway {
         err: &ErrorResponse,
     ) -> Result<()> {
         let body = err.body(&ctx.request_id);
-        let mut header = err.header_block(&ctx.request_id, body.len());
+        let mut header = err.header_block(&ctx.request_id, body.len(), ctx.media);
         add_cors(ctx, &mut header)?;
         ctx.own_status = Some(err.status);
         // The connection may hold an unread body or a half-parsed request: do not reuse it.
@@ -707,6 +733,7 @@ impl ProxyHttp for Gateway {
         }
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
         resp.insert_header("x-cache", ctx.cache.as_str())?;
+        label_media(ctx, resp, false)?;
         mark_private(ctx, resp)?;
         add_cors(ctx, resp)?;
         Ok(())

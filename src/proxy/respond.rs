@@ -1,7 +1,7 @@
 //! The one place where a refusal or failure becomes an HTTP response.
 //!
-//! Every error is GraphQL-shaped: `{"errors":[{"message","extensions":{"code"}}],"data":null,
-//! "extensions":{"requestId"}}`. The status table below is the contract in DESIGN.md and is
+//! Every error is GraphQL-shaped: `{"errors":[{"message","extensions":{"code"}}],
+//! "extensions":{"requestId"}}` (no `data`: the request was not executed, GraphQL over HTTP). The status table below is the contract in DESIGN.md and is
 //! pinned by a test per variant. No message ever contains the token.
 
 use bytes::Bytes;
@@ -39,18 +39,18 @@ impl ErrorResponse {
         Bytes::from(
             json!({
                 "errors": [{"message": self.message, "extensions": {"code": self.code}}],
-                "data": null,
                 "extensions": {"requestId": request_id},
             })
             .to_string(),
         )
     }
 
-    pub fn header_block(&self, request_id: &str, body_len: usize) -> ResponseHeader {
+    pub fn header_block(&self, request_id: &str, body_len: usize, media: Media) -> ResponseHeader {
         let mut h =
-            ResponseHeader::build(self.status, Some(4 + self.headers.len())).expect("valid status");
+            ResponseHeader::build(self.status, Some(5 + self.headers.len())).expect("valid status");
         // Header names and values here are static or a generated request id: always valid.
-        let _ = h.insert_header("content-type", "application/json");
+        let _ = h.insert_header("content-type", media.content_type());
+        let _ = h.append_header("vary", "Accept");
         let _ = h.insert_header("content-length", body_len.to_string());
         let _ = h.insert_header("x-request-id", request_id);
         let _ = h.insert_header("cache-control", "no-store");
@@ -58,6 +58,52 @@ impl ErrorResponse {
             let _ = h.append_header(*k, v.as_str());
         }
         h
+    }
+}
+
+/// The media type of the gateway's JSON answers, negotiated from `Accept` (GraphQL over HTTP
+/// §6.4): `application/graphql-response+json` when the client ranks it at least as high as
+/// `application/json`, else `application/json` (also for no `Accept`, `*/*` and legacy clients).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Media {
+    #[default]
+    Json,
+    GraphqlResponse,
+}
+
+impl Media {
+    pub fn negotiate(accept: Option<&[u8]>) -> Media {
+        let Some(accept) = accept.and_then(|a| std::str::from_utf8(a).ok()) else {
+            return Media::Json;
+        };
+        let (mut graphql, mut json) = (None::<f32>, None::<f32>);
+        for range in accept.split(',') {
+            let mut parts = range.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            let slot = if name.eq_ignore_ascii_case("application/graphql-response+json") {
+                &mut graphql
+            } else if name.eq_ignore_ascii_case("application/json") {
+                &mut json
+            } else {
+                continue;
+            };
+            *slot = Some(slot.map_or(q, |old| old.max(q)));
+        }
+        match graphql {
+            Some(g) if g > 0.0 && g >= json.unwrap_or(0.0) => Media::GraphqlResponse,
+            _ => Media::Json,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Media::Json => "application/json",
+            Media::GraphqlResponse => "application/graphql-response+json; charset=utf-8",
+        }
     }
 }
 
@@ -147,6 +193,31 @@ mod tests {
     fn status(r: Rejection) -> (u16, &'static str) {
         let e = ErrorResponse::from(&r);
         (e.status, e.code)
+    }
+
+    #[test]
+    fn graphql_response_json_is_chosen_only_when_ranked_at_least_as_high() {
+        let n = |a: &str| Media::negotiate(Some(a.as_bytes()));
+        assert_eq!(Media::negotiate(None), Media::Json);
+        assert_eq!(n("*/*"), Media::Json);
+        assert_eq!(n("application/json"), Media::Json);
+        assert_eq!(
+            n("application/graphql-response+json"),
+            Media::GraphqlResponse
+        );
+        assert_eq!(
+            n("application/graphql-response+json, application/json;q=0.9"),
+            Media::GraphqlResponse
+        );
+        assert_eq!(
+            n("application/json, application/graphql-response+json;q=0.5"),
+            Media::Json
+        );
+        assert_eq!(n("application/graphql-response+json;q=0"), Media::Json);
+        assert_eq!(
+            n("Application/GraphQL-Response+JSON"),
+            Media::GraphqlResponse
+        );
     }
 
     #[test]
