@@ -164,6 +164,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn forwarded_get_parameters_parse_back_to_what_was_checked() {
+        let r = GraphqlRequest::from_query_string(
+            "query=query+Q(%24s%3A+String)+%7B+posts(where%3A+%7Btitle%3A+%24s%7D)+%7B+id+%7D+%7D\
+             &operationName=Q&variables=%7B%22s%22%3A%22a%26b%3Dc+%F0%9F%8F%83%22%7D\
+             &extensions=%7B%7D&callback=evil",
+        )
+        .unwrap();
+        let forwarded = r.to_query_string();
+        assert!(!forwarded.contains("callback") && !forwarded.contains("extensions"));
+        let again = GraphqlRequest::from_query_string(&forwarded).unwrap();
+        assert_eq!(
+            again,
+            GraphqlRequest {
+                extensions: None,
+                ..r
+            }
+        );
+    }
+
+    #[test]
     fn post_shapes() {
         let r = GraphqlRequest::from_json(
             br#"{"query":"{ posts { id } }","variables":{"a":1},"operationName":null}"#,
