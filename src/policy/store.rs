@@ -115,6 +115,10 @@ impl PolicyStore {
                     }
                 }
                 let snap = Arc::new(snap);
+                // Swap first: the generation gauge and the audit line announce a snapshot that
+                // every request from then on is already checked against (the soak found
+                // requests accepted for a revoked jti just after the gauge had moved).
+                self.current.store(snap.clone());
                 self.publish_gauges(&snap);
                 tracing::info!(
                     target: "audit",
@@ -125,7 +129,7 @@ impl PolicyStore {
                     revoked = snap.revoked.len(),
                     "policy snapshot applied"
                 );
-                self.current.store(snap);
+                drop(snap);
                 retire(current);
                 self.metrics.reloads.with_label_values(&["applied"]).inc();
                 Ok(ReloadOutcome::Applied { generation })

@@ -33,6 +33,18 @@ impl PolicyWatcher {
 impl BackgroundService for PolicyWatcher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+        let policies = self.store.policies_dir();
+        let config_name = self.store.config_path().file_name().map(|n| n.to_owned());
+        // Anything in the policies folder; in the config file's folder only the config file
+        // and Kubernetes' `..data` swaps. A log file or an editor's swap file next to
+        // gateway.toml would otherwise trigger a re-read on every write (the soak measured a
+        // busy log there costing a fifth of a core).
+        let relevant = move |p: &std::path::Path| {
+            p.starts_with(&policies)
+                || p.file_name().is_some_and(|n| {
+                    Some(n) == config_name.as_deref() || n.to_string_lossy().starts_with("..")
+                })
+        };
         let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
             // Only changes: the reload's own reads raise access events, which would otherwise
             // trigger the next reload in an endless loop.
@@ -42,7 +54,7 @@ impl BackgroundService for PolicyWatcher {
                     notify::EventKind::Create(_)
                         | notify::EventKind::Modify(_)
                         | notify::EventKind::Remove(_)
-                )
+                ) && e.paths.iter().any(|p| relevant(p))
             }) {
                 let _ = tx.send(());
             }
