@@ -157,88 +157,42 @@ stages = ["PUBLISHED"]
 """
 
 
+READ = '[[token.permission]]\naction = "read"\n'
+
+
+def token(jti, name, stage, permissions=READ):
+    """One registry entry (TOML)."""
+    return f'\n[[token]]\njti = "{jti}"\nname = "{name}"\ndefault_stage = "{stage}"\n{permissions}'
+
+
 def render_tokens(tick, victims):
     """Changes each tick: the editor's publish grant, the flip token's default stage, the churn
     token's presence (every 3 ticks) and which 10 of the fillers are absent."""
-    out = [f"# soak: token registry, tick {tick}\n"]
-    out.append(
-        """
-[[token]]
-jti = "soak-editor"
-name = "editor"
-default_stage = "DRAFT"
-[[token.permission]]
-action = "read"
-[[token.permission]]
-action = "create"
-models = ["Post"]
-[[token.permission]]
-action = "update"
-models = ["Post"]
-"""
-    )
+    post_grant = '[[token.permission]]\naction = "{}"\nmodels = ["Post"]\n'.format
+    published_only = READ + 'stages = ["PUBLISHED"]\n'
+    editor = READ + post_grant("create") + post_grant("update")
     if tick % 2 == 1:
-        out.append('[[token.permission]]\naction = "publish"\nmodels = ["Post"]\n')
-    out.append(
-        """
-[[token]]
-jti = "soak-reader"
-name = "reader"
-default_stage = "PUBLISHED"
-[[token.permission]]
-action = "read"
-stages = ["PUBLISHED"]
-"""
-    )
-    out.append(
-        f"""
-[[token]]
-jti = "soak-flip"
-name = "flip"
-default_stage = "{"DRAFT" if tick % 2 == 1 else "PUBLISHED"}"
-[[token.permission]]
-action = "read"
-"""
-    )
+        editor += post_grant("publish")
+    out = [f"# soak: token registry, tick {tick}\n"]
+    out.append(token("soak-editor", "editor", "DRAFT", editor))
+    out.append(token("soak-reader", "reader", "PUBLISHED", published_only))
+    out.append(token("soak-flip", "flip", "DRAFT" if tick % 2 == 1 else "PUBLISHED"))
     if (tick // 3) % 2 == 0:
-        out.append(
-            """
-[[token]]
-jti = "soak-churn"
-name = "churn"
-default_stage = "PUBLISHED"
-[[token.permission]]
-action = "read"
-stages = ["PUBLISHED"]
-"""
-        )
+        out.append(token("soak-churn", "churn", "PUBLISHED", published_only))
     for v in victims:
-        out.append(
-            f"""
-[[token]]
-jti = "{v}"
-name = "{v}"
-default_stage = "PUBLISHED"
-[[token.permission]]
-action = "read"
-"""
-        )
+        out.append(token(v, v, "PUBLISHED"))
     gap = (tick * 7) % N_FILLERS
     absent = {(gap + i) % N_FILLERS for i in range(10)}
     for i in range(N_FILLERS):
-        if i in absent:
-            continue
-        out.append(
-            f"""
-[[token]]
-jti = "soak-filler-{i:03d}"
-name = "filler-{i:03d}"
-default_stage = "PUBLISHED"
-[[token.permission]]
-action = "read"
-models = ["Author"]
-"""
-        )
+        if i not in absent:
+            out.append(
+                token(
+                    f"soak-filler-{i:03d}",
+                    f"filler-{i:03d}",
+                    "PUBLISHED",
+                    READ + 'models = ["Author"]\n',
+                )
+            )
     return "".join(out)
 
 
