@@ -61,6 +61,18 @@ pub(super) async fn serve(
         settings.stale_if_error,
     );
 
+    // Built only on a miss or a refresh, never on a hit.
+    let build_fill = || {
+        fill_request(
+            session.req_header(),
+            ctx,
+            a,
+            &endpoint,
+            &snap,
+            settings,
+            &locales,
+        )
+    };
     let existing = cache.get(&key).await;
     if let Some(e) = &existing {
         let age = e.age();
@@ -70,18 +82,7 @@ pub(super) async fn serve(
         }
         if age <= e.ttl + swr {
             cache.record("stale");
-            cache.refresh(
-                key,
-                fill_request(
-                    session.req_header(),
-                    ctx,
-                    a,
-                    &endpoint,
-                    &snap,
-                    settings,
-                    &locales,
-                ),
-            );
+            cache.refresh(key, build_fill());
             return write(session, ctx, e, CacheStatus::Stale).await;
         }
     }
@@ -102,15 +103,7 @@ pub(super) async fn serve(
         ctx.refusal_reason = Some("rate_limited");
         return gw.write_error(session, ctx, &(&rejection).into()).await;
     }
-    let fill = fill_request(
-        session.req_header(),
-        ctx,
-        a,
-        &endpoint,
-        &snap,
-        settings,
-        &locales,
-    );
+    let fill = build_fill();
     ctx.upstream_started = Some(std::time::Instant::now());
     let (outcome, result) = cache.fetch_coalesced(key, fill).await;
     cache.record(match outcome {
@@ -253,8 +246,7 @@ async fn write(
         h.insert_header("retry-after", ra.as_str())?;
     }
     // Only an answer that was fit to store is known to be a complete, error-free result.
-    super::label_media(ctx, &mut h, !stored.ttl.is_zero())?;
-    super::mark_private(ctx, &mut h)?;
+    super::answer_headers(ctx, &mut h, !stored.ttl.is_zero())?;
     super::add_cors(ctx, &mut h)?;
     ctx.own_status = Some(stored.status);
     ctx.cache = status;

@@ -57,6 +57,13 @@ impl HeaderDeadline {
             sleep: Box::pin(tokio::time::sleep(limit)),
         }
     }
+
+    /// A response is being written: the next bytes read begin the next request.
+    fn responding(&mut self) {
+        if self.phase == Phase::Passed {
+            self.phase = Phase::Idle;
+        }
+    }
 }
 
 /// Finds `\r\n\r\n` across reads.
@@ -104,18 +111,16 @@ impl AsyncRead for HeaderDeadline {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if this.phase != Phase::Passed {
-                    let (limit, now) = (this.limit, Instant::now());
-                    let new = &buf.filled()[before..];
-                    if !new.is_empty() {
-                        if this.phase == Phase::Idle {
-                            this.phase = Phase::Header;
-                            this.end = EndOfHeader::default();
-                            this.sleep.as_mut().reset(now + limit);
-                        }
-                        if this.end.feed(new) {
-                            this.phase = Phase::Passed;
-                        }
+                let new = &buf.filled()[before..];
+                if !new.is_empty() && this.phase != Phase::Passed {
+                    // The first byte of a request starts the clock.
+                    if this.phase == Phase::Idle {
+                        this.phase = Phase::Header;
+                        this.end = EndOfHeader::default();
+                        this.sleep.as_mut().reset(Instant::now() + this.limit);
+                    }
+                    if this.end.feed(new) {
+                        this.phase = Phase::Passed;
                     }
                 }
                 Poll::Ready(Ok(()))
@@ -140,10 +145,7 @@ impl AsyncWrite for HeaderDeadline {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        // A response: the next bytes read begin the next request.
-        if this.phase == Phase::Passed {
-            this.phase = Phase::Idle;
-        }
+        this.responding();
         Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
@@ -161,9 +163,7 @@ impl AsyncWrite for HeaderDeadline {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.phase == Phase::Passed {
-            this.phase = Phase::Idle;
-        }
+        this.responding();
         Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 

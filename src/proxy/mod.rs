@@ -118,23 +118,20 @@ pub(crate) fn add_cors(ctx: &RequestCtx, h: &mut ResponseHeader) -> Result<()> {
     Ok(())
 }
 
-/// Answers for a token are that token's alone: no shared cache in front of the gateway (a CDN,
-/// a corporate proxy) may store them, whatever the upstream said.
-pub(crate) fn mark_private(ctx: &RequestCtx, h: &mut ResponseHeader) -> Result<()> {
-    if matches!(
-        ctx.admitted.as_ref().map(|a| &a.principal),
-        Some(crate::auth::Principal::Token(_))
-    ) {
-        h.insert_header("cache-control", "private, no-store")?;
-    }
-    Ok(())
-}
-
-/// JSON answers vary by `Accept`. A 200 the gateway knows to be a complete, error-free result
-/// (`relabel`: a cached answer) is labelled with the media type the client asked for (GraphQL
-/// over HTTP); a pass-through keeps the CMS's own type, since the CMS got the client's `Accept`
-/// and only it knows whether its answer has the semantics `graphql-response+json` promises.
-pub(crate) fn label_media(ctx: &RequestCtx, h: &mut ResponseHeader, relabel: bool) -> Result<()> {
+/// The headers every answer the gateway relays or replays gets, besides its own ids:
+///
+/// - JSON answers vary by `Accept`. A 200 the gateway knows to be a complete, error-free result
+///   (`complete`: an answer fit for the cache) is labelled with the media type the client asked
+///   for (GraphQL over HTTP); a pass-through keeps the CMS's own type, since the CMS got the
+///   client's `Accept` and only it knows whether its answer has the semantics
+///   `graphql-response+json` promises.
+/// - Answers for a token are that token's alone: no shared cache in front of the gateway (a CDN,
+///   a corporate proxy) may store them, whatever the upstream said.
+pub(crate) fn answer_headers(
+    ctx: &RequestCtx,
+    h: &mut ResponseHeader,
+    complete: bool,
+) -> Result<()> {
     let json = h
         .headers
         .get(http::header::CONTENT_TYPE)
@@ -142,9 +139,15 @@ pub(crate) fn label_media(ctx: &RequestCtx, h: &mut ResponseHeader, relabel: boo
         .is_some_and(|v| v.trim_start().starts_with("application/json"));
     if json {
         h.append_header("vary", "Accept")?;
-        if relabel && ctx.media == respond::Media::GraphqlResponse && h.status.is_success() {
+        if complete && ctx.media == respond::Media::GraphqlResponse && h.status.is_success() {
             h.insert_header("content-type", ctx.media.content_type())?;
         }
+    }
+    if matches!(
+        ctx.admitted.as_ref().map(|a| &a.principal),
+        Some(crate::auth::Principal::Token(_))
+    ) {
+        h.insert_header("cache-control", "private, no-store")?;
     }
     Ok(())
 }
@@ -733,8 +736,7 @@ impl ProxyHttp for Gateway {
         }
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
         resp.insert_header("x-cache", ctx.cache.as_str())?;
-        label_media(ctx, resp, false)?;
-        mark_private(ctx, resp)?;
+        answer_headers(ctx, resp, false)?;
         add_cors(ctx, resp)?;
         Ok(())
     }
@@ -766,43 +768,35 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        let downstream = matches!(e.esource(), pingora::ErrorSource::Downstream);
+        let bad_request = matches!(e.etype(), ErrorType::HTTPStatus(code) if *code < 500);
+        if !downstream && !bad_request {
+            self.metrics
+                .upstream_errors
+                .with_label_values(&[error_kind(e)])
+                .inc();
+        }
+        let close = FailToProxy {
+            error_code: 0,
+            can_reuse_downstream: false,
+        };
+        // The upstream's header already went out: an error body now would be read as the rest
+        // of that answer. Close instead, so the client sees a truncated response.
         if session.response_written().is_some() {
-            // The upstream's header already went out: an error body now would be read as the
-            // rest of that answer. Close instead, so the client sees a truncated response.
-            if !matches!(e.esource(), pingora::ErrorSource::Downstream) {
-                self.metrics
-                    .upstream_errors
-                    .with_label_values(&[error_kind(e)])
-                    .inc();
-            }
-            return FailToProxy {
-                error_code: 0,
-                can_reuse_downstream: false,
-            };
+            return close;
         }
         let response = match e.etype() {
             ErrorType::HTTPStatus(code) if *code < 500 => {
                 ErrorResponse::new(*code, "BAD_REQUEST", "malformed request")
             }
-            _ if matches!(e.esource(), pingora::ErrorSource::Downstream) => {
-                if matches!(
-                    e.etype(),
-                    ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
-                ) {
-                    return FailToProxy {
-                        error_code: 0,
-                        can_reuse_downstream: false,
-                    };
-                }
-                ErrorResponse::new(400, "BAD_REQUEST", "malformed request")
+            // The client is gone: nobody to answer.
+            ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
+                if downstream =>
+            {
+                return close
             }
-            _ => {
-                self.metrics
-                    .upstream_errors
-                    .with_label_values(&[error_kind(e)])
-                    .inc();
-                respond::upstream(is_timeout(e))
-            }
+            _ if downstream => ErrorResponse::new(400, "BAD_REQUEST", "malformed request"),
+            _ => respond::upstream(is_timeout(e)),
         };
         let status = response.status;
         if let Err(err) = self.write_error(session, ctx, &response).await {
