@@ -17,6 +17,8 @@ use contentgate::policy::Snapshot;
 pub struct Fixture {
     pub config: Config,
     pub snapshot: Snapshot,
+    /// The files the snapshot was compiled from (read once, not per input).
+    pub inputs: Inputs,
 }
 
 pub fn fixture() -> &'static Fixture {
@@ -51,7 +53,11 @@ pub fn fixture() -> &'static Fixture {
         let config = Config::load(&dir.join("gateway.toml")).unwrap();
         let inputs = Inputs::read(&dir.join("gateway.toml")).unwrap();
         let snapshot = compile(&inputs, 1, None, None).unwrap();
-        Fixture { config, snapshot }
+        Fixture {
+            config,
+            snapshot,
+            inputs,
+        }
     })
 }
 
@@ -128,27 +134,27 @@ pub fn policy_files(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let base = Inputs::read(&f.config.path).expect("fixture inputs");
+    let base = &f.inputs;
     let variants = [
         Inputs {
             tokens: Some((base.dir.join("tokens.toml"), text.to_string())),
-            ..clone(&base)
+            ..clone(base)
         },
         Inputs {
             tokens: Some((base.dir.join("tokens.json"), text.to_string())),
-            ..clone(&base)
+            ..clone(base)
         },
         Inputs {
             public: Some(text.to_string()),
-            ..clone(&base)
+            ..clone(base)
         },
         Inputs {
             revoked: Some(text.to_string()),
-            ..clone(&base)
+            ..clone(base)
         },
         Inputs {
             schema: Some(text.to_string()),
-            ..clone(&base)
+            ..clone(base)
         },
     ];
     for inputs in &variants {

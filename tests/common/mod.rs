@@ -205,6 +205,12 @@ pub struct GatewayBuilder {
 pub const PUBLIC_READ: &str =
     "default_stage = \"PUBLISHED\"\n[[permission]]\naction = \"read\"\nstages = [\"PUBLISHED\"]\n";
 pub const PUBLIC_NOTHING: &str = "default_stage = \"PUBLISHED\"\n";
+/// Public requests may read every stage and delete posts (`deletePost` needs Delete and
+/// Unpublish): whatever a wire-level attack smuggles past the gateway would reach the origin.
+pub const PUBLIC_READ_DELETE: &str = "default_stage = \"PUBLISHED\"\n\
+[[permission]]\naction = \"read\"\n\
+[[permission]]\naction = \"delete\"\n\
+[[permission]]\naction = \"unpublish\"\n";
 
 impl GatewayBuilder {
     pub fn new(origin: &MockOrigin) -> Self {
@@ -416,6 +422,7 @@ impl ConfigDir {
             .env("CG_TEST_SERVICE_TOKEN", SERVICE_TOKEN)
             .env("CG_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("CG_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET)
+            // CG_TEST_RUST_LOG=debug shows Pingora's own log in gateway.log when debugging a test.
             .env(
                 "RUST_LOG",
                 std::env::var("CG_TEST_RUST_LOG").unwrap_or("info".into()),

@@ -118,12 +118,12 @@ impl RawOrigin {
         self.state.lock().unwrap().requests.len()
     }
 
-    pub fn garbage(&self) -> Vec<Vec<u8>> {
-        self.state.lock().unwrap().garbage.clone()
+    pub fn last_body(&self) -> Vec<u8> {
+        self.requests().pop().map(|r| r.body).unwrap_or_default()
     }
 
-    pub fn connections(&self) -> usize {
-        self.state.lock().unwrap().connections
+    pub fn garbage(&self) -> Vec<Vec<u8>> {
+        self.state.lock().unwrap().garbage.clone()
     }
 }
 
