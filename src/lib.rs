@@ -19,6 +19,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod proxy;
 pub mod ratelimit;
+pub mod schema;
 pub mod server;
 pub mod stage;
 pub mod telemetry;

@@ -18,8 +18,8 @@ use crate::graphql::request::GraphqlRequest;
 use crate::graphql::GraphqlError;
 use crate::permissions::authorize::{authorize, AuthzError, Denial, OperationContext};
 use crate::permissions::management;
-use crate::permissions::schema::SchemaMap;
 use crate::policy::Snapshot;
+use crate::schema::SchemaMap;
 use crate::stage::{EffectiveStage, Locale, Stage};
 
 /// What the proxy knows about the request when it decides.
@@ -52,52 +52,101 @@ impl Admitted {
     }
 }
 
-/// The principal-independent analysis of a request: what it asks, and every model it reads.
+/// The principal-independent analysis of a request: what it asks, everything it makes the
+/// CMS touch, and the exact bytes that will be forwarded (re-serialized from what was parsed).
 #[derive(Debug)]
 pub struct Parsed {
     pub request: GraphqlRequest,
     pub document: Document,
+    /// POST: the JSON body sent upstream; GET: the query string sent upstream.
+    pub forward: bytes::Bytes,
+    /// Bytes this entry holds, as the document cache weighs it.
+    weight: u32,
+}
+
+impl Parsed {
+    fn new(request: GraphqlRequest, document: Document, post: bool) -> Self {
+        let forward = if post {
+            request.to_json_body()
+        } else {
+            bytes::Bytes::from(request.to_query_string())
+        };
+        // The request's text and variables, their forwarded copy, the analysis.
+        let weight = 2 * forward.len() + document.weight() + std::mem::size_of::<Self>() + 64;
+        Self {
+            request,
+            document,
+            forward,
+            weight: u32::try_from(weight).unwrap_or(u32::MAX),
+        }
+    }
 }
 
 /// Parsed requests by digest of their exact bytes (endpoint kind, method, body or query
-/// string), so a repeated query skips JSON and GraphQL parsing and the schema walk. Shared by
-/// consecutive snapshots while the schema map is the same; authorization still runs per request
-/// against the principal's current grants.
+/// string), so a repeated query skips JSON and GraphQL parsing and the schema walk. Weighed in
+/// bytes against a budget; an entry is stored only once its request was admitted, so nothing
+/// a refused request sent is retained. Shared by consecutive snapshots while the schema map
+/// is the same; authorization still runs per request against the principal's current grants.
 pub struct DocumentCache {
     cache: moka::sync::Cache<[u8; 32], Arc<Parsed>>,
+    budget: u64,
 }
 
 impl DocumentCache {
-    pub fn new(entries: u64) -> Self {
+    pub fn new(budget_bytes: u64) -> Self {
         Self {
-            cache: moka::sync::Cache::builder().max_capacity(entries).build(),
+            cache: moka::sync::Cache::builder()
+                .max_capacity(budget_bytes)
+                .weigher(|_, v: &Arc<Parsed>| v.weight)
+                .build(),
+            budget: budget_bytes,
         }
     }
 
-    fn get_or_parse(
-        &self,
-        input: &Incoming,
-        schema: Option<&SchemaMap>,
-        limits: &Limits,
-    ) -> Result<Arc<Parsed>, GraphqlError> {
+    pub fn budget(&self) -> u64 {
+        self.budget
+    }
+
+    /// Bytes held (after pending evictions), for tests and metrics.
+    pub fn weighted_size(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.weighted_size()
+    }
+
+    fn key(input: &Incoming) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update([input.endpoint as u8, u8::from(input.method == Method::POST)]);
         match input.body {
             Some(body) => h.update(body),
             None => h.update(input.query_string.unwrap_or("").as_bytes()),
         }
-        let key: [u8; 32] = h.finalize().into();
-        if let Some(hit) = self.cache.get(&key) {
-            return Ok(hit);
+        h.finalize().into()
+    }
+
+    /// The cached analysis, or a fresh one (not stored: see [`DocumentCache::admit`]).
+    fn get_or_parse(
+        &self,
+        key: &[u8; 32],
+        input: &Incoming,
+        schema: Option<&SchemaMap>,
+        limits: &Limits,
+    ) -> Result<(Arc<Parsed>, bool), GraphqlError> {
+        if let Some(hit) = self.cache.get(key) {
+            return Ok((hit, true));
         }
         let request = match input.body {
             Some(body) => GraphqlRequest::from_json(body)?,
             None => GraphqlRequest::from_query_string(input.query_string.unwrap_or(""))?,
         };
         let document = document::parse_document(&request, limits.parse_limits(), schema)?;
-        let parsed = Arc::new(Parsed { request, document });
+        Ok((
+            Arc::new(Parsed::new(request, document, input.body.is_some())),
+            false,
+        ))
+    }
+
+    fn admit(&self, key: [u8; 32], parsed: &Arc<Parsed>) {
         self.cache.insert(key, parsed.clone());
-        Ok(parsed)
     }
 }
 
@@ -167,14 +216,29 @@ impl From<GraphqlError> for Rejection {
     }
 }
 
-/// Whether a `Content-Type` is JSON (`application/json`, any parameters, any case). The
+/// Whether a `Content-Type` is JSON in UTF-8: `application/json` (any case), with no
+/// parameter or only `charset=utf-8` (quoted or not, any case). Any other charset or parameter
+/// would make the CMS read bytes the gateway did not (`charset=utf-7`); the forwarded body is
+/// the gateway's own UTF-8 re-serialization with its own content type anyway. The
 /// GraphQL-over-HTTP `application/graphql-response+json` is a response type, not accepted here.
 pub fn is_json(content_type: &[u8]) -> bool {
-    let media = content_type
-        .split(|b| *b == b';')
-        .next()
-        .unwrap_or_default();
-    media.trim_ascii().eq_ignore_ascii_case(b"application/json")
+    let mut parts = content_type.split(|b| *b == b';');
+    let media = parts.next().unwrap_or_default();
+    if !media.trim_ascii().eq_ignore_ascii_case(b"application/json") {
+        return false;
+    }
+    parts.all(|p| {
+        let p = p.trim_ascii();
+        let Some(eq) = p.iter().position(|b| *b == b'=') else {
+            return false;
+        };
+        let (name, value) = (p[..eq].trim_ascii(), p[eq + 1..].trim_ascii());
+        let value = value
+            .strip_prefix(b"\"")
+            .and_then(|v| v.strip_suffix(b"\""))
+            .unwrap_or(value);
+        name.eq_ignore_ascii_case(b"charset") && value.eq_ignore_ascii_case(b"utf-8")
+    })
 }
 
 /// Authenticates and decides. The method and content type are checked before the token so a
@@ -194,7 +258,8 @@ pub fn decide(input: &Incoming, snap: &Snapshot, limits: &Limits) -> Result<Admi
         EndpointKind::Management => None,
         _ => snap.schema.as_deref(),
     };
-    let parsed = snap.documents.get_or_parse(input, schema, limits)?;
+    let key = DocumentCache::key(input);
+    let (parsed, cached) = snap.documents.get_or_parse(&key, input, schema, limits)?;
     let document = &parsed.document;
     let operation = &document.operation;
     if operation.kind == OperationKind::Mutation {
@@ -211,7 +276,7 @@ pub fn decide(input: &Incoming, snap: &Snapshot, limits: &Limits) -> Result<Admi
     let header_locales = single_header(&input.locales_header, "gcms-locales")?
         .map(|v| {
             v.split(',')
-                .map(|l| known_locale(snap, l.trim(), "gcms-locales header"))
+                .map(|l| known_locale(snap, l.trim_matches([' ', '\t']), "gcms-locales header"))
                 .collect::<Result<Vec<_>, _>>()
         })
         .transpose()?;
@@ -277,27 +342,37 @@ pub fn decide(input: &Incoming, snap: &Snapshot, limits: &Limits) -> Result<Admi
         }
         (_, None) => return Err(Rejection::NoSchema),
     }
+    if !cached {
+        snap.documents.admit(key, &parsed);
+    }
     Ok(Admitted {
         principal,
-        parsed: parsed.clone(),
+        parsed,
         stage,
         header_locales,
     })
 }
 
-/// One header value as text; a repeated header is ambiguous and refused.
+/// One header value as text; a repeated header is ambiguous and refused. Only visible ASCII,
+/// spaces and tabs are accepted, and only ASCII spaces and tabs are trimmed: a value the gateway
+/// reads differently from the CMS (`de` followed by U+00A0) must not pass as `de`. The checked
+/// value, never the client's bytes, is what goes upstream.
 fn single_header<'a>(
     values: &[&'a [u8]],
     name: &'static str,
 ) -> Result<Option<&'a str>, GraphqlError> {
     match values {
         [] => Ok(None),
-        [one] => std::str::from_utf8(one)
-            .map(|s| Some(s.trim()))
-            .map_err(|_| GraphqlError::Argument {
-                what: name,
-                message: "not valid text".into(),
-            }),
+        [one] if one.iter().all(|b| (0x20..0x7f).contains(b) || *b == b'\t') => {
+            // Visible ASCII: valid UTF-8.
+            Ok(std::str::from_utf8(one)
+                .ok()
+                .map(|s| s.trim_matches([' ', '\t'])))
+        }
+        [_] => Err(GraphqlError::Argument {
+            what: name,
+            message: "must be plain ASCII".into(),
+        }),
         _ => Err(GraphqlError::Argument {
             what: name,
             message: "header is repeated".into(),

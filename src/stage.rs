@@ -60,6 +60,76 @@ impl fmt::Display for Locale {
     }
 }
 
+/// The project's stages and locales (`[cms]`), and its default locale: what the CMS serves
+/// when a request names no locale.
+#[derive(Debug, Clone)]
+pub struct Cms {
+    pub stages: Vec<Stage>,
+    pub locales: Vec<Locale>,
+    pub default_locale: Locale,
+}
+
+impl Cms {
+    pub fn new(
+        stages: Vec<String>,
+        locales: Vec<String>,
+        default_locale: Option<String>,
+    ) -> Result<Self, String> {
+        if stages.is_empty() {
+            return Err("at least one stage is required".into());
+        }
+        let default = match default_locale.or_else(|| locales.first().cloned()) {
+            Some(d) => d,
+            None => return Err("at least one locale is required".into()),
+        };
+        if !locales.contains(&default) {
+            return Err(format!(
+                "default_locale {default:?} is not one of locales {locales:?}"
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for n in stages.iter().chain(&locales) {
+            if !is_name(n) {
+                return Err(format!(
+                    "{n:?} is not a valid stage or locale name (letters, digits, `_`)"
+                ));
+            }
+            if !seen.insert(n.clone()) {
+                return Err(format!("{n:?} is listed twice"));
+            }
+        }
+        Ok(Self {
+            stages: stages.into_iter().map(Stage::new).collect(),
+            locales: locales.into_iter().map(Locale::new).collect(),
+            default_locale: Locale::new(default),
+        })
+    }
+
+    /// A stand-in after a `[cms]` error, so the rest of the file is still checked.
+    pub fn fallback() -> Self {
+        Self {
+            stages: vec![Stage::new("DRAFT"), Stage::new("PUBLISHED")],
+            locales: vec![Locale::new("en")],
+            default_locale: Locale::new("en"),
+        }
+    }
+
+    pub fn stage(&self, name: &str) -> Option<&Stage> {
+        self.stages.iter().find(|s| s.as_str() == name)
+    }
+
+    pub fn locale(&self, name: &str) -> Option<&Locale> {
+        self.locales.iter().find(|l| l.as_str() == name)
+    }
+}
+
+/// A GraphQL enum value name: what a stage or locale can be called (`[_A-Za-z][_0-9A-Za-z]*`).
+pub fn is_name(s: &str) -> bool {
+    let mut b = s.bytes();
+    matches!(b.next(), Some(c) if c == b'_' || c.is_ascii_alphabetic())
+        && b.all(|c| c == b'_' || c.is_ascii_alphanumeric())
+}
+
 /// Where the stage of a root field came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StageSource {

@@ -10,7 +10,7 @@ use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::config::{Credential, Upstream};
-use crate::permissions::schema::{SchemaMap, INTROSPECTION_QUERY};
+use crate::schema::{SchemaMap, INTROSPECTION_QUERY};
 
 /// A complete upstream response.
 #[derive(Debug, Clone)]

@@ -210,15 +210,29 @@ async fn variables_are_keyed_canonically() {
         ),
         "HIT"
     );
+    // `ID` takes both a string and a number: `1` and `"1"` are different keys.
     assert_eq!(
         cache(
-            send(json!({"f": "1", "w": {"id": "a", "slug": "b"}}))
+            send(json!({"f": 1, "w": {"id": 1, "slug": "b"}}))
                 .await
                 .unwrap()
         ),
         "MISS"
     );
-    assert_eq!(origin.count(), 2);
+    assert_eq!(
+        cache(
+            send(json!({"f": 1, "w": {"id": "1", "slug": "b"}}))
+                .await
+                .unwrap()
+        ),
+        "MISS"
+    );
+    // A variable that does not coerce to its declared type never reaches the CMS.
+    let refused = send(json!({"f": "1", "w": {"id": "a", "slug": "b"}}))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    assert_eq!(origin.count(), 3);
 }
 
 #[tokio::test]

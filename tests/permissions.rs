@@ -722,7 +722,7 @@ async fn without_an_sdl_file_the_schema_map_is_built_by_introspecting_the_upstre
     let api = contentgate::demo::content_api::SampleContentApi::new();
     let introspection = api
         .execute(
-            async_graphql::Request::new(contentgate::permissions::schema::INTROSPECTION_QUERY),
+            async_graphql::Request::new(contentgate::schema::INTROSPECTION_QUERY),
             None,
             None,
         )

@@ -50,14 +50,15 @@ async fn a_named_stage_is_never_overridden() {
     // The token's default.
     gw.query("/content", Some(&reader()), Q).await;
     assert_eq!(origin.last().header("gcms-stage"), Some("DRAFT"));
-    // A stage argument on every root field: nothing injected.
+    // A stage argument on every root field wins at the CMS; the checked fallback is still
+    // sent, so no field the CMS reads differently can fall to its own default.
     gw.query(
         "/content",
         Some(&reader()),
         "{ posts(stage: PUBLISHED) { id } }",
     )
     .await;
-    assert_eq!(origin.last().header("gcms-stage"), None);
+    assert_eq!(origin.last().header("gcms-stage"), Some("DRAFT"));
     // A stage argument through a variable default.
     gw.query(
         "/content",
@@ -65,7 +66,7 @@ async fn a_named_stage_is_never_overridden() {
         "query($s: Stage = PUBLISHED) { posts(stage: $s) { id } }",
     )
     .await;
-    assert_eq!(origin.last().header("gcms-stage"), None);
+    assert_eq!(origin.last().header("gcms-stage"), Some("DRAFT"));
     // One root field without an argument: the default is injected for it.
     gw.query(
         "/content",
@@ -74,7 +75,7 @@ async fn a_named_stage_is_never_overridden() {
     )
     .await;
     assert_eq!(origin.last().header("gcms-stage"), Some("DRAFT"));
-    // The client's header wins over the default and is passed on unchanged.
+    // The client's header wins over the default and is passed on as checked (canonical).
     let resp = gw
         .client
         .post(gw.url("/content"))
@@ -89,7 +90,7 @@ async fn a_named_stage_is_never_overridden() {
     assert_eq!(resp.status(), 200);
     let seen = origin.last();
     assert_eq!(seen.header("gcms-stage"), Some("PUBLISHED"));
-    assert_eq!(seen.header("gcms-locales"), Some("de, en"));
+    assert_eq!(seen.header("gcms-locales"), Some("de,en"));
 }
 
 #[tokio::test]

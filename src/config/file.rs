@@ -214,6 +214,9 @@ pub struct FileKey {
 pub struct FileCms {
     pub stages: Option<Vec<String>>,
     pub locales: Option<Vec<String>>,
+    /// The CMS project's default locale (what it serves when a request names none); the first
+    /// of `locales` when absent.
+    pub default_locale: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -233,6 +236,10 @@ pub struct FileLimits {
     pub max_expanded_fields: Option<u64>,
     pub max_aliases: Option<usize>,
     pub max_root_fields: Option<usize>,
+    /// JSON nodes of argument values walked per document (variables included).
+    pub max_input_nodes: Option<u64>,
+    /// Bytes of parsed documents kept for repeated requests (weighed per entry).
+    pub document_cache_bytes: Option<u64>,
     /// Request header block (names + values), refused with 431 above it.
     pub max_header_bytes: Option<usize>,
     /// Request target (path + query), refused with 414 above it.

@@ -20,7 +20,7 @@ use pingora::upstreams::peer::HttpPeer;
 pub use error::{ConfigError, ConfigErrors, Source};
 use file::FileConfig;
 
-use crate::stage::{Locale, Stage};
+use crate::stage::Cms;
 
 /// Pingora waits 300 s by default after SIGTERM; Kubernetes kills the pod after 30 s. The
 /// grace plus the shutdown timeout must fit inside `terminationGracePeriodSeconds` minus the
@@ -32,6 +32,14 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 /// A 16 KiB downstream write buffer lets a typical JSON response leave in one `send()` instead of
 /// Pingora's default 1460-byte chunks (measured: +26% cache-hit throughput on this hardware).
+/// Nesting of a document, counted across fragment spreads; every walk over a document recurses
+/// at most this deep.
+pub const DEFAULT_MAX_DEPTH: usize = 64;
+/// The largest `max_depth` accepted: the walks' stack frames times this stays well inside a
+/// worker thread's 2 MiB stack (measured in tests/resources.rs with the debug build).
+pub const MAX_MAX_DEPTH: usize = 128;
+/// Parsed documents kept for repeated requests, in bytes (weighed per entry, admitted only).
+pub const DEFAULT_DOCUMENT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 pub const DEFAULT_WRITE_BUFFER_BYTES: usize = 16 * 1024;
 /// Pingora's default downstream read buffer is 64 KiB per connection, allocated at accept: 400
 /// half-sent request headers cost 118 KiB each (measured, tests/faults.rs). GraphQL requests are
@@ -106,13 +114,6 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// The upstream target of a GET: the endpoint's path with the request's checked GraphQL
-    /// parameters ([`crate::graphql::request::GraphqlRequest::to_query_string`]).
-    pub fn get_path(&self, request: &crate::graphql::request::GraphqlRequest) -> String {
-        let sep = if self.path.contains('?') { '&' } else { '?' };
-        format!("{}{sep}{}", self.path, request.to_query_string())
-    }
-
     pub fn peer(&self) -> Arc<HttpPeer> {
         self.peer.load_full()
     }
@@ -215,6 +216,7 @@ pub struct Limits {
     pub max_expanded_fields: u64,
     pub max_aliases: usize,
     pub max_root_fields: usize,
+    pub max_input_nodes: u64,
     pub max_header_bytes: usize,
     pub max_uri_bytes: usize,
     pub client_header_timeout: Duration,
@@ -230,6 +232,7 @@ impl Limits {
             expanded_fields: self.max_expanded_fields,
             aliases: self.max_aliases,
             root_fields: self.max_root_fields,
+            input_nodes: self.max_input_nodes,
         }
     }
 }
@@ -240,33 +243,13 @@ pub struct LogSettings {
     pub json: bool,
 }
 
-#[derive(Debug, Clone)]
-pub struct Cms {
-    pub stages: Vec<Stage>,
-    pub locales: Vec<Locale>,
-}
-
-impl Cms {
-    pub fn from_file(f: &file::FileCms) -> Self {
-        Self {
-            stages: names_or(f.stages.clone(), &["DRAFT", "PUBLISHED"])
-                .into_iter()
-                .map(Stage::new)
-                .collect(),
-            locales: names_or(f.locales.clone(), &["en"])
-                .into_iter()
-                .map(Locale::new)
-                .collect(),
-        }
-    }
-
-    pub fn stage(&self, name: &str) -> Option<&Stage> {
-        self.stages.iter().find(|s| s.as_str() == name)
-    }
-
-    pub fn locale(&self, name: &str) -> Option<&Locale> {
-        self.locales.iter().find(|l| l.as_str() == name)
-    }
+/// `[cms]`: the stages and locales of the project (DRAFT/PUBLISHED and `en` when absent).
+pub fn cms_from_file(f: &file::FileCms) -> Result<Cms, String> {
+    Cms::new(
+        names_or(f.stages.clone(), &["DRAFT", "PUBLISHED"]),
+        names_or(f.locales.clone(), &["en"]),
+        f.default_locale.clone(),
+    )
 }
 
 /// The read-path cache (`[cache]`).
@@ -379,10 +362,13 @@ pub fn resolve(base: &Path, p: &str) -> PathBuf {
 fn compile(src: &Source, base: &Path, file: FileConfig) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
 
-    let cms = Cms::from_file(&file.cms);
-    if cms.stages.is_empty() {
-        errors.push(src.error(None, "cms.stages", "at least one stage is required"));
-    }
+    let cms = match cms_from_file(&file.cms) {
+        Ok(c) => c,
+        Err(m) => {
+            errors.push(src.error(None, "cms", m));
+            Cms::fallback()
+        }
+    };
 
     let mut listeners = Vec::new();
     if file.listeners.is_empty() {
@@ -612,10 +598,11 @@ fn compile(src: &Source, base: &Path, file: FileConfig) -> Result<Config, Config
     let limits = Limits {
         max_body_bytes: file.limits.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
         max_query_tokens: file.limits.max_query_tokens.unwrap_or(15_000),
-        max_depth: file.limits.max_depth.unwrap_or(64),
+        max_depth: file.limits.max_depth.unwrap_or(DEFAULT_MAX_DEPTH),
         max_expanded_fields: file.limits.max_expanded_fields.unwrap_or(10_000),
         max_aliases: file.limits.max_aliases.unwrap_or(100),
         max_root_fields: file.limits.max_root_fields.unwrap_or(30),
+        max_input_nodes: file.limits.max_input_nodes.unwrap_or(200_000),
         max_header_bytes: file.limits.max_header_bytes.unwrap_or(32 * 1024),
         // GET queries travel in the URL: allow a typical document, refuse abuse.
         max_uri_bytes: file.limits.max_uri_bytes.unwrap_or(16 * 1024),
@@ -640,6 +627,13 @@ fn compile(src: &Source, base: &Path, file: FileConfig) -> Result<Config, Config
         if d.is_zero() {
             errors.push(src.error(None, field, "must be greater than zero"));
         }
+    }
+    if limits.max_depth == 0 || limits.max_depth > MAX_MAX_DEPTH {
+        errors.push(src.error(
+            None,
+            "limits.max_depth",
+            format!("must be between 1 and {MAX_MAX_DEPTH}"),
+        ));
     }
     if limits.max_body_bytes > crate::proxy::MAX_FORWARDED_BODY_BYTES {
         errors.push(src.error(

@@ -1,20 +1,23 @@
 //! Parsing the GraphQL document and selecting the operation to run.
 //!
 //! apollo-parser is run with a recursion and a token limit, so a 10 000-deep or enormous
-//! document fails fast without a stack overflow. Root fields are collected through fragment
-//! spreads and inline fragments at the root (`... on Query`, named fragments spread at the
-//! root), guarding against fragment cycles with an explicit stack.
+//! document fails fast without a stack overflow. Before any walk, [`super::cost`] bounds the
+//! document's expanded size and its nesting depth *across fragment spreads*; every later walk
+//! ([`super::reads`], the root-field collection here) checks the same depth before it recurses,
+//! so no document can make the gateway recurse deeper than `max_depth`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use apollo_parser::cst::{self, CstNode};
+use apollo_parser::cst;
 use apollo_parser::Parser;
-use serde_json::{Map, Value};
 
+use super::args::{self, Resolver};
+use super::cost::Cost;
+use super::reads::{Access, Ctx, Walk};
 use super::request::GraphqlRequest;
 use super::GraphqlError;
-use crate::permissions::schema::SchemaMap;
+use crate::schema::SchemaMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OperationKind {
@@ -33,12 +36,16 @@ impl OperationKind {
 
 #[derive(Debug, Clone, Copy)]
 pub struct ParseLimits {
+    /// Parser recursion, and the logical nesting across fragment spreads.
     pub recursion: usize,
     pub tokens: usize,
     /// Fields after expanding every fragment, computed per fragment without expanding.
     pub expanded_fields: u64,
     pub aliases: usize,
     pub root_fields: usize,
+    /// JSON nodes of argument values walked per document (a variable referenced by many
+    /// fields is walked once per reference).
+    pub input_nodes: u64,
 }
 
 impl ParseLimits {
@@ -48,35 +55,37 @@ impl ParseLimits {
         expanded_fields: 10_000,
         aliases: 100,
         root_fields: 30,
+        input_nodes: 200_000,
     };
 }
 
-/// A root field of the selected operation with the arguments the gateway decides on.
+/// A root field of an operation with the arguments the gateway decides on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootField {
     pub name: String,
     pub alias: Option<String>,
-    /// The `stage:` argument, resolved through variables; `None` when absent or null.
+    /// The `stage:` argument as the document gives it (literal or variable). A query root's
+    /// schema default never fills it: Hygraph's schema carries the default of whoever
+    /// introspected it, not the principal's. Mutations: the argument or its schema default.
     pub stage: Option<String>,
-    /// The `locales:` argument, resolved through variables; `None` when absent or null.
+    /// The `locales:` argument when it names at least one locale; `[]` and `null` are `None`:
+    /// the CMS then serves the request's locales (header, else its default locale).
     pub locales: Option<Vec<String>>,
-    /// Publish mutations: the `to:` stages; `None` when absent (the schema default applies).
+    /// Publish: the `to:` stages; `None` when absent (the schema default applies).
     pub to: Option<Vec<String>>,
-    /// Unpublish mutations: the `from:` stages.
+    /// Unpublish: the stages to unpublish from; publish (`…Many…`): the source stage.
     pub from: Option<Vec<String>>,
-    /// Every model read inside the field's selection set (with schema knowledge).
-    pub reads: Vec<NestedRead>,
+    /// Publish/unpublish: `withDefaultLocale` (`None`: not given).
+    pub with_default_locale: Option<bool>,
+    /// Stages and locales named inside the field's argument values (`entities(where: [{stage:
+    /// DRAFT}])`, `documentInStages_some: {stage: …}`): the field's data may come from them.
+    pub extra_stages: Vec<String>,
+    pub extra_locales: Vec<String>,
+    /// Everything the CMS does below the root: reads of the selection, of relation filters and
+    /// of nested context changes, and the writes of mutation payloads.
+    pub accesses: Vec<Access>,
     /// A field inside the selection the schema map cannot resolve (`Type.field`): denied.
     pub unresolved: Option<String>,
-}
-
-/// A model read somewhere below a root field. `stages`/`locales` are set when a nested
-/// argument (`stage:`, `stages:`, `locales:`) overrides the root field's context.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NestedRead {
-    pub model: Arc<str>,
-    pub stages: Option<Vec<String>>,
-    pub locales: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,8 +104,36 @@ pub struct Document {
     pub others: Vec<Operation>,
 }
 
+impl Document {
+    /// An estimate of the heap bytes this analysis holds (for the document cache's weigher).
+    pub fn weight(&self) -> usize {
+        std::iter::once(&self.operation)
+            .chain(&self.others)
+            .flat_map(|o| &o.root_fields)
+            .map(|f| {
+                160 + f.name.len()
+                    + f.alias.as_ref().map_or(0, String::len)
+                    + f.accesses.len() * std::mem::size_of::<Access>()
+                    + f.accesses
+                        .iter()
+                        .map(|a| (a.stages.names.len() + a.locales.names.len()) * 24)
+                        .sum::<usize>()
+            })
+            .sum::<usize>()
+            + 128
+    }
+}
+
+/// The name of a fragment spread.
+pub fn fragment_name(s: &cst::FragmentSpread) -> String {
+    s.fragment_name()
+        .and_then(|n| n.name())
+        .map(|n| n.text().to_string())
+        .unwrap_or_default()
+}
+
 /// Parses `req.query`, selects the operation named by `operationName`, and (with a schema map)
-/// resolves every model each root field reads.
+/// resolves everything each root field makes the CMS read or write.
 pub fn parse_document(
     req: &GraphqlRequest,
     limits: ParseLimits,
@@ -108,15 +145,10 @@ pub fn parse_document(
         .parse();
     if let Some(e) = tree.errors().next() {
         if e.is_limit() {
-            let what = if e.message().contains("token") {
-                "token"
+            let (what, limit) = if e.message().contains("token") {
+                ("token", limits.tokens)
             } else {
-                "depth"
-            };
-            let limit = if what == "token" {
-                limits.tokens
-            } else {
-                limits.recursion
+                ("depth", limits.recursion)
             };
             return Err(GraphqlError::Limit { what, limit });
         }
@@ -152,19 +184,15 @@ pub fn parse_document(
         }
     }
     let selected = select(&operations, req.operation_name.as_deref())?;
-    // Size limits before any walk: fragment expansion is costed per fragment, never expanded.
-    let mut cost = Cost {
-        fragments: &fragments,
-        memo: HashMap::new(),
-        stack: Vec::new(),
-    };
+    // Size and depth before any walk: fragments are costed once each, never expanded.
+    let mut cost = Cost::new(&fragments, limits.recursion);
     let mut expanded = 0u64;
     let mut aliases = 0u64;
     for op in &operations {
         if let Some(set) = op.selection_set() {
-            let (fields, al) = cost.of_set(&set)?;
-            expanded = expanded.saturating_add(fields);
-            aliases = aliases.saturating_add(al);
+            let size = cost.of_set(&set, 1)?;
+            expanded = expanded.saturating_add(size.fields);
+            aliases = aliases.saturating_add(size.aliases);
         }
     }
     if expanded > limits.expanded_fields {
@@ -179,9 +207,15 @@ pub fn parse_document(
             limit: limits.aliases,
         });
     }
+    let mut budget = limits.input_nodes;
     let mut analyzed = Vec::with_capacity(operations.len());
-    for op in &operations {
-        let a = analyze_operation(op, req, &fragments, schema)?;
+    for (i, op) in operations.iter().enumerate() {
+        if i == selected {
+            if let Some(schema) = schema {
+                args::check_variables(op, &req.variables, schema)?;
+            }
+        }
+        let a = analyze_operation(op, req, &fragments, schema, &limits, &mut budget)?;
         if a.root_fields.len() > limits.root_fields {
             return Err(GraphqlError::Limit {
                 what: "root field",
@@ -210,6 +244,8 @@ fn analyze_operation(
     req: &GraphqlRequest,
     fragments: &HashMap<String, cst::FragmentDefinition>,
     schema: Option<&SchemaMap>,
+    limits: &ParseLimits,
+    budget: &mut u64,
 ) -> Result<Operation, GraphqlError> {
     let kind = match op.operation_type() {
         None => OperationKind::Query,
@@ -217,13 +253,8 @@ fn analyze_operation(
         Some(t) if t.mutation_token().is_some() => OperationKind::Mutation,
         Some(_) => return Err(GraphqlError::Subscription),
     };
-    let defaults = variable_defaults(op);
-    let resolver = Resolver {
-        variables: &req.variables,
-        defaults: &defaults,
-    };
+    let resolver = Resolver::new(op, &req.variables)?;
     let mut root_fields = Vec::new();
-    let mut stack = Vec::new();
     if let Some(set) = op.selection_set() {
         let root_type = schema.map(|s| match kind {
             OperationKind::Query => s.query_type.clone(),
@@ -232,84 +263,23 @@ fn analyze_operation(
                 .clone()
                 .unwrap_or_else(|| Arc::from("Mutation")),
         });
-        let ctx = RootCtx {
+        let mut ctx = RootCtx {
+            kind,
             fragments,
             resolver: &resolver,
             schema,
             root_type,
+            max_depth: limits.recursion,
+            budget,
+            stack: Vec::new(),
         };
-        collect_root_fields(&set, &ctx, &mut stack, &mut root_fields)?;
+        ctx.collect(&set, 1, &mut root_fields)?;
     }
     Ok(Operation {
         kind,
         name: op.name().map(|n| n.text().to_string()),
         root_fields,
     })
-}
-
-/// Per-fragment cost memo: (expanded fields, aliases), saturating, cycle-checked.
-struct Cost<'a> {
-    fragments: &'a HashMap<String, cst::FragmentDefinition>,
-    memo: HashMap<String, (u64, u64)>,
-    stack: Vec<String>,
-}
-
-impl Cost<'_> {
-    fn of_set(&mut self, set: &cst::SelectionSet) -> Result<(u64, u64), GraphqlError> {
-        let (mut fields, mut aliases) = (0u64, 0u64);
-        for sel in set.selections() {
-            let (f, a) = match sel {
-                cst::Selection::Field(f) => {
-                    let (inner_f, inner_a) = match f.selection_set() {
-                        Some(inner) => self.of_set(&inner)?,
-                        None => (0, 0),
-                    };
-                    (
-                        inner_f.saturating_add(1),
-                        inner_a.saturating_add(u64::from(f.alias().is_some())),
-                    )
-                }
-                cst::Selection::InlineFragment(i) => match i.selection_set() {
-                    Some(inner) => self.of_set(&inner)?,
-                    None => (0, 0),
-                },
-                cst::Selection::FragmentSpread(s) => {
-                    let name = s
-                        .fragment_name()
-                        .and_then(|n| n.name())
-                        .map(|n| n.text().to_string())
-                        .unwrap_or_default();
-                    self.of_fragment(&name)?
-                }
-            };
-            fields = fields.saturating_add(f);
-            aliases = aliases.saturating_add(a);
-        }
-        Ok((fields, aliases))
-    }
-
-    fn of_fragment(&mut self, name: &str) -> Result<(u64, u64), GraphqlError> {
-        if let Some(c) = self.memo.get(name) {
-            return Ok(*c);
-        }
-        if self.stack.iter().any(|n| n == name) {
-            return Err(GraphqlError::Operation(format!(
-                "fragment {name:?} spreads itself (cycle)"
-            )));
-        }
-        let frag = self
-            .fragments
-            .get(name)
-            .ok_or_else(|| GraphqlError::Operation(format!("unknown fragment {name:?}")))?;
-        let Some(set) = frag.selection_set() else {
-            return Ok((0, 0));
-        };
-        self.stack.push(name.to_string());
-        let c = self.of_set(&set)?;
-        self.stack.pop();
-        self.memo.insert(name.to_string(), c);
-        Ok(c)
-    }
 }
 
 fn select(ops: &[cst::OperationDefinition], name: Option<&str>) -> Result<usize, GraphqlError> {
@@ -341,400 +311,156 @@ fn select(ops: &[cst::OperationDefinition], name: Option<&str>) -> Result<usize,
     }
 }
 
-fn variable_defaults(op: &cst::OperationDefinition) -> HashMap<String, cst::Value> {
-    let mut out = HashMap::new();
-    if let Some(defs) = op.variable_definitions() {
-        for d in defs.variable_definitions() {
-            if let (Some(name), Some(value)) = (
-                d.variable().and_then(|v| v.name()),
-                d.default_value().and_then(|v| v.value()),
-            ) {
-                out.insert(name.text().to_string(), value);
-            }
-        }
-    }
-    out
-}
-
-struct Resolver<'a> {
-    variables: &'a Map<String, Value>,
-    defaults: &'a HashMap<String, cst::Value>,
-}
-
-impl Resolver<'_> {
-    /// The coerced JSON value of an argument: literals as written, variables from the request's
-    /// `variables` or else the variable's default.
-    fn resolve(&self, value: &cst::Value) -> Value {
-        match value {
-            cst::Value::Variable(v) => {
-                let name = v.name().map(|n| n.text().to_string()).unwrap_or_default();
-                match self.variables.get(&name) {
-                    Some(v) => v.clone(),
-                    None => match self.defaults.get(&name) {
-                        // A default is a constant (no variables inside), so this cannot loop.
-                        Some(d) => self.resolve(d),
-                        None => Value::Null,
-                    },
-                }
-            }
-            cst::Value::EnumValue(e) => Value::String(e.text().to_string()),
-            cst::Value::StringValue(s) => Value::String(String::from(s)),
-            cst::Value::ListValue(l) => {
-                Value::Array(l.values().map(|v| self.resolve(&v)).collect())
-            }
-            cst::Value::NullValue(_) => Value::Null,
-            other => Value::String(other.syntax().text().to_string()),
-        }
-    }
-}
-
-struct RootCtx<'a> {
+struct RootCtx<'a, 'b> {
+    kind: OperationKind,
     fragments: &'a HashMap<String, cst::FragmentDefinition>,
     resolver: &'a Resolver<'a>,
     schema: Option<&'a SchemaMap>,
     /// `Query` or `Mutation` in the schema (when a schema map is given).
     root_type: Option<Arc<str>>,
+    max_depth: usize,
+    budget: &'b mut u64,
+    /// Fragments being expanded at the root (cycle guard).
+    stack: Vec<String>,
 }
 
-fn collect_root_fields(
-    set: &cst::SelectionSet,
-    ctx: &RootCtx,
-    stack: &mut Vec<String>,
-    out: &mut Vec<RootField>,
-) -> Result<(), GraphqlError> {
-    for sel in set.selections() {
-        match sel {
-            cst::Selection::Field(f) => out.push(root_field(&f, ctx)?),
-            cst::Selection::InlineFragment(i) => {
-                if let Some(inner) = i.selection_set() {
-                    collect_root_fields(&inner, ctx, stack, out)?;
-                }
-            }
-            cst::Selection::FragmentSpread(s) => {
-                let name = s
-                    .fragment_name()
-                    .and_then(|n| n.name())
-                    .map(|n| n.text().to_string())
-                    .unwrap_or_default();
-                if stack.contains(&name) {
-                    return Err(GraphqlError::Operation(format!(
-                        "fragment {name:?} spreads itself (cycle)"
-                    )));
-                }
-                let frag = ctx
-                    .fragments
-                    .get(&name)
-                    .ok_or_else(|| GraphqlError::Operation(format!("unknown fragment {name:?}")))?;
-                if let Some(inner) = frag.selection_set() {
-                    stack.push(name);
-                    collect_root_fields(&inner, ctx, stack, out)?;
-                    stack.pop();
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn string_list(value: Value, what: &'static str) -> Result<Option<Vec<String>>, GraphqlError> {
-    match value {
-        Value::Null => Ok(None),
-        // GraphQL input coercion: a single value where a list is expected.
-        Value::String(s) => Ok(Some(vec![s])),
-        Value::Array(items) => items
-            .into_iter()
-            .map(|v| match v {
-                Value::String(s) => Ok(s),
-                other => Err(GraphqlError::Argument {
-                    what,
-                    message: format!("expected a name, got {other}"),
-                }),
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some),
-        other => Err(GraphqlError::Argument {
-            what,
-            message: format!("expected a list, got {other}"),
-        }),
-    }
-}
-
-/// The context arguments of one field: `stage`, `stages` (e.g. `documentInStages`), `locales`,
-/// and for publish/unpublish `to`/`from`. `@include`/`@skip` are deliberately ignored: a field
-/// is checked whether or not a directive would drop it.
-#[derive(Default)]
-struct FieldArgs {
-    stage: Option<String>,
-    stages: Option<Vec<String>>,
-    locales: Option<Vec<String>>,
-    to: Option<Vec<String>>,
-    from: Option<Vec<String>>,
-}
-
-fn field_args(f: &cst::Field, resolver: &Resolver) -> Result<FieldArgs, GraphqlError> {
-    let mut out = FieldArgs::default();
-    let Some(args) = f.arguments() else {
-        return Ok(out);
-    };
-    for arg in args.arguments() {
-        let (Some(arg_name), Some(value)) = (arg.name(), arg.value()) else {
-            continue;
-        };
-        match arg_name.text().as_str() {
-            "stage" => {
-                out.stage = match resolver.resolve(&value) {
-                    Value::Null => None,
-                    Value::String(s) => Some(s),
-                    other => {
-                        return Err(GraphqlError::Argument {
-                            what: "stage",
-                            message: format!("expected a stage, got {other}"),
-                        })
-                    }
-                }
-            }
-            "stages" => out.stages = string_list(resolver.resolve(&value), "stages")?,
-            "locales" => out.locales = string_list(resolver.resolve(&value), "locales")?,
-            "to" => out.to = string_list(resolver.resolve(&value), "to")?,
-            "from" => out.from = string_list(resolver.resolve(&value), "from")?,
-            _ => {}
-        }
-    }
-    Ok(out)
-}
-
-impl FieldArgs {
-    /// Fills the arguments the document left out with the schema's defaults, so a default such
-    /// as `documentInStages(stages: … = [DRAFT, PUBLISHED])` is checked like an explicit value.
-    fn with_defaults(mut self, schema: &SchemaMap, parent: &str, field: &str) -> Self {
-        let d = |arg: &str| {
-            schema
-                .arg_default(parent, field, arg)
-                .map(<[String]>::to_vec)
-        };
-        if self.stage.is_none() {
-            self.stage = d("stage").and_then(|v| v.into_iter().next());
-        }
-        if self.stages.is_none() {
-            self.stages = d("stages");
-        }
-        if self.locales.is_none() {
-            self.locales = d("locales");
-        }
-        if self.to.is_none() {
-            self.to = d("to");
-        }
-        if self.from.is_none() {
-            self.from = d("from");
-        }
-        self
-    }
-}
-
-fn root_field(f: &cst::Field, ctx: &RootCtx) -> Result<RootField, GraphqlError> {
-    let name = f.name().map(|n| n.text().to_string()).unwrap_or_default();
-    let alias = f
-        .alias()
-        .and_then(|a| a.name())
-        .map(|n| n.text().to_string());
-    let mut args = field_args(f, ctx.resolver)?;
-    if let (Some(schema), Some(root)) = (ctx.schema, &ctx.root_type) {
-        args = args.with_defaults(schema, root, &name);
-    }
-    let mut reads = BTreeSet::new();
-    let mut unresolved = None;
-    if let (Some(schema), Some(root)) = (ctx.schema, &ctx.root_type) {
-        if !name.starts_with("__") {
-            match schema.field_type(root, &name) {
-                None => unresolved = Some(format!("{root}.{name}")),
-                Some(ty) => {
-                    let mut walk = Walk {
-                        schema,
-                        fragments: ctx.fragments,
-                        resolver: ctx.resolver,
-                        reads: &mut reads,
-                        unresolved: &mut unresolved,
-                    };
-                    walk.field_selection(f, root, ty, &None, &None)?;
-                }
-            }
-        }
-    }
-    Ok(RootField {
-        name,
-        alias,
-        stage: args.stage,
-        locales: args.locales,
-        to: args.to,
-        from: args.from,
-        reads: reads.into_iter().collect(),
-        unresolved,
-    })
-}
-
-/// Walks a selection set with schema knowledge, recording every model read. The document's
-/// expansion cost was bounded before, so walking fragments without memoization is bounded too.
-struct Walk<'a, 'b> {
-    schema: &'a SchemaMap,
-    fragments: &'a HashMap<String, cst::FragmentDefinition>,
-    resolver: &'a Resolver<'a>,
-    reads: &'b mut BTreeSet<NestedRead>,
-    unresolved: &'b mut Option<String>,
-}
-
-impl Walk<'_, '_> {
-    fn possible(&self, ty: &str) -> Vec<Arc<str>> {
-        self.schema
-            .types
-            .get(ty)
-            .map(|t| t.possible.clone())
-            .unwrap_or_default()
-    }
-
-    fn read(
+impl RootCtx<'_, '_> {
+    /// Root fields through inline fragments and spreads at the root (`... on Query`), at
+    /// absolute nesting `depth` (checked before recursing).
+    fn collect(
         &mut self,
-        model: &Arc<str>,
-        stages: &Option<Vec<String>>,
-        locales: &Option<Vec<String>>,
-    ) {
-        if self.schema.is_model(model) {
-            self.reads.insert(NestedRead {
-                model: model.clone(),
-                stages: stages.clone(),
-                locales: locales.clone(),
+        set: &cst::SelectionSet,
+        depth: usize,
+        out: &mut Vec<RootField>,
+    ) -> Result<(), GraphqlError> {
+        if depth > self.max_depth {
+            return Err(GraphqlError::Limit {
+                what: "depth",
+                limit: self.max_depth,
             });
         }
-    }
-
-    /// A field of type `ty`: its sub-selection is walked in the field's argument context. A
-    /// field returning a model (or an abstract type) whose selection picks nothing but
-    /// `__typename` still reads it: it reveals existence and type.
-    fn field_selection(
-        &mut self,
-        f: &cst::Field,
-        parent: &str,
-        ty: &Arc<str>,
-        stages: &Option<Vec<String>>,
-        locales: &Option<Vec<String>>,
-    ) -> Result<(), GraphqlError> {
-        let name = f.name().map(|n| n.text().to_string()).unwrap_or_default();
-        let args = field_args(f, self.resolver)?.with_defaults(self.schema, parent, &name);
-        let stages = match (args.stage, args.stages) {
-            (Some(s), _) => Some(vec![s]),
-            (None, Some(list)) => Some(list),
-            (None, None) => stages.clone(),
-        };
-        let locales = args.locales.or_else(|| locales.clone());
-        let possible = self.possible(ty);
-        let selected = match f.selection_set() {
-            Some(set) => self.set(&set, &possible, &stages, &locales)?,
-            None => false,
-        };
-        if !selected {
-            for p in &possible {
-                self.read(p, &stages, &locales);
+        for sel in set.selections() {
+            match sel {
+                cst::Selection::Field(f) => {
+                    let field = self.root_field(&f, depth)?;
+                    out.push(field);
+                }
+                cst::Selection::InlineFragment(i) => {
+                    if let Some(inner) = i.selection_set() {
+                        self.collect(&inner, depth + 1, out)?;
+                    }
+                }
+                cst::Selection::FragmentSpread(s) => {
+                    let name = fragment_name(&s);
+                    if self.stack.contains(&name) {
+                        return Err(GraphqlError::Operation(format!(
+                            "fragment {name:?} spreads itself (cycle)"
+                        )));
+                    }
+                    let frag = self.fragments.get(&name).ok_or_else(|| {
+                        GraphqlError::Operation(format!("unknown fragment {name:?}"))
+                    })?;
+                    if let Some(inner) = frag.selection_set() {
+                        self.stack.push(name);
+                        self.collect(&inner, depth + 1, out)?;
+                        self.stack.pop();
+                    }
+                }
             }
         }
         Ok(())
     }
 
-    /// Returns whether anything but `__typename` was selected.
-    fn set(
-        &mut self,
-        set: &cst::SelectionSet,
-        possible: &[Arc<str>],
-        stages: &Option<Vec<String>>,
-        locales: &Option<Vec<String>>,
-    ) -> Result<bool, GraphqlError> {
-        let mut selected = false;
-        for sel in set.selections() {
-            match sel {
-                cst::Selection::Field(f) => {
-                    let name = f.name().map(|n| n.text().to_string()).unwrap_or_default();
-                    if name == "__typename" {
-                        continue;
-                    }
-                    selected = true;
-                    for p in possible {
-                        self.read(p, stages, locales);
-                    }
-                    // The field is looked up on the possible types (an interface field exists
-                    // on every implementation).
-                    match possible.iter().find_map(|p| {
-                        self.schema
-                            .field_type(p, &name)
-                            .map(|t| (p.clone(), t.clone()))
-                    }) {
-                        Some((parent, ty)) => {
-                            self.field_selection(&f, &parent, &ty, stages, locales)?
-                        }
-                        None => {
-                            if self.unresolved.is_none() {
-                                let parent = possible
-                                    .first()
-                                    .map(|p| p.to_string())
-                                    .unwrap_or_else(|| "?".into());
-                                *self.unresolved = Some(format!("{parent}.{name}"));
-                            }
-                        }
-                    }
-                }
-                cst::Selection::InlineFragment(i) => {
-                    let narrowed = match i
-                        .type_condition()
-                        .and_then(|c| c.named_type())
-                        .and_then(|n| n.name())
-                    {
-                        Some(cond) => self.narrow(possible, &cond.text()),
-                        None => possible.to_vec(),
-                    };
-                    if let Some(inner) = i.selection_set() {
-                        selected |= self.set(&inner, &narrowed, stages, locales)?;
-                    }
-                }
-                cst::Selection::FragmentSpread(s) => {
-                    let name = s
-                        .fragment_name()
-                        .and_then(|n| n.name())
-                        .map(|n| n.text().to_string())
-                        .unwrap_or_default();
-                    let Some(frag) = self.fragments.get(&name) else {
-                        return Err(GraphqlError::Operation(format!(
-                            "unknown fragment {name:?}"
-                        )));
-                    };
-                    let narrowed = match frag
-                        .type_condition()
-                        .and_then(|c| c.named_type())
-                        .and_then(|n| n.name())
-                    {
-                        Some(cond) => self.narrow(possible, &cond.text()),
-                        None => possible.to_vec(),
-                    };
-                    if let Some(inner) = frag.selection_set() {
-                        selected |= self.set(&inner, &narrowed, stages, locales)?;
-                    }
-                }
-            }
+    fn root_field(&mut self, f: &cst::Field, depth: usize) -> Result<RootField, GraphqlError> {
+        let name = f.name().map(|n| n.text().to_string()).unwrap_or_default();
+        let alias = f
+            .alias()
+            .and_then(|a| a.name())
+            .map(|n| n.text().to_string());
+        let arguments = args::arguments(f, self.resolver)?;
+        let get = |arg: &str| arguments.iter().find(|(n, _)| n == arg).map(|(_, v)| v);
+        let schema_default = |arg: &str| -> Option<Vec<String>> {
+            let (schema, root) = (self.schema?, self.root_type.as_ref()?);
+            schema.arg_default(root, &name, arg).map(<[String]>::to_vec)
+        };
+        let mut stage = match get("stage") {
+            Some(v) => args::single_name(v, "stage")?,
+            None => None,
+        };
+        if self.kind == OperationKind::Mutation && stage.is_none() {
+            stage = schema_default("stage").and_then(|v| v.into_iter().next());
         }
-        Ok(selected)
-    }
-
-    /// The possible types that also satisfy a type condition; a condition the schema does not
-    /// know keeps nothing (and GraphQL validation would reject it upstream anyway).
-    fn narrow(&self, possible: &[Arc<str>], condition: &str) -> Vec<Arc<str>> {
-        let cond = self.possible(condition);
-        possible
-            .iter()
-            .filter(|p| cond.contains(p))
-            .cloned()
-            .collect()
+        let locales = match get("locales") {
+            Some(v) => args::string_list(v, "locales")?.filter(|l| !l.is_empty()),
+            None => None,
+        };
+        let list_or_default = |arg: &str| -> Result<Option<Vec<String>>, GraphqlError> {
+            match get(arg) {
+                Some(v) => match args::string_list(v, "stage list")? {
+                    Some(l) => Ok(Some(l)),
+                    None => Ok(schema_default(arg)),
+                },
+                None => Ok(schema_default(arg)),
+            }
+        };
+        let to = list_or_default("to")?;
+        let from = list_or_default("from")?;
+        let with_default_locale = get("withDefaultLocale").and_then(serde_json::Value::as_bool);
+        let mut field = RootField {
+            name,
+            alias,
+            stage,
+            locales,
+            to,
+            from,
+            with_default_locale,
+            extra_stages: Vec::new(),
+            extra_locales: Vec::new(),
+            accesses: Vec::new(),
+            unresolved: None,
+        };
+        let (Some(schema), Some(root)) = (self.schema, self.root_type.clone()) else {
+            return Ok(field);
+        };
+        if field.name.starts_with("__") {
+            return Ok(field);
+        }
+        let Some(ty) = schema.field_type(&root, &field.name).cloned() else {
+            field.unresolved = Some(format!("{root}.{}", field.name));
+            return Ok(field);
+        };
+        let mut accesses = BTreeSet::new();
+        let mut unresolved = None;
+        let mut walk = Walk {
+            schema,
+            fragments: self.fragments,
+            resolver: self.resolver,
+            accesses: &mut accesses,
+            unresolved: &mut unresolved,
+            budget: self.budget,
+            max_depth: self.max_depth,
+        };
+        let mut ctx = Ctx::root(field.stage.iter().cloned().collect());
+        // The root's context arguments were read above; the rest are walked by type.
+        let found = walk.arguments(&arguments, &root, &field.name, &ctx, ROOT_CONTEXT_ARGS)?;
+        ctx.stages.add(&found.stages);
+        ctx.locales.add(&found.locales);
+        walk.selection(f, &ty, &ctx, depth)?;
+        field.extra_stages = found.stages.into_iter().collect();
+        field.extra_locales = found.locales.into_iter().collect();
+        field.accesses = accesses.into_iter().collect();
+        field.unresolved = unresolved;
+        Ok(field)
     }
 }
+
+/// Root arguments that [`RootCtx::root_field`] reads itself.
+const ROOT_CONTEXT_ARGS: &[&str] = &["stage", "locales", "to", "from"];
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     const LIMITS: ParseLimits = ParseLimits::DEFAULT;
 
@@ -743,7 +469,6 @@ mod tests {
             query: q.into(),
             operation_name: op.map(Into::into),
             variables: vars.as_object().cloned().unwrap_or_default(),
-            extensions: None,
         }
     }
 
@@ -776,6 +501,36 @@ mod tests {
         let op =
             parse_operation(&req(q, serde_json::json!({"s": "PUBLISHED"}), None), LIMITS).unwrap();
         assert_eq!(op.root_fields[0].stage.as_deref(), Some("PUBLISHED"));
+    }
+
+    #[test]
+    fn an_empty_locales_list_names_no_locale() {
+        let op = parse_operation(
+            &req("{ posts(locales: []) { id } }", Value::Null, None),
+            LIMITS,
+        )
+        .unwrap();
+        assert_eq!(op.root_fields[0].locales, None);
+        let q = "query Q($l: [Locale!]! = []) { posts(locales: $l) { id } }";
+        let op = parse_operation(&req(q, Value::Null, None), LIMITS).unwrap();
+        assert_eq!(op.root_fields[0].locales, None);
+    }
+
+    #[test]
+    fn repeated_arguments_and_variables_are_refused() {
+        for q in [
+            "{ posts(stage: DRAFT, stage: PUBLISHED) { id } }",
+            "query Q($s: Stage, $s: Stage) { posts(stage: $s) { id } }",
+            "{ posts(where: {id: \"a\", id: \"b\"}) { id } }",
+        ] {
+            assert!(
+                matches!(
+                    parse_operation(&req(q, Value::Null, None), LIMITS),
+                    Err(GraphqlError::Operation(_))
+                ),
+                "{q}"
+            );
+        }
     }
 
     #[test]
@@ -818,6 +573,36 @@ mod tests {
         assert!(matches!(
             parse_operation(&req(&q, Value::Null, None), LIMITS),
             Err(GraphqlError::Limit { .. })
+        ));
+    }
+
+    /// The review's crash: each fragment nests 30 levels and spreads the next. The nesting is
+    /// counted across spreads and refused before any walk recurses past `max_depth`.
+    #[test]
+    fn depth_is_counted_across_fragment_spreads() {
+        let mut q = String::from("{ posts { ...f0 } }\n");
+        for i in 0..76 {
+            q.push_str(&format!(
+                "fragment f{i} on Post {{ {} ...f{} {} }}\n",
+                "author { posts { ".repeat(15),
+                i + 1,
+                "} } ".repeat(15)
+            ));
+        }
+        q.push_str("fragment f76 on Post { id }\n");
+        assert!(matches!(
+            parse_operation(&req(&q, Value::Null, None), LIMITS),
+            Err(GraphqlError::Limit { what: "depth", .. })
+        ));
+        // A chain of spreads without fields nests too.
+        let mut q = String::from("{ ...r0 }\n");
+        for i in 0..200 {
+            q.push_str(&format!("fragment r{i} on Query {{ ...r{} }}\n", i + 1));
+        }
+        q.push_str("fragment r200 on Query { __typename }\n");
+        assert!(matches!(
+            parse_operation(&req(&q, Value::Null, None), LIMITS),
+            Err(GraphqlError::Limit { what: "depth", .. })
         ));
     }
 }

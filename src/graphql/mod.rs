@@ -5,7 +5,10 @@
 //! the operation, giving its type and its root fields with the `stage:`/`locales:` arguments
 //! resolved through variables and variable defaults.
 
+pub mod args;
+pub mod cost;
 pub mod document;
+pub mod reads;
 pub mod request;
 
 use thiserror::Error;

@@ -1,10 +1,17 @@
 //! GraphQL-over-HTTP: from a POST JSON body or GET query parameters to one request.
 //!
+//! The body is parsed strictly — a key repeated at any depth is refused, since which copy a
+//! CMS uses (first or last) is not the gateway's to guess — and only what was parsed and
+//! checked goes upstream: [`GraphqlRequest::to_json_body`] and
+//! [`GraphqlRequest::to_query_string`] re-serialize it. `extensions` is accepted (object or
+//! null) but never forwarded: nothing the gateway did not check may change what the CMS does.
+//!
 //! Well-formed JSON that is not a GraphQL request (`{"qeury": …}`, `"variables": [7]`) is a
 //! 400 `BAD_REQUEST`, not a 422: the gateway never gets as far as validating the document
 //! against a schema, so every request-shape error is a client syntax error to it.
 
-use serde_json::{Map, Value};
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
 
 use super::GraphqlError;
 
@@ -13,14 +20,85 @@ pub struct GraphqlRequest {
     pub query: String,
     pub operation_name: Option<String>,
     pub variables: Map<String, Value>,
-    pub extensions: Option<Value>,
+}
+
+/// JSON into a `Value`, refusing a repeated object key at any depth (serde_json's own `Value`
+/// keeps the last copy silently). serde_json's recursion limit (128) still applies.
+struct Strict;
+
+impl<'de> DeserializeSeed<'de> for Strict {
+    type Value = Value;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(StrictVisitor)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("number out of range"))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(Strict)? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            if out.contains_key(&k) {
+                return Err(de::Error::custom(format!("key {k:?} is repeated")));
+            }
+            let v = map.next_value_seed(Strict)?;
+            out.insert(k, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// Parses JSON text strictly (no repeated keys, nothing after the value).
+pub fn strict_json(text: &[u8]) -> Result<Value, serde_json::Error> {
+    let mut d = serde_json::Deserializer::from_slice(text);
+    let v = Strict.deserialize(&mut d)?;
+    d.end()?;
+    Ok(v)
 }
 
 impl GraphqlRequest {
     /// Parses a POST body (`application/json`).
     pub fn from_json(body: &[u8]) -> Result<Self, GraphqlError> {
-        let value: Value =
-            serde_json::from_slice(body).map_err(|e| GraphqlError::BodyNotJson(e.to_string()))?;
+        let value = strict_json(body).map_err(|e| GraphqlError::BodyNotJson(e.to_string()))?;
         let mut obj = match value {
             Value::Object(o) => o,
             Value::Array(_) => return Err(GraphqlError::Batch),
@@ -60,22 +138,36 @@ impl GraphqlRequest {
                 })
             }
         };
-        let extensions = match obj.remove("extensions") {
-            Some(Value::Null) | None => None,
-            Some(v @ Value::Object(_)) => Some(v),
+        match obj.remove("extensions") {
+            Some(Value::Null | Value::Object(_)) | None => {}
             Some(_) => {
                 return Err(GraphqlError::WrongType {
                     field: "extensions",
                     expected: "an object or null",
                 })
             }
-        };
+        }
         Ok(Self {
             query,
             operation_name,
             variables,
-            extensions,
         })
+    }
+
+    /// The POST body the gateway forwards: exactly what it parsed, checked and keyed, as JSON
+    /// (UTF-8, no repeated keys, no `extensions`, nothing the client added).
+    pub fn to_json_body(&self) -> bytes::Bytes {
+        let mut body = Map::new();
+        body.insert("query".into(), Value::String(self.query.clone()));
+        if let Some(name) = &self.operation_name {
+            body.insert("operationName".into(), Value::String(name.clone()));
+        }
+        if !self.variables.is_empty() {
+            body.insert("variables".into(), Value::Object(self.variables.clone()));
+        }
+        serde_json::to_vec(&Value::Object(body))
+            .map(bytes::Bytes::from)
+            .unwrap_or_default()
     }
 
     /// The GET parameters the gateway forwards: only what it parsed, checked and keyed (query,
@@ -122,7 +214,7 @@ impl GraphqlRequest {
         let query = query.ok_or(GraphqlError::MissingQuery("no query parameter"))?;
         let variables = match variables.as_deref() {
             None | Some("") => Map::new(),
-            Some(v) => match serde_json::from_str(v) {
+            Some(v) => match strict_json(v.as_bytes()) {
                 Ok(Value::Object(m)) => m,
                 Ok(Value::Null) => Map::new(),
                 Ok(_) => {
@@ -138,10 +230,10 @@ impl GraphqlRequest {
                 }
             },
         };
-        let extensions = match extensions.as_deref() {
-            None | Some("") => None,
-            Some(v) => match serde_json::from_str(v) {
-                Ok(v @ Value::Object(_)) => Some(v),
+        match extensions.as_deref() {
+            None | Some("") => {}
+            Some(v) => match strict_json(v.as_bytes()) {
+                Ok(Value::Object(_)) => {}
                 _ => {
                     return Err(GraphqlError::WrongType {
                         field: "extensions",
@@ -149,12 +241,11 @@ impl GraphqlRequest {
                     })
                 }
             },
-        };
+        }
         Ok(Self {
             query,
             operation_name: operation_name.filter(|s| !s.is_empty()),
             variables,
-            extensions,
         })
     }
 }
@@ -174,13 +265,7 @@ mod tests {
         let forwarded = r.to_query_string();
         assert!(!forwarded.contains("callback") && !forwarded.contains("extensions"));
         let again = GraphqlRequest::from_query_string(&forwarded).unwrap();
-        assert_eq!(
-            again,
-            GraphqlRequest {
-                extensions: None,
-                ..r
-            }
-        );
+        assert_eq!(again, r);
     }
 
     #[test]
@@ -211,6 +296,35 @@ mod tests {
             GraphqlRequest::from_json(b"\"q\""),
             Err(GraphqlError::NotAnObject)
         );
+    }
+
+    #[test]
+    fn repeated_keys_are_refused_at_any_depth_and_the_body_is_re_serialized() {
+        for body in [
+            &br#"{"query":"{ posts { id } }","query":"mutation { deletePost }"}"#[..],
+            br#"{"query":"{a}","variables":{"x":1,"x":2}}"#,
+            br#"{"query":"{a}","variables":{"x":{"y":1,"y":2}}}"#,
+            br#"{"query":"{a}"} {"query":"{b}"}"#,
+        ] {
+            assert!(
+                matches!(
+                    GraphqlRequest::from_json(body),
+                    Err(GraphqlError::BodyNotJson(_))
+                ),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let r = GraphqlRequest::from_json(
+            br#"{"extensions":{"persistedQuery":{}},"variables":{"b":[1,"1"],"a":null},"query":"{a}","operationName":null}"#,
+        )
+        .unwrap();
+        let body = r.to_json_body();
+        assert_eq!(
+            &body[..],
+            br#"{"query":"{a}","variables":{"a":null,"b":[1,"1"]}}"#
+        );
+        assert_eq!(GraphqlRequest::from_json(&body).unwrap(), r);
     }
 
     #[test]

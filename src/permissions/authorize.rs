@@ -1,24 +1,31 @@
 //! Authorization: every (action, model, stage, locale) a document needs must be granted.
 //!
 //! Requirements follow Hygraph's documented permission dependencies:
-//! - query root fields: Read on the model in the field's effective stage and every requested
-//!   locale; `…Version` fields: Read versions; every model reached in the selection: Read;
-//! - Create = Create + Read on DRAFT; Update = Update + Read on DRAFT; upsert = Create + Update;
-//!   Delete = Delete + Read on all stages + Unpublish on every non-DRAFT stage;
-//!   Publish = Publish (from DRAFT to each `to:` stage) + Read on DRAFT;
-//!   Unpublish = Unpublish from each `from:` stage + Read on all stages;
-//!   the selection set of a mutation is a read in DRAFT.
+//! - query root fields: Read on the model in the field's effective stage and every locale it
+//!   will be served in (its `locales:`, else the `gcms-locales` header, else the CMS's default
+//!   locale — never "no locale"); `…Version` fields and nested `history`: Read versions; every
+//!   model reached in the selection or in a relation filter: Read, in its own context;
+//! - Create/Update = the action for every locale the payload writes (plain fields: the default
+//!   locale; `localizations`: the locales named) + Read on DRAFT; upsert = Create + Update;
+//!   nested relation payloads need their own actions on the related model;
+//!   Delete = Delete on every stage and locale + Read on every stage + Unpublish on every
+//!   non-DRAFT stage; Publish = Publish from the source stage (DRAFT, or a `…Many…` `from:`)
+//!   to each `to:` stage, for each locale acted on (`locales:` plus the default locale unless
+//!   `withDefaultLocale: false`; no `locales:` = every locale) + Read on DRAFT;
+//!   Unpublish = Unpublish from each `from:` stage for each locale acted on + Read on all
+//!   stages; the selection set of a mutation is read in DRAFT in the request's locales.
 //!
 //! A field the schema map cannot resolve is denied, never allowed.
 
 use std::sync::Arc;
 
-use super::schema::{MutationKind, MutationRoot, QueryRoot, SchemaMap};
 use super::{Action, Permissions};
-use crate::config::Cms;
 use crate::graphql::document::{Operation, OperationKind, RootField};
+use crate::graphql::reads::{AccessKind, Locales, Stages};
 use crate::graphql::GraphqlError;
 use crate::policy::PrincipalPolicy;
+use crate::schema::{MutationKind, MutationRoot, QueryRoot, SchemaMap};
+use crate::stage::Cms;
 use crate::stage::{EffectiveStage, Locale, Stage};
 
 /// One thing the request needs.
@@ -26,8 +33,10 @@ use crate::stage::{EffectiveStage, Locale, Stage};
 pub struct Need {
     pub action: Action,
     pub model: Arc<str>,
-    /// Read, Unpublish: the stage; Publish: the target stage.
+    /// Read, Delete, Unpublish: the stage; Publish: the target stage.
     pub stage: Option<Stage>,
+    /// Publish: the source stage.
+    pub from: Option<Stage>,
     pub locale: Option<Locale>,
 }
 
@@ -155,32 +164,82 @@ fn published(cms: &Cms) -> Stage {
         .unwrap_or_else(|| cms.stages[cms.stages.len() - 1].clone())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn push_reads(
+fn dedup<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The stages and locales one root field's accesses resolve against.
+struct FieldScope<'a> {
+    cms: &'a Cms,
+    /// What `Stages::field` means: the effective stage of a query root field; DRAFT (and the
+    /// stages a publish/unpublish acts on) for a mutation.
+    stages: Vec<Stage>,
+    /// What `Locales::field` means: the root's `locales:`, else the request's.
+    locales: Vec<Locale>,
+    /// The `gcms-locales` header, else the CMS's default locale.
+    request: Vec<Locale>,
+}
+
+impl FieldScope<'_> {
+    /// Never empty: an access with no stage named happens in the field's stages.
+    fn stages(&self, s: &Stages) -> Result<Vec<Stage>, AuthzError> {
+        let mut out = if s.field {
+            self.stages.clone()
+        } else {
+            Vec::new()
+        };
+        for n in &s.names {
+            out.push(stage_of(self.cms, n, "stage")?);
+        }
+        if out.is_empty() {
+            out = self.stages.clone();
+        }
+        Ok(dedup(out))
+    }
+
+    /// Never empty: an access with no locale named happens in the CMS's default locale.
+    fn locales(&self, l: &Locales) -> Result<Vec<Locale>, AuthzError> {
+        if l.all {
+            return Ok(self.cms.locales.clone());
+        }
+        let mut out = locales_of(self.cms, &l.names)?;
+        if l.field {
+            out.extend(self.locales.iter().cloned());
+        }
+        if l.request {
+            out.extend(self.request.iter().cloned());
+        }
+        if l.default || out.is_empty() {
+            out.push(self.cms.default_locale.clone());
+        }
+        Ok(dedup(out))
+    }
+}
+
+fn push(
     out: &mut Vec<Need>,
     action: Action,
     model: &Arc<str>,
-    stages: &[Stage],
+    stages: &[Option<Stage>],
     locales: &[Locale],
 ) {
     for s in stages {
-        if locales.is_empty() {
-            out.push(Need {
-                action,
-                model: model.clone(),
-                stage: Some(s.clone()),
-                locale: None,
-            });
-        }
         for l in locales {
             out.push(Need {
                 action,
                 model: model.clone(),
-                stage: Some(s.clone()),
+                stage: s.clone(),
+                from: None,
                 locale: Some(l.clone()),
             });
         }
     }
+}
+
+fn some(stages: &[Stage]) -> Vec<Option<Stage>> {
+    stages.iter().cloned().map(Some).collect()
 }
 
 fn needs_of(
@@ -204,15 +263,31 @@ fn needs_of(
     if let Some(u) = &field.unresolved {
         return Err(unknown(format!("{} (unknown field {u})", field.name)));
     }
-    // No locale named: the CMS answers in the project's default locale (the first configured).
-    let locales = match (&field.locales, header_locales) {
-        (Some(names), _) => locales_of(cms, names)?,
-        (None, Some(h)) => h.to_vec(),
-        (None, None) => cms.locales.first().cloned().into_iter().collect(),
+    let request: Vec<Locale> = match header_locales {
+        Some(h) if !h.is_empty() => h.to_vec(),
+        _ => vec![cms.default_locale.clone()],
     };
+    let named_locales = match &field.locales {
+        Some(names) => Some(locales_of(cms, names)?),
+        None => None,
+    };
+    let extra_stages = field
+        .extra_stages
+        .iter()
+        .map(|n| stage_of(cms, n, "stage"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let extra_locales = locales_of(cms, &field.extra_locales)?;
+    let all = cms.locales.clone();
     let mut needs = Vec::new();
-    let nested_stage_default: Stage = match kind {
+    let scope = match kind {
         OperationKind::Query => {
+            let locales = named_locales.clone().unwrap_or_else(|| request.clone());
+            let mut stages = vec![stage.clone()];
+            stages.extend(extra_stages.iter().cloned());
+            let stages = dedup(stages);
+            let mut read_locales = locales.clone();
+            read_locales.extend(extra_locales.iter().cloned());
+            let read_locales = dedup(read_locales);
             match schema.query_roots.get(field.name.as_str()) {
                 Some(QueryRoot::Typename) => return Ok(needs),
                 Some(QueryRoot::Introspection) => {
@@ -227,23 +302,25 @@ fn needs_of(
                         field: field.name.clone(),
                     }));
                 }
-                Some(QueryRoot::Read(m)) => push_reads(
-                    &mut needs,
-                    Action::Read,
-                    m,
-                    std::slice::from_ref(stage),
-                    &locales,
-                ),
+                Some(QueryRoot::Read(m)) => {
+                    push(&mut needs, Action::Read, m, &some(&stages), &read_locales)
+                }
                 Some(QueryRoot::ReadVersions(m)) => needs.push(Need {
                     action: Action::ReadVersions,
                     model: m.clone(),
                     stage: None,
+                    from: None,
                     locale: None,
                 }),
                 Some(QueryRoot::Abstract) => {}
                 None => return Err(unknown(format!("{} (not a content field)", field.name))),
             }
-            stage.clone()
+            FieldScope {
+                cms,
+                stages,
+                locales,
+                request: request.clone(),
+            }
         }
         OperationKind::Mutation => {
             let (mkind, m) = match schema.mutation_roots.get(field.name.as_str()) {
@@ -252,151 +329,174 @@ fn needs_of(
                 None => return Err(unknown(format!("{} (not a content mutation)", field.name))),
             };
             let draft = draft(cms);
-            let mutation_locales: Vec<Locale> = match &field.locales {
-                Some(names) => locales_of(cms, names)?,
-                None => Vec::new(),
-            };
-            let per_locale = |needs: &mut Vec<Need>, action: Action, stage: Option<Stage>| {
-                if mutation_locales.is_empty() {
-                    needs.push(Need {
-                        action,
-                        model: m.clone(),
-                        stage: stage.clone(),
-                        locale: None,
-                    });
+            // Publish/unpublish: the locales named (plus the default locale, which Hygraph
+            // includes unless told otherwise); none named acts on every locale.
+            let acted_locales = match &named_locales {
+                Some(l) => {
+                    let mut l = l.clone();
+                    if field.with_default_locale != Some(false) {
+                        l.push(cms.default_locale.clone());
+                    }
+                    dedup(l)
                 }
-                for l in &mutation_locales {
-                    needs.push(Need {
+                None => all.clone(),
+            };
+            let stages_of = |names: &Option<Vec<String>>, what, default: Stage| match names {
+                Some(n) if !n.is_empty() => n
+                    .iter()
+                    .map(|n| stage_of(cms, n, what))
+                    .collect::<Result<Vec<_>, _>>(),
+                _ => Ok(vec![default]),
+            };
+            let mut scope_stages = vec![draft.clone()];
+            // Payload writes: the accesses of the root model carry the locales they write;
+            // a payload the gateway could not see (null) writes the default locale.
+            let writes = |needs: &mut Vec<Need>, action: Action, access: AccessKind| {
+                if !field
+                    .accesses
+                    .iter()
+                    .any(|a| a.kind == access && a.model == m)
+                {
+                    push(
+                        needs,
                         action,
-                        model: m.clone(),
-                        stage: stage.clone(),
-                        locale: Some(l.clone()),
-                    });
+                        &m,
+                        &[None],
+                        std::slice::from_ref(&cms.default_locale),
+                    );
                 }
             };
             match mkind {
-                MutationKind::Create => {
-                    per_locale(&mut needs, Action::Create, None);
-                    push_reads(
-                        &mut needs,
-                        Action::Read,
-                        &m,
-                        std::slice::from_ref(&draft),
-                        &[],
-                    );
-                }
-                MutationKind::Update => {
-                    per_locale(&mut needs, Action::Update, None);
-                    push_reads(
-                        &mut needs,
-                        Action::Read,
-                        &m,
-                        std::slice::from_ref(&draft),
-                        &[],
-                    );
-                }
+                MutationKind::Create => writes(&mut needs, Action::Create, AccessKind::Create),
+                MutationKind::Update => writes(&mut needs, Action::Update, AccessKind::Update),
                 MutationKind::Upsert => {
-                    per_locale(&mut needs, Action::Create, None);
-                    per_locale(&mut needs, Action::Update, None);
-                    push_reads(
-                        &mut needs,
-                        Action::Read,
-                        &m,
-                        std::slice::from_ref(&draft),
-                        &[],
-                    );
+                    writes(&mut needs, Action::Create, AccessKind::Create);
+                    writes(&mut needs, Action::Update, AccessKind::Update);
                 }
                 MutationKind::Delete => {
-                    per_locale(&mut needs, Action::Delete, None);
-                    push_reads(&mut needs, Action::Read, &m, &cms.stages, &[]);
-                    for s in cms.stages.iter().filter(|s| **s != draft) {
-                        needs.push(Need {
-                            action: Action::Unpublish,
-                            model: m.clone(),
-                            stage: Some(s.clone()),
-                            locale: None,
-                        });
-                    }
+                    push(&mut needs, Action::Delete, &m, &some(&cms.stages), &all);
+                    let others: Vec<Stage> = cms
+                        .stages
+                        .iter()
+                        .filter(|s| **s != draft)
+                        .cloned()
+                        .collect();
+                    push(&mut needs, Action::Unpublish, &m, &some(&others), &all);
+                    scope_stages = cms.stages.clone();
                 }
                 MutationKind::Publish => {
-                    let targets = match &field.to {
-                        Some(names) => names
-                            .iter()
-                            .map(|n| stage_of(cms, n, "to"))
-                            .collect::<Result<Vec<_>, _>>()?,
-                        None => vec![published(cms)],
-                    };
-                    for t in targets {
-                        per_locale(&mut needs, Action::Publish, Some(t));
+                    let targets = stages_of(&field.to, "to", published(cms))?;
+                    let sources = stages_of(&field.from, "from", draft.clone())?;
+                    for source in &sources {
+                        for t in &targets {
+                            for l in &acted_locales {
+                                needs.push(Need {
+                                    action: Action::Publish,
+                                    model: m.clone(),
+                                    stage: Some(t.clone()),
+                                    from: Some(source.clone()),
+                                    locale: Some(l.clone()),
+                                });
+                            }
+                        }
                     }
-                    push_reads(
-                        &mut needs,
-                        Action::Read,
-                        &m,
-                        std::slice::from_ref(&draft),
-                        &[],
-                    );
+                    scope_stages.extend(sources);
+                    scope_stages.extend(targets);
                 }
                 MutationKind::Unpublish => {
-                    let sources = match &field.from {
-                        Some(names) => names
-                            .iter()
-                            .map(|n| stage_of(cms, n, "from"))
-                            .collect::<Result<Vec<_>, _>>()?,
-                        None => vec![published(cms)],
-                    };
-                    for s in sources {
-                        per_locale(&mut needs, Action::Unpublish, Some(s));
-                    }
-                    push_reads(&mut needs, Action::Read, &m, &cms.stages, &[]);
+                    let sources = stages_of(&field.from, "from", published(cms))?;
+                    push(
+                        &mut needs,
+                        Action::Unpublish,
+                        &m,
+                        &some(&sources),
+                        &acted_locales,
+                    );
+                    scope_stages = cms.stages.clone();
                 }
             }
-            draft
+            // The selection is read in DRAFT (and the stages acted on), in the request's
+            // locales; so is the root model itself.
+            let scope = FieldScope {
+                cms,
+                stages: dedup(scope_stages),
+                locales: request.clone(),
+                request: request.clone(),
+            };
+            let stages = scope.stages(&Stages {
+                field: true,
+                names: field.extra_stages.clone(),
+            })?;
+            let mut read_locales = request.clone();
+            read_locales.extend(extra_locales.iter().cloned());
+            push(
+                &mut needs,
+                Action::Read,
+                &m,
+                &some(&stages),
+                &dedup(read_locales),
+            );
+            scope
         }
     };
-    for read in &field.reads {
-        let stages = match &read.stages {
-            Some(names) => names
-                .iter()
-                .map(|n| stage_of(cms, n, "stage"))
-                .collect::<Result<Vec<_>, _>>()?,
-            None => vec![nested_stage_default.clone()],
-        };
-        let read_locales = match &read.locales {
-            Some(names) => locales_of(cms, names)?,
-            None if kind == OperationKind::Mutation => Vec::new(),
-            None => locales.clone(),
-        };
-        push_reads(
-            &mut needs,
-            Action::Read,
-            &read.model,
-            &stages,
-            &read_locales,
-        );
+    for access in &field.accesses {
+        let locales = scope.locales(&access.locales)?;
+        match access.kind {
+            AccessKind::Read => {
+                let stages = scope.stages(&access.stages)?;
+                push(
+                    &mut needs,
+                    Action::Read,
+                    &access.model,
+                    &some(&stages),
+                    &locales,
+                );
+            }
+            AccessKind::ReadVersions => needs.push(Need {
+                action: Action::ReadVersions,
+                model: access.model.clone(),
+                stage: None,
+                from: None,
+                locale: None,
+            }),
+            AccessKind::Create => {
+                push(&mut needs, Action::Create, &access.model, &[None], &locales)
+            }
+            AccessKind::Update => {
+                push(&mut needs, Action::Update, &access.model, &[None], &locales)
+            }
+            AccessKind::Delete => push(
+                &mut needs,
+                Action::Delete,
+                &access.model,
+                &some(&cms.stages),
+                &all,
+            ),
+        }
     }
     Ok(needs)
 }
 
-/// Whether some grant covers the need.
+/// Whether some grant covers the need. Every need but Read versions names a locale; Read,
+/// Delete and Unpublish name a stage; Publish names its source and target stages.
 pub fn granted(perms: &Permissions, need: &Need) -> bool {
     let model: &str = &need.model;
     perms.grants().iter().any(|g| {
         g.action == need.action
             && g.models.allows(model)
-            && need
-                .locale
-                .as_ref()
-                .is_none_or(|l| g.locales.allows(l) || need.action == Action::ReadVersions)
+            && match &need.locale {
+                Some(l) => g.locales.allows(l),
+                None => need.action == Action::ReadVersions,
+            }
             && match need.action {
-                Action::Read | Action::Unpublish => {
+                Action::Read | Action::Unpublish | Action::Delete => {
                     need.stage.as_ref().is_none_or(|s| g.stages.allows(s))
                 }
                 Action::Publish => {
-                    g.from_stages.allows(&Stage::new("DRAFT"))
-                        && need.stage.as_ref().is_none_or(|s| g.to_stages.allows(s))
+                    need.from.as_ref().is_some_and(|f| g.from_stages.allows(f))
+                        && need.stage.as_ref().is_some_and(|s| g.to_stages.allows(s))
                 }
-                Action::ReadVersions | Action::Create | Action::Update | Action::Delete => true,
+                Action::ReadVersions | Action::Create | Action::Update => true,
             }
     })
 }

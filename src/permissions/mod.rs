@@ -1,13 +1,12 @@
 //! Content permissions in Hygraph's model: seven actions, each grant limited by models,
 //! locales and stages (Publish: from/to stages).
 //!
-//! This module holds the compiled grants and their fingerprint; [`schema`] maps the upstream
+//! This module holds the compiled grants and their fingerprint; [`crate::schema`] maps the upstream
 //! schema to actions and models; [`authorize`] checks a parsed document against the grants;
 //! [`management`] maps management API fields to permission names.
 
 pub mod authorize;
 pub mod management;
-pub mod schema;
 
 use std::collections::BTreeSet;
 use std::fmt;

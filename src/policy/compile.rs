@@ -12,10 +12,11 @@ use super::{PrincipalPolicy, RateLimit, Snapshot, TokenEntry};
 use crate::auth::keys::KeySet;
 use crate::auth::Verifier;
 use crate::config::file::FileConfig;
-use crate::config::{resolve, Cms, ConfigError, ConfigErrors, Source};
-use crate::permissions::schema::SchemaMap;
+use crate::config::{resolve, ConfigError, ConfigErrors, Source};
 use crate::permissions::{Action, Grant, Permissions, Scope};
 use crate::pipeline::DocumentCache;
+use crate::schema::SchemaMap;
+use crate::stage::Cms;
 use crate::stage::Stage;
 
 pub const PUBLIC_FILE: &str = "public.toml";
@@ -23,9 +24,6 @@ pub const TOKENS_TOML: &str = "tokens.toml";
 pub const TOKENS_JSON: &str = "tokens.json";
 pub const REVOKED_FILE: &str = "revoked.txt";
 pub const SCHEMA_FILE: &str = "schema.graphql";
-
-/// Parsed documents kept for repeated queries (entries; a typical entry is a few KB).
-const DOCUMENT_CACHE_ENTRIES: u64 = 10_000;
 
 fn same_schema(a: &Option<Arc<SchemaMap>>, b: &Option<Arc<SchemaMap>>) -> bool {
     match (a, b) {
@@ -174,7 +172,13 @@ pub fn compile(
     let src = Source::new(&inputs.config_path, &inputs.config_text);
     let file: FileConfig = toml::from_str(&inputs.config_text).map_err(|e| src.toml_error(&e))?;
     let mut errors = Vec::new();
-    let cms = Cms::from_file(&file.cms);
+    let cms = match crate::config::cms_from_file(&file.cms) {
+        Ok(c) => c,
+        Err(m) => {
+            errors.push(src.error(None, "cms", m));
+            Cms::fallback()
+        }
+    };
 
     // Keys and the verifier.
     let verifier = match KeySet::load(&file.auth, &inputs.config_path, &inputs.config_text) {
@@ -347,6 +351,10 @@ pub fn compile(
     }
 
     let revoked_digest: [u8; 32] = Sha256::digest(revoked_text.as_bytes()).into();
+    let document_cache_bytes = file
+        .limits
+        .document_cache_bytes
+        .unwrap_or(crate::config::DEFAULT_DOCUMENT_CACHE_BYTES);
     match (errors.is_empty(), verifier, public) {
         (true, Some(verifier), Some(public)) => Ok(Snapshot {
             generation,
@@ -357,8 +365,13 @@ pub fn compile(
             revoked,
             verifier,
             documents: match previous {
-                Some(p) if same_schema(&p.schema, &schema) => p.documents.clone(),
-                _ => Arc::new(DocumentCache::new(DOCUMENT_CACHE_ENTRIES)),
+                Some(p)
+                    if same_schema(&p.schema, &schema)
+                        && p.documents.budget() == document_cache_bytes =>
+                {
+                    p.documents.clone()
+                }
+                _ => Arc::new(DocumentCache::new(document_cache_bytes)),
             },
             schema,
             inputs_digest: inputs.digest(),

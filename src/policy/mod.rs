@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::auth::Verifier;
-use crate::config::Cms;
-use crate::permissions::schema::SchemaMap;
 use crate::permissions::Permissions;
+use crate::schema::SchemaMap;
+use crate::stage::Cms;
 use crate::stage::Stage;
 
 /// What a principal (public or a token) may do, and where it reads by default.

@@ -11,7 +11,7 @@ use super::compile::{compile, Inputs, SCHEMA_FILE};
 use super::Snapshot;
 use crate::config::{ConfigError, ConfigErrors, Upstream};
 use crate::metrics::Metrics;
-use crate::permissions::schema::SchemaMap;
+use crate::schema::SchemaMap;
 
 pub struct PolicyStore {
     current: ArcSwap<Snapshot>,

@@ -15,7 +15,7 @@ use super::ctx::{CacheStatus, RequestCtx};
 use super::{respond, Gateway};
 use crate::cache::{window, CacheKey, FillRequest, Outcome, Purge, ReadCache, Stored, Tags};
 use crate::graphql::document::OperationKind;
-use crate::permissions::schema::{MutationRoot, QueryRoot};
+use crate::schema::{MutationRoot, QueryRoot};
 use crate::upstream::FetchError;
 
 pub(super) async fn serve(
@@ -62,17 +62,7 @@ pub(super) async fn serve(
     );
 
     // Built only on a miss or a refresh, never on a hit.
-    let build_fill = || {
-        fill_request(
-            session.req_header(),
-            ctx,
-            a,
-            &endpoint,
-            &snap,
-            settings,
-            &locales,
-        )
-    };
+    let build_fill = || fill_request(session.req_header(), ctx, a, &endpoint, &snap, settings);
     let existing = cache.get(&key).await;
     if let Some(e) = &existing {
         let age = e.age();
@@ -149,23 +139,22 @@ fn fill_request(
     endpoint: &crate::config::Endpoint,
     snap: &crate::policy::Snapshot,
     settings: &crate::config::CacheSettings,
-    locales: &[&str],
 ) -> FillRequest {
     let upstream = endpoint.upstream.clone();
-    let (method, path) = if req.method == http::Method::GET {
-        ("GET", upstream.get_path(&a.parsed.request))
+    let method = if req.method == http::Method::GET {
+        "GET"
     } else {
-        ("POST", upstream.path.clone())
+        "POST"
     };
-    let mut headers = vec![
-        ("gcms-stage", a.stage.fallback.as_str().to_string()),
-        ("x-request-id", ctx.request_id.clone()),
-    ];
+    let path = super::forward::path(&upstream, a, &req.method);
+    let mut headers = vec![("x-request-id", ctx.request_id.clone())];
+    headers.extend(
+        super::forward::context_headers(a, &snap.cms)
+            .into_iter()
+            .map(|(n, v)| (n, v.to_string())),
+    );
     if method == "POST" {
         headers.push(("content-type", "application/json".to_string()));
-    }
-    if !locales.is_empty() {
-        headers.push(("gcms-locales", locales.join(",")));
     }
     // `forward` mode: the CMS authorizes the client's own token (the key's permission
     // fingerprint keeps principals with different grants apart).
@@ -193,7 +182,7 @@ fn fill_request(
 /// Models (and stages) the query reads, and the TTL: the shortest configured for those models.
 fn tags_and_ttl(
     a: &crate::pipeline::Admitted,
-    schema: Option<&crate::permissions::schema::SchemaMap>,
+    schema: Option<&crate::schema::SchemaMap>,
     settings: &crate::config::CacheSettings,
 ) -> (Tags, Duration) {
     let mut tags = Tags::default();
@@ -204,10 +193,11 @@ fn tags_and_ttl(
         {
             tags.models.push(m.clone());
         }
-        for r in &f.reads {
+        for r in &f.accesses {
             tags.models.push(r.model.clone());
-            tags.stages.extend(r.stages.iter().flatten().cloned());
+            tags.stages.extend(r.stages.names.iter().cloned());
         }
+        tags.stages.extend(f.extra_stages.iter().cloned());
         if let Some(s) = a.stage.per_field.get(i) {
             tags.stages.push(s.as_str().to_string());
         }

@@ -9,6 +9,7 @@
 mod cached;
 pub mod ctx;
 pub mod deadline;
+pub mod forward;
 pub mod respond;
 
 use std::sync::Arc;
@@ -305,6 +306,8 @@ impl Gateway {
                         .and_then(|ip| self.limiters.public(ip).err())
                         .map(|w| (w, "ip")),
                 };
+                // Only the gateway's re-serialization of what was checked goes upstream.
+                ctx.body = body.map(|_| admitted.parsed.forward.clone());
                 ctx.admitted = Some(admitted);
                 if let Some((wait, scope)) = limited {
                     return Ok(self.refuse(
@@ -315,7 +318,6 @@ impl Gateway {
                         },
                     ));
                 }
-                ctx.body = body;
                 Ok(Flow::Forward)
             }
             Err(rejection) => Ok(self.refuse(ctx, rejection)),
@@ -630,10 +632,8 @@ impl ProxyHttp for Gateway {
             up.remove_header(&h);
         }
         let path = match &ctx.admitted {
-            Some(a) if session.req_header().method == Method::GET => {
-                upstream.get_path(&a.parsed.request)
-            }
-            _ => upstream.path.clone(),
+            Some(a) => forward::path(upstream, a, &session.req_header().method),
+            None => upstream.path.clone(),
         };
         up.set_uri(
             path.parse()
@@ -646,12 +646,16 @@ impl ProxyHttp for Gateway {
             }
             Credential::Forward => {}
         }
+        up.remove_header(&http::header::CONTENT_TYPE);
         if let Some(body) = &ctx.body {
             up.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+            up.insert_header(http::header::CONTENT_TYPE, "application/json")?;
         }
-        if let Some(a) = &ctx.admitted {
-            if a.stage.inject {
-                up.insert_header("gcms-stage", a.stage.fallback.as_str())?;
+        // The stage and locales that were checked, always and as checked: never the client's
+        // bytes, never left to the CMS's (or the service credential's) defaults.
+        if let (Some(a), Some(snap)) = (&ctx.admitted, &ctx.snapshot) {
+            for (name, value) in forward::context_headers(a, &snap.cms) {
+                up.insert_header(name, value)?;
             }
         }
         up.insert_header("x-request-id", ctx.request_id.as_str())?;

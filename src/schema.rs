@@ -20,7 +20,9 @@ pub enum TypeKind {
     Object,
     Interface,
     Union,
-    /// Scalars, enums, input objects.
+    /// Input objects: the types of argument values.
+    Input,
+    /// Scalars and enums.
     Leaf,
 }
 
@@ -90,11 +92,60 @@ pub struct RawType {
     pub members: Vec<String>,
     /// (field, argument, default value names) for the context arguments the gateway decides on.
     pub arg_defaults: Vec<(String, String, Vec<String>)>,
+    /// (field, argument, named type) of every argument, so argument values can be walked.
+    pub arg_types: Vec<(String, String, String)>,
+    /// Enum types: their values.
+    pub enum_values: Vec<String>,
+}
+
+/// What an input object type does in Hygraph's generated schema, read off its name
+/// (`<Model><suffix>`): the gateway walks argument values by type, and these roles say which
+/// access a value of that type makes the CMS perform on the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputRole {
+    /// `PostWhereInput`, `PostManyWhereInput`, `PostWhereUniqueInput`, `PostWhereStageInput`:
+    /// the CMS evaluates the model's data (a relation filter reads the related model).
+    Filter,
+    /// `PostCreateInput`: creates a document.
+    Create,
+    /// `PostUpdateInput`, `PostUpdateManyInput`: updates documents.
+    Update,
+    /// `PostCreateOneInlineInput`, `PostUpdateManyInlineInput`, …: a relation write whose
+    /// `delete` key deletes related documents (the other keys carry typed values of their own).
+    Relation,
+}
+
+/// Localization payloads (`…CreateLocalizationDataInput`) have no role of their own: they sit
+/// under `localizations` beside the `locale` they write.
+const INPUT_ROLES: [(&str, InputRole); 12] = [
+    ("ManyWhereInput", InputRole::Filter),
+    ("WhereUniqueInput", InputRole::Filter),
+    ("WhereStageInput", InputRole::Filter),
+    ("WhereComparatorInput", InputRole::Filter),
+    ("WhereInput", InputRole::Filter),
+    ("CreateInput", InputRole::Create),
+    ("UpdateManyInput", InputRole::Update),
+    ("UpdateInput", InputRole::Update),
+    ("CreateOneInlineInput", InputRole::Relation),
+    ("CreateManyInlineInput", InputRole::Relation),
+    ("UpdateOneInlineInput", InputRole::Relation),
+    ("UpdateManyInlineInput", InputRole::Relation),
+];
+
+#[derive(Debug, Clone)]
+pub struct InputDef {
+    /// Field name → named type.
+    pub fields: HashMap<Arc<str>, Arc<str>>,
+    /// The model this input type acts on and how, when its name says so.
+    pub role: Option<(InputRole, Arc<str>)>,
 }
 
 /// Arguments whose value changes what a field reads: their schema defaults apply when a
 /// document leaves them out (`documentInStages(stages: … = [DRAFT, PUBLISHED])`).
 pub const CONTEXT_ARGS: [&str; 5] = ["stage", "stages", "locales", "to", "from"];
+
+/// (type, field) → [(argument, named type)].
+pub type ArgTypes = HashMap<(Arc<str>, Arc<str>), Vec<(Arc<str>, Arc<str>)>>;
 
 /// (type, field) → [(argument, default enum names)].
 pub type ArgDefaults = HashMap<(Arc<str>, Arc<str>), Vec<(Arc<str>, Vec<String>)>>;
@@ -109,6 +160,12 @@ pub struct SchemaMap {
     pub models: BTreeSet<Arc<str>>,
     /// Schema defaults of context arguments, by (type, field) then argument name.
     pub arg_defaults: ArgDefaults,
+    /// Argument types, by (type, field) then argument name.
+    pub arg_types: ArgTypes,
+    /// Input object types.
+    pub inputs: HashMap<Arc<str>, InputDef>,
+    /// Enum types and their values.
+    pub enums: HashMap<Arc<str>, Vec<Arc<str>>>,
     /// sha256 of the SDL text it was built from (zero for introspection), to reuse it across
     /// reloads that do not change the file.
     pub source_digest: [u8; 32],
@@ -166,6 +223,23 @@ impl SchemaMap {
             }
             out
         };
+        let arg_types_of = |f: Option<cst::FieldsDefinition>| -> Vec<(String, String, String)> {
+            let mut out = Vec::new();
+            for d in f.iter().flat_map(|f| f.field_definitions()) {
+                for arg in d
+                    .arguments_definition()
+                    .iter()
+                    .flat_map(|a| a.input_value_definitions())
+                {
+                    out.push((
+                        name_of(d.name()),
+                        name_of(arg.name()),
+                        arg.ty().as_ref().map(named_type).unwrap_or_default(),
+                    ));
+                }
+            }
+            out
+        };
         let interfaces_of = |i: Option<cst::ImplementsInterfaces>| -> Vec<String> {
             i.map(|i| i.named_types().map(|n| name_of(n.name())).collect())
                 .unwrap_or_default()
@@ -180,7 +254,9 @@ impl SchemaMap {
             fields: fields_of(fields.clone()),
             interfaces: interfaces_of(interfaces),
             members: Vec::new(),
-            arg_defaults: defaults_of(fields),
+            arg_defaults: defaults_of(fields.clone()),
+            arg_types: arg_types_of(fields),
+            enum_values: Vec::new(),
         };
         for def in tree.document().definitions() {
             match def {
@@ -233,11 +309,31 @@ impl SchemaMap {
                 cst::Definition::EnumTypeDefinition(e) => raw.push(RawType {
                     name: name_of(e.name()),
                     kind: Some(TypeKind::Leaf),
+                    enum_values: e
+                        .enum_values_definition()
+                        .iter()
+                        .flat_map(|v| v.enum_value_definitions())
+                        .filter_map(|v| v.enum_value().and_then(|v| v.name()))
+                        .map(|n| n.text().to_string())
+                        .collect(),
                     ..RawType::default()
                 }),
                 cst::Definition::InputObjectTypeDefinition(e) => raw.push(RawType {
                     name: name_of(e.name()),
-                    kind: Some(TypeKind::Leaf),
+                    kind: Some(TypeKind::Input),
+                    fields: e
+                        .input_fields_definition()
+                        .iter()
+                        .flat_map(|f| f.input_value_definitions())
+                        .map(|d| {
+                            let ty = d.ty();
+                            (
+                                name_of(d.name()),
+                                ty.as_ref().map(named_type).unwrap_or_default(),
+                                ty.as_ref().is_some_and(is_list),
+                            )
+                        })
+                        .collect(),
                     ..RawType::default()
                 }),
                 _ => {}
@@ -267,6 +363,7 @@ impl SchemaMap {
                 Some("OBJECT") => TypeKind::Object,
                 Some("INTERFACE") => TypeKind::Interface,
                 Some("UNION") => TypeKind::Union,
+                Some("INPUT_OBJECT") => TypeKind::Input,
                 _ => TypeKind::Leaf,
             };
             let list = |key: &str| -> Vec<Value> {
@@ -278,14 +375,34 @@ impl SchemaMap {
             raw.push(RawType {
                 name: name(t).ok_or("type without name")?,
                 kind: Some(kind),
-                fields: list("fields")
+                fields: list(if kind == TypeKind::Input {
+                    "inputFields"
+                } else {
+                    "fields"
+                })
+                .iter()
+                .filter_map(|f| {
+                    let (ty, list) = named_type_json(f.get("type")?)?;
+                    Some((name(f)?, ty, list))
+                })
+                .collect(),
+                arg_types: list("fields")
                     .iter()
-                    .filter_map(|f| {
-                        let (ty, list) = named_type_json(f.get("type")?)?;
-                        Some((name(f)?, ty, list))
+                    .flat_map(|f| {
+                        let field = name(f).unwrap_or_default();
+                        f.get("args")
+                            .and_then(Value::as_array)
+                            .cloned()
+                            .unwrap_or_default()
+                            .into_iter()
+                            .filter_map(move |a| {
+                                let (ty, _) = named_type_json(a.get("type")?)?;
+                                Some((field.clone(), name(&a)?, ty))
+                            })
                     })
                     .collect(),
                 interfaces: list("interfaces").iter().filter_map(name).collect(),
+                enum_values: list("enumValues").iter().filter_map(name).collect(),
                 members: list("possibleTypes").iter().filter_map(name).collect(),
                 arg_defaults: list("fields")
                     .iter()
@@ -320,6 +437,8 @@ impl SchemaMap {
                     existing.interfaces.extend(t.interfaces);
                     existing.members.extend(t.members);
                     existing.arg_defaults.extend(t.arg_defaults);
+                    existing.arg_types.extend(t.arg_types);
+                    existing.enum_values.extend(t.enum_values);
                 }
                 None => {
                     merged.insert(t.name.clone(), t);
@@ -351,6 +470,15 @@ impl SchemaMap {
                     .push((intern(arg), names.clone()));
             }
         }
+        let mut arg_types: ArgTypes = HashMap::new();
+        for t in merged.values() {
+            for (field, arg, ty) in &t.arg_types {
+                arg_types
+                    .entry((intern(&t.name), intern(field)))
+                    .or_default()
+                    .push((intern(arg), intern(ty)));
+            }
+        }
         let mut types = HashMap::new();
         let mut models = BTreeSet::new();
         for t in merged.values() {
@@ -367,7 +495,7 @@ impl SchemaMap {
                     p
                 }
                 TypeKind::Union => t.members.iter().map(|m| intern(m)).collect(),
-                TypeKind::Leaf => Vec::new(),
+                TypeKind::Input | TypeKind::Leaf => Vec::new(),
             };
             possible.sort();
             possible.dedup();
@@ -385,6 +513,37 @@ impl SchemaMap {
                 },
             );
         }
+
+        let inputs = merged
+            .values()
+            .filter(|t| t.kind == Some(TypeKind::Input))
+            .map(|t| {
+                let role = INPUT_ROLES.iter().find_map(|(suffix, role)| {
+                    let model = t.name.strip_suffix(suffix)?;
+                    models.get(model).map(|m| (*role, m.clone()))
+                });
+                let def = InputDef {
+                    fields: t
+                        .fields
+                        .iter()
+                        .map(|(f, ty, _)| (intern(f), intern(ty)))
+                        .collect(),
+                    role,
+                };
+                (intern(&t.name), def)
+            })
+            .collect();
+
+        let enums = merged
+            .values()
+            .filter(|t| !t.enum_values.is_empty())
+            .map(|t| {
+                (
+                    intern(&t.name),
+                    t.enum_values.iter().map(|v| intern(v)).collect(),
+                )
+            })
+            .collect();
 
         // Query roots, classified by return type.
         let mut query_roots = HashMap::new();
@@ -467,6 +626,9 @@ impl SchemaMap {
             mutation_roots,
             models,
             arg_defaults,
+            arg_types,
+            inputs,
+            enums,
             source_digest: [0; 32],
         })
     }
@@ -481,6 +643,14 @@ impl SchemaMap {
             .get(&(Arc::from(parent), Arc::from(field)))
             .and_then(|args| args.iter().find(|(a, _)| &**a == arg))
             .map(|(_, v)| v.as_slice())
+    }
+
+    /// The named type of an argument of `parent.field`.
+    pub fn arg_type(&self, parent: &str, field: &str, arg: &str) -> Option<&Arc<str>> {
+        self.arg_types
+            .get(&(Arc::from(parent), Arc::from(field)))
+            .and_then(|args| args.iter().find(|(a, _)| &**a == arg))
+            .map(|(_, t)| t)
     }
 
     pub fn is_model(&self, ty: &str) -> bool {
@@ -566,5 +736,6 @@ fn named_type_json(t: &Value) -> Option<(String, bool)> {
 /// The introspection query the gateway sends at start-up (deprecated fields included: the
 /// `…Many…` mutations Hygraph still serves are deprecated).
 pub const INTROSPECTION_QUERY: &str = "query ContentgateSchemaMap { __schema { queryType { name } mutationType { name } \
-types { kind name fields(includeDeprecated: true) { name args { name defaultValue } type { name kind ofType { name kind ofType { name kind ofType { name kind ofType { name kind } } } } } } \
+types { kind name fields(includeDeprecated: true) { name args { name defaultValue type { name kind ofType { name kind ofType { name kind ofType { name kind ofType { name kind } } } } } } type { name kind ofType { name kind ofType { name kind ofType { name kind ofType { name kind } } } } } } \
+enumValues(includeDeprecated: true) { name } inputFields { name type { name kind ofType { name kind ofType { name kind ofType { name kind ofType { name kind } } } } } } \
 interfaces { name } possibleTypes { name } } } }";

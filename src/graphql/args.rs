@@ -1,0 +1,350 @@
+//! Argument values: literals and variables resolved to JSON, the way the CMS will see them.
+//!
+//! Every value the gateway decides on goes through [`Resolver::resolve`]: a literal as written
+//! (objects, lists, enums, numbers), a variable from the request's `variables`, else the
+//! variable's default, else null. Repeated argument names and variable definitions are refused
+//! (GraphQL's UniqueArgumentNames / UniqueVariableNames): which copy a CMS would use is not the
+//! gateway's to guess. [`check_variables`] refuses variables that do not coerce to their
+//! declared types before the CMS is called.
+
+use std::collections::HashMap;
+
+use apollo_parser::cst::{self, CstNode};
+use serde_json::{Map, Number, Value};
+
+use super::GraphqlError;
+use crate::schema::SchemaMap;
+
+/// Depth of a JSON value the gateway walks. serde_json refuses input nested deeper than 128
+/// while parsing a body; a literal in the document is bounded by the parser's recursion limit,
+/// and a variable inside a literal adds at most this.
+pub const MAX_VALUE_DEPTH: usize = 256;
+
+pub struct Resolver<'a> {
+    variables: &'a Map<String, Value>,
+    defaults: HashMap<String, cst::Value>,
+}
+
+impl<'a> Resolver<'a> {
+    /// The variable defaults of `op`; a variable defined twice is refused.
+    pub fn new(
+        op: &cst::OperationDefinition,
+        variables: &'a Map<String, Value>,
+    ) -> Result<Self, GraphqlError> {
+        let mut defaults = HashMap::new();
+        let mut seen = std::collections::HashSet::new();
+        for d in op
+            .variable_definitions()
+            .iter()
+            .flat_map(|v| v.variable_definitions())
+        {
+            let Some(name) = d.variable().and_then(|v| v.name()) else {
+                continue;
+            };
+            let name = name.text().to_string();
+            if !seen.insert(name.clone()) {
+                return Err(GraphqlError::Operation(format!(
+                    "variable ${name} is defined more than once"
+                )));
+            }
+            if let Some(value) = d.default_value().and_then(|v| v.value()) {
+                defaults.insert(name, value);
+            }
+        }
+        Ok(Self {
+            variables,
+            defaults,
+        })
+    }
+
+    /// The JSON value of an argument: literals as written, variables from the request's
+    /// `variables` or else the variable's default (a constant, so this cannot loop).
+    pub fn resolve(&self, value: &cst::Value) -> Value {
+        match value {
+            cst::Value::Variable(v) => {
+                let name = v.name().map(|n| n.text().to_string()).unwrap_or_default();
+                match self.variables.get(&name) {
+                    Some(v) => v.clone(),
+                    None => match self.defaults.get(&name) {
+                        Some(d) => self.resolve(d),
+                        None => Value::Null,
+                    },
+                }
+            }
+            cst::Value::EnumValue(e) => Value::String(e.text().to_string()),
+            cst::Value::StringValue(s) => Value::String(String::from(s)),
+            cst::Value::BooleanValue(b) => Value::Bool(b.true_token().is_some()),
+            cst::Value::IntValue(i) => i
+                .syntax()
+                .text()
+                .to_string()
+                .parse::<i64>()
+                .map(Value::from)
+                .unwrap_or_else(|_| Value::String(i.syntax().text().to_string())),
+            cst::Value::FloatValue(f) => f
+                .syntax()
+                .text()
+                .to_string()
+                .parse::<f64>()
+                .ok()
+                .and_then(Number::from_f64)
+                .map(Value::Number)
+                .unwrap_or(Value::Null),
+            cst::Value::ListValue(l) => {
+                Value::Array(l.values().map(|v| self.resolve(&v)).collect())
+            }
+            cst::Value::ObjectValue(o) => {
+                let mut map = Map::new();
+                for f in o.object_fields() {
+                    let (Some(name), Some(v)) = (f.name(), f.value()) else {
+                        continue;
+                    };
+                    // A repeated input field is invalid GraphQL (InputObjectFieldNames); keep
+                    // the first so nothing is hidden: the CMS refuses such a document anyway,
+                    // and every value is walked below (see `arguments`).
+                    map.entry(name.text().to_string())
+                        .or_insert_with(|| self.resolve(&v));
+                }
+                Value::Object(map)
+            }
+            cst::Value::NullValue(_) => Value::Null,
+        }
+    }
+}
+
+/// The arguments of a field, by name, resolved. A repeated argument name is refused, and so is
+/// a repeated input-object field name anywhere inside a literal.
+pub fn arguments(
+    f: &cst::Field,
+    resolver: &Resolver,
+) -> Result<Vec<(String, Value)>, GraphqlError> {
+    let mut out: Vec<(String, Value)> = Vec::new();
+    let Some(args) = f.arguments() else {
+        return Ok(out);
+    };
+    for arg in args.arguments() {
+        let (Some(name), Some(value)) = (arg.name(), arg.value()) else {
+            continue;
+        };
+        let name = name.text().to_string();
+        if out.iter().any(|(n, _)| *n == name) {
+            return Err(GraphqlError::Operation(format!(
+                "argument {name:?} is given more than once"
+            )));
+        }
+        unique_object_fields(&value, 0)?;
+        out.push((name, resolver.resolve(&value)));
+    }
+    Ok(out)
+}
+
+fn unique_object_fields(value: &cst::Value, depth: usize) -> Result<(), GraphqlError> {
+    if depth > MAX_VALUE_DEPTH {
+        return Err(GraphqlError::Limit {
+            what: "value depth",
+            limit: MAX_VALUE_DEPTH,
+        });
+    }
+    match value {
+        cst::Value::ObjectValue(o) => {
+            let mut seen = std::collections::HashSet::new();
+            for f in o.object_fields() {
+                let name = f.name().map(|n| n.text().to_string()).unwrap_or_default();
+                if !seen.insert(name.clone()) {
+                    return Err(GraphqlError::Operation(format!(
+                        "input field {name:?} is given more than once"
+                    )));
+                }
+                if let Some(v) = f.value() {
+                    unique_object_fields(&v, depth + 1)?;
+                }
+            }
+        }
+        cst::Value::ListValue(l) => {
+            for v in l.values() {
+                unique_object_fields(&v, depth + 1)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A list argument as names: `null` → `None`, a single name → a list of one (input coercion).
+pub fn string_list(value: &Value, what: &'static str) -> Result<Option<Vec<String>>, GraphqlError> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(vec![s.clone()])),
+        Value::Array(items) => items
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(GraphqlError::Argument {
+                    what,
+                    message: format!("expected a name, got {other}"),
+                }),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        other => Err(GraphqlError::Argument {
+            what,
+            message: format!("expected a list, got {other}"),
+        }),
+    }
+}
+
+/// A single name argument (`stage: DRAFT`); `null` → `None`.
+pub fn single_name(value: &Value, what: &'static str) -> Result<Option<String>, GraphqlError> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s.clone())),
+        other => Err(GraphqlError::Argument {
+            what,
+            message: format!("expected a name, got {other}"),
+        }),
+    }
+}
+
+/// A type reference of a variable definition.
+enum TypeRef {
+    Named(String),
+    List(Box<TypeRef>),
+    NonNull(Box<TypeRef>),
+}
+
+fn type_ref(t: &cst::Type) -> TypeRef {
+    match t {
+        cst::Type::NamedType(n) => {
+            TypeRef::Named(n.name().map(|n| n.text().to_string()).unwrap_or_default())
+        }
+        cst::Type::ListType(l) => TypeRef::List(Box::new(
+            l.ty()
+                .map(|t| type_ref(&t))
+                .unwrap_or(TypeRef::Named(String::new())),
+        )),
+        cst::Type::NonNullType(n) => {
+            let inner = if let Some(named) = n.named_type() {
+                TypeRef::Named(
+                    named
+                        .name()
+                        .map(|n| n.text().to_string())
+                        .unwrap_or_default(),
+                )
+            } else if let Some(list) = n.list_type() {
+                TypeRef::List(Box::new(
+                    list.ty()
+                        .map(|t| type_ref(&t))
+                        .unwrap_or(TypeRef::Named(String::new())),
+                ))
+            } else {
+                TypeRef::Named(String::new())
+            };
+            TypeRef::NonNull(Box::new(inner))
+        }
+    }
+}
+
+/// Refuses variables that do not coerce to their declared types (GraphQL's input coercion for
+/// variables): a missing non-null variable without default, a null for a non-null type, a
+/// string for an `Int`, an unknown input-object field. Custom scalars (`DateTime`, `Json`,
+/// `RichTextAST`, …) accept any value: only the CMS knows their rules.
+pub fn check_variables(
+    op: &cst::OperationDefinition,
+    variables: &Map<String, Value>,
+    schema: &SchemaMap,
+) -> Result<(), GraphqlError> {
+    for d in op
+        .variable_definitions()
+        .iter()
+        .flat_map(|v| v.variable_definitions())
+    {
+        let Some(name) = d.variable().and_then(|v| v.name()) else {
+            continue;
+        };
+        let name = name.text().to_string();
+        let Some(ty) = d.ty().map(|t| type_ref(&t)) else {
+            continue;
+        };
+        let has_default = d.default_value().is_some();
+        match variables.get(&name) {
+            None if matches!(ty, TypeRef::NonNull(_)) && !has_default => {
+                return Err(bad_variable(&name, "is required and was not provided"));
+            }
+            None => {}
+            Some(v) => coerce(v, &ty, schema, 0).map_err(|m| bad_variable(&name, &m))?,
+        }
+    }
+    Ok(())
+}
+
+fn bad_variable(name: &str, message: &str) -> GraphqlError {
+    GraphqlError::Argument {
+        what: "variable",
+        message: format!("${name} {message}"),
+    }
+}
+
+fn coerce(v: &Value, ty: &TypeRef, schema: &SchemaMap, depth: usize) -> Result<(), String> {
+    if depth > MAX_VALUE_DEPTH {
+        return Err("is nested too deeply".into());
+    }
+    match ty {
+        TypeRef::NonNull(inner) => {
+            if v.is_null() {
+                return Err("must not be null".into());
+            }
+            coerce(v, inner, schema, depth + 1)
+        }
+        TypeRef::List(inner) => match v {
+            Value::Null => Ok(()),
+            Value::Array(items) => items
+                .iter()
+                .try_for_each(|i| coerce(i, inner, schema, depth + 1)),
+            // Input coercion: a single value where a list is expected.
+            other => coerce(other, inner, schema, depth + 1),
+        },
+        TypeRef::Named(name) => coerce_named(v, name, schema, depth),
+    }
+}
+
+fn coerce_named(v: &Value, name: &str, schema: &SchemaMap, depth: usize) -> Result<(), String> {
+    if v.is_null() {
+        return Ok(());
+    }
+    let ok = match name {
+        "Int" => v.as_i64().is_some_and(|i| i32::try_from(i).is_ok()),
+        "Float" => v.is_number(),
+        "String" => v.is_string(),
+        "Boolean" => v.is_boolean(),
+        "ID" => v.is_string() || v.is_i64() || v.is_u64(),
+        _ => {
+            if let Some(input) = schema.inputs.get(name) {
+                let Value::Object(map) = v else {
+                    return Err(format!("must be an input object of type {name}"));
+                };
+                for (k, fv) in map {
+                    let Some(fty) = input.fields.get(k.as_str()) else {
+                        return Err(format!("has a field {k:?} that {name} does not define"));
+                    };
+                    // Field list-ness is not kept in the map: a list or a single value.
+                    let as_list = TypeRef::List(Box::new(TypeRef::Named(fty.to_string())));
+                    coerce(fv, &as_list, schema, depth + 1)?;
+                }
+                return Ok(());
+            }
+            if schema.enums.contains_key(name) {
+                match v.as_str() {
+                    Some(s) if schema.enums[name].iter().any(|e| **e == *s) => true,
+                    _ => return Err(format!("is not a value of the enum {name}")),
+                }
+            } else {
+                true
+            }
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("does not coerce to {name}"))
+    }
+}
