@@ -1714,10 +1714,7 @@ fn resolve_version(
                 .iter()
                 .find(|record| Some(record.stage) == stage && Some(record.revision) == revision)
         })
-        .map(|found| {
-            record("read_versions", model, Some(found.stage), None);
-            found
-        })
+        .inspect(|found| record("read_versions", model, Some(found.stage), None))
         .map(|record| VersionValue {
             id: id.clone(),
             stage: record.stage,
