@@ -58,6 +58,20 @@ pub enum Command {
         #[arg(long, default_value_t = 4000)]
         upstream_port: u16,
     },
+    /// Serve only the sample content API (with its access audit) on 127.0.0.1:<port>; for
+    /// integration tests and the soundness oracle.
+    #[command(hide = true)]
+    SampleCms {
+        #[arg(long)]
+        port: u16,
+        /// Advertise this stage as the default of the root `stage` arguments in the SDL and
+        /// serve it when a request names no stage (DRAFT or PUBLISHED).
+        #[arg(long)]
+        root_stage_default: Option<String>,
+        /// Directory for the server's pid file and upgrade socket.
+        #[arg(long)]
+        runtime_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

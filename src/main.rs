@@ -106,6 +106,18 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
+        Command::SampleCms {
+            port,
+            root_stage_default,
+            runtime_dir,
+        } => match contentgate::demo::run_sample_cms(
+            port,
+            root_stage_default.as_deref(),
+            runtime_dir,
+        ) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
     }
 }
 

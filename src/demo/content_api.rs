@@ -21,7 +21,8 @@
 //! # Hygraph behaviour reproduced
 //!
 //! - Stages: a root field's `stage:` argument wins, then the `gcms-stage` request
-//!   header, then `PUBLISHED`. Relations inherit the stage of their parent.
+//!   header, then `PUBLISHED` (or the configured root default, below). Relations
+//!   inherit the stage of their parent.
 //! - Locales: the `locales:` argument, then the `gcms-locales` header
 //!   (comma-separated), then `en`. An entry is served in the first requested
 //!   locale it has a localization for, and its `locale` field says which one.
@@ -29,6 +30,45 @@
 //!   `unpublish*` removes a stage, `delete*` removes every version.
 //! - GraphQL errors come back with HTTP 200, as Hygraph does; only requests that
 //!   are not GraphQL at all get a 4xx.
+//!
+//! - Root `stage`/`locales` arguments: an argument the document names wins, then
+//!   the headers, then the endpoint's default. `locales: []` (and `null`) fall back
+//!   to `gcms-locales`, then the default locale, as HYGRAPH.md describes; so does
+//!   `localizations(locales: [])`. `documentInStages` without `inheritLocale: true`
+//!   answers in the default locale.
+//! - [`SampleContentApi::with_root_stage_default`] publishes an SDL whose root
+//!   `stage` arguments default to another stage (`stage: Stage! = DRAFT`), as a
+//!   schema introspected with a DRAFT-default token does, and serves that stage
+//!   when a request names none. [`SampleContentApi::new`] keeps the root
+//!   arguments without defaults and serves `PUBLISHED`.
+//! - Headers are read as UTF-8 and trimmed of Unicode white space (so
+//!   `DRAFT\u{a0}` is DRAFT, as a Go or JavaScript server's trim would read it);
+//!   a repeated header is combined with `", "` (RFC 9110), so two `gcms-locales`
+//!   fields form one list and two `gcms-stage` fields are an invalid stage.
+//!
+//! # Access audit (the soundness oracle)
+//!
+//! Every request carrying an `x-request-id` header (the gateway sets one on every
+//! upstream request) is audited: each `(action, model, stage, locale)` the
+//! execution really touched is recorded where the data is materialized, not
+//! re-derived from the document. `GET /__audit?request_id=…` answers the list as
+//! JSON (`[{"action":"read","model":"Post","stage":"PUBLISHED","locale":"en"}]`),
+//! 404 for an unknown id; the last 8192 ids are kept. `POST /__reset` restores the
+//! seed content. Recorded:
+//!
+//! - `read` whenever a document is materialized in a stage and locale (the
+//!   localization it is served from): root fields, `node`, relations both ways,
+//!   relation filters in `where` (`posts(where: {author: {…}})` reads Author),
+//!   `documentInStages`, `localizations` (each locale returned), mutation
+//!   results, bulk-mutation candidates, and `connect` lookups (DRAFT, default locale);
+//! - `read_versions` (stage, no locale) for `postVersion` and `history`;
+//! - `create`/`update` on DRAFT: the default locale when plain `data` fields are
+//!   written (a create always writes it), plus every locale of
+//!   `data.localizations.{create,update,upsert,delete}`;
+//! - `publish` per target stage and every locale published (with `locales:`, the
+//!   listed ones the DRAFT has plus the default locale, which is always published);
+//! - `unpublish` per stage and every locale removed;
+//! - `delete` per stage and locale the document had.
 //!
 //! # Deliberate simplifications
 //!
@@ -68,6 +108,88 @@ const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// is given, so clients that forget to paginate notice early.
 const DEFAULT_PAGE_SIZE: usize = 100;
 const DEFAULT_LOCALE: Locale = Locale::En;
+/// Request header the gateway sets on every upstream request; the audit is keyed by it.
+const REQUEST_ID_HEADER: &str = "x-request-id";
+/// How many request ids the audit remembers (oldest forgotten first).
+const AUDIT_CAPACITY: usize = 8192;
+
+// ---------------------------------------------------------------------------
+// Access audit: what a request really touched
+// ---------------------------------------------------------------------------
+
+/// One access the sample performed while executing a request: an action on the data of one
+/// model in one stage and locale. `stage`/`locale` are `None` only where the access is
+/// genuinely free of them (`read_versions` has no locale).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Access {
+    pub action: &'static str,
+    pub model: &'static str,
+    pub stage: Option<&'static str>,
+    pub locale: Option<&'static str>,
+}
+
+impl Access {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "action": self.action,
+            "model": self.model,
+            "stage": self.stage,
+            "locale": self.locale,
+        })
+    }
+}
+
+type AccessSet = Arc<std::sync::Mutex<std::collections::BTreeSet<Access>>>;
+
+tokio::task_local! {
+    /// The accesses of the request being executed. Resolvers run synchronously inside
+    /// `Schema::execute`, which is polled within this scope, so every materialization point can
+    /// record without threading a handle through every helper.
+    static AUDIT: AccessSet;
+}
+
+/// Records one access of the current request (a no-op outside an audited execution).
+fn record(
+    action: &'static str,
+    model: &'static ModelDef,
+    stage: Option<Stage>,
+    locale: Option<Locale>,
+) {
+    let access = Access {
+        action,
+        model: model.api_id,
+        stage: stage.map(Stage::name),
+        locale: locale.map(Locale::name),
+    };
+    let _ = AUDIT.try_with(|set| {
+        set.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(access);
+    });
+}
+
+/// The last [`AUDIT_CAPACITY`] request ids and what each touched.
+#[derive(Default)]
+struct AuditLog {
+    order: std::collections::VecDeque<String>,
+    entries: std::collections::HashMap<String, std::collections::BTreeSet<Access>>,
+}
+
+impl AuditLog {
+    fn add(&mut self, request_id: &str, accesses: std::collections::BTreeSet<Access>) {
+        if let Some(existing) = self.entries.get_mut(request_id) {
+            existing.extend(accesses);
+            return;
+        }
+        while self.order.len() >= AUDIT_CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.entries.remove(&old);
+            }
+        }
+        self.order.push_back(request_id.to_owned());
+        self.entries.insert(request_id.to_owned(), accesses);
+    }
+}
 
 /// Ids of the seeded documents, for tests and demo scripts that need to address
 /// a specific entry without querying for it first.
@@ -468,6 +590,10 @@ impl Entry {
             .find(|locale| version.localizations.contains_key(locale))
             .or_else(|| locales.first().copied())
             .unwrap_or(DEFAULT_LOCALE);
+        // The one place a document's data is materialized for reading: root fields, `node`,
+        // relations both ways, relation filters, `documentInStages`, mutation results and the
+        // candidates of bulk mutations all come through here.
+        record("read", doc.model, Some(stage), Some(locale));
         Some(Self {
             model: doc.model,
             id: doc.id.clone(),
@@ -569,16 +695,21 @@ struct RequestDefaults {
 }
 
 impl RequestDefaults {
-    /// What Hygraph's Content API assumes without headers.
-    fn hygraph() -> Self {
+    /// What Hygraph's Content API assumes without headers: the endpoint's (here: the service
+    /// token's) default stage and the project's default locale.
+    fn hygraph(stage: Stage) -> Self {
         Self {
-            stage: Stage::Published,
+            stage,
             locales: Arc::from([DEFAULT_LOCALE]),
         }
     }
 
-    fn from_headers(stage: Option<&str>, locales: Option<&str>) -> Result<Self, String> {
-        let mut defaults = Self::hygraph();
+    fn from_headers(
+        default_stage: Stage,
+        stage: Option<&str>,
+        locales: Option<&str>,
+    ) -> Result<Self, String> {
+        let mut defaults = Self::hygraph(default_stage);
         if let Some(raw) = stage.map(str::trim).filter(|raw| !raw.is_empty()) {
             defaults.stage = Stage::parse(&raw.to_ascii_uppercase()).ok_or_else(|| {
                 format!("invalid {STAGE_HEADER} header {raw:?}: expected DRAFT or PUBLISHED")
@@ -639,18 +770,26 @@ fn defaults(ctx: &ResolverContext<'_>) -> RequestDefaults {
     ctx.ctx
         .data_opt::<RequestDefaults>()
         .cloned()
-        .unwrap_or_else(RequestDefaults::hygraph)
+        .unwrap_or_else(|| RequestDefaults::hygraph(Stage::Published))
+}
+
+/// A root argument the document really names. Arguments the document leaves out may still
+/// carry the schema's advertised default (see [`SampleContentApi::with_root_stage_default`]);
+/// like Hygraph, the request's headers win over that default.
+fn explicit_arg<'c>(ctx: &'c ResolverContext<'_>, name: &str) -> Option<&'c Value> {
+    ctx.ctx.item.node.get_argument(name)?;
+    arg(ctx, name)
 }
 
 fn root_stage(ctx: &ResolverContext<'_>) -> GqlResult<Stage> {
-    match arg(ctx, "stage") {
+    match explicit_arg(ctx, "stage") {
         Some(value) => parse_stage(value),
         None => Ok(defaults(ctx).stage),
     }
 }
 
 fn root_locales(ctx: &ResolverContext<'_>) -> GqlResult<Arc<[Locale]>> {
-    let requested = match arg(ctx, "locales") {
+    let requested = match explicit_arg(ctx, "locales") {
         Some(value) => parse_locales(value)?,
         None => Vec::new(),
     };
@@ -1127,18 +1266,47 @@ fn set_text(values: &mut BTreeMap<String, String>, name: &str, value: &Value) ->
 /// Applies a `…CreateInput` / `…UpdateInput` to a detached copy of the DRAFT
 /// version; callers store it only if everything validated, so a failing
 /// mutation leaves no partial write behind.
+/// What one write touched, recorded in the audit only once the write is stored.
+#[derive(Default)]
+struct Touched {
+    /// Localizations written through `data.localizations`.
+    locales: std::collections::BTreeSet<Locale>,
+    /// Whether a plain `data` field (the default locale and the base fields) was written.
+    plain: bool,
+    /// Documents looked up by nested relation inputs (`connect`).
+    reads: Vec<(&'static ModelDef, Stage)>,
+}
+
+impl Touched {
+    /// Records `action` on every locale written. A write that names no field still touches
+    /// the document itself (its `updatedAt`), which lives with the default locale.
+    fn commit(self, action: &'static str, model: &'static ModelDef) {
+        if self.plain || self.locales.is_empty() {
+            record(action, model, Some(Stage::Draft), Some(DEFAULT_LOCALE));
+        }
+        for locale in self.locales {
+            record(action, model, Some(Stage::Draft), Some(locale));
+        }
+        for (target, stage) in self.reads {
+            record("read", target, Some(stage), Some(DEFAULT_LOCALE));
+        }
+    }
+}
+
 fn apply_data(
     store: &Store,
     model: &'static ModelDef,
     id: &str,
     version: &mut Version,
     data: &Value,
+    touched: &mut Touched,
 ) -> GqlResult<()> {
     for (key, value) in as_object(data, "data")? {
         if key.as_str() == "localizations" {
-            apply_localizations(model, version, value)?;
+            apply_localizations(model, version, value, touched)?;
             continue;
         }
+        touched.plain = true;
         let field = model
             .field(key.as_str())
             .ok_or_else(|| Error::new(format!("unknown field \"{key}\" on {}", model.api_id)))?;
@@ -1156,9 +1324,14 @@ fn apply_data(
                 }
                 set_text(&mut version.fields, field.name, value)?;
             }
-            Kind::Relation { target } => {
-                apply_relation(store, target, &mut version.fields, field.name, value)?
-            }
+            Kind::Relation { target } => apply_relation(
+                store,
+                target,
+                &mut version.fields,
+                field.name,
+                value,
+                touched,
+            )?,
             Kind::ReverseRelation { .. } => {
                 return Err(Error::new(format!(
                     "\"{}\" is read-only here; set the relation from the other side",
@@ -1201,6 +1374,7 @@ fn apply_relation(
     fields: &mut BTreeMap<String, String>,
     name: &str,
     value: &Value,
+    touched: &mut Touched,
 ) -> GqlResult<()> {
     let target_model =
         model_by_api_id(target).ok_or_else(|| Error::new(format!("unknown model {target}")))?;
@@ -1218,6 +1392,7 @@ fn apply_relation(
             .get(index)
             .map(|doc| doc.id.clone())
             .ok_or_else(|| Error::new(format!("could not find {target} to connect")))?;
+        touched.reads.push((target_model, Stage::Draft));
         fields.insert(name.to_owned(), target_id);
     } else if matches!(input.get("disconnect"), Some(Value::Boolean(true))) {
         fields.remove(name);
@@ -1259,6 +1434,7 @@ fn apply_localizations(
     model: &'static ModelDef,
     version: &mut Version,
     value: &Value,
+    touched: &mut Touched,
 ) -> GqlResult<()> {
     let input = match value {
         Value::Null => return Ok(()),
@@ -1274,7 +1450,9 @@ fn apply_localizations(
                     if locale == DEFAULT_LOCALE {
                         return Err(Error::new("the default locale cannot be deleted"));
                     }
-                    version.localizations.remove(&locale);
+                    if version.localizations.remove(&locale).is_some() {
+                        touched.locales.insert(locale);
+                    }
                 }
                 "create" | "update" | "upsert" => {
                     let item = as_object(item, "localization")?;
@@ -1298,6 +1476,7 @@ fn apply_localizations(
                         _ => item.get("data"),
                     }
                     .ok_or_else(|| Error::new("localization input is missing its data"))?;
+                    touched.locales.insert(locale);
                     localized_data(
                         model,
                         version.localizations.entry(locale).or_default(),
@@ -1327,7 +1506,13 @@ fn create_document(store: &mut Store, model: &'static ModelDef, data: &Value) ->
     version
         .localizations
         .insert(DEFAULT_LOCALE, BTreeMap::new());
-    apply_data(store, model, &id, &mut version, data)?;
+    let mut touched = Touched {
+        // Creating an entry always creates its default localization.
+        plain: true,
+        ..Touched::default()
+    };
+    apply_data(store, model, &id, &mut version, data, &mut touched)?;
+    touched.commit("create", model);
     let mut doc = Document {
         model,
         id,
@@ -1355,7 +1540,9 @@ fn update_document(
         .get(&Stage::Draft)
         .cloned()
         .ok_or_else(|| Error::new(format!("{} {id} has no DRAFT version", model.api_id)))?;
-    apply_data(store, model, &id, &mut version, data)?;
+    let mut touched = Touched::default();
+    apply_data(store, model, &id, &mut version, data, &mut touched)?;
+    touched.commit("update", model);
     let now = now_timestamp();
     version.updated_at = now.clone();
     if let Some(doc) = store.docs.get_mut(index) {
@@ -1386,6 +1573,18 @@ fn publish_document(
     })?;
     let now = now_timestamp();
     for &stage in to.iter().filter(|stage| **stage != Stage::Draft) {
+        let published: Vec<Locale> = match locales {
+            None => draft.localizations.keys().copied().collect(),
+            Some(locales) => locales
+                .iter()
+                .chain(std::iter::once(&DEFAULT_LOCALE))
+                .copied()
+                .filter(|locale| draft.localizations.contains_key(locale))
+                .collect(),
+        };
+        for locale in published {
+            record("publish", doc.model, Some(stage), Some(locale));
+        }
         let mut next = match locales {
             None => draft.clone(),
             Some(locales) => {
@@ -1423,12 +1622,18 @@ fn unpublish_document(store: &mut Store, index: usize, from: &[Stage], locales: 
     for stage in from {
         match locales {
             None => {
-                doc.versions.remove(stage);
+                if let Some(version) = doc.versions.remove(stage) {
+                    for locale in version.localizations.keys() {
+                        record("unpublish", doc.model, Some(*stage), Some(*locale));
+                    }
+                }
             }
             Some(locales) => {
                 if let Some(version) = doc.versions.get_mut(stage) {
                     for locale in locales {
-                        version.localizations.remove(locale);
+                        if version.localizations.remove(locale).is_some() {
+                            record("unpublish", doc.model, Some(*stage), Some(*locale));
+                        }
                     }
                     if version.localizations.is_empty() {
                         doc.versions.remove(stage);
@@ -1509,6 +1714,7 @@ fn resolve_version(
                 .iter()
                 .find(|record| Some(record.stage) == stage && Some(record.revision) == revision)
         })
+        .inspect(|found| record("read_versions", model, Some(found.stage), None))
         .map(|record| VersionValue {
             id: id.clone(),
             stage: record.stage,
@@ -1587,6 +1793,15 @@ fn mutation_upsert(
         .map(FieldValue::owned_any))
 }
 
+/// A delete removes every localization of every stage.
+fn record_delete(doc: &Document) {
+    for (stage, version) in &doc.versions {
+        for locale in version.localizations.keys() {
+            record("delete", doc.model, Some(*stage), Some(*locale));
+        }
+    }
+}
+
 fn mutation_delete(
     ctx: &ResolverContext<'_>,
     model: &'static ModelDef,
@@ -1598,6 +1813,7 @@ fn mutation_delete(
         return Ok(None);
     };
     let doc = store.docs.remove(index);
+    record_delete(&doc);
     Ok(Entry::preferring(&doc, Stage::Draft, &locales).map(FieldValue::owned_any))
 }
 
@@ -1700,7 +1916,7 @@ fn bulk_mutation(
                 }
             }
             Bulk::Delete => {
-                store.docs.remove(index);
+                record_delete(&store.docs.remove(index));
                 affected.push(target);
                 continue;
             }
@@ -1730,10 +1946,23 @@ fn string_ty() -> TypeRef {
     TypeRef::named(TypeRef::STRING)
 }
 
-fn with_stage_args(field: Field) -> Field {
-    field
-        .argument(InputValue::new("stage", TypeRef::named("Stage")))
-        .argument(InputValue::new("locales", TypeRef::named_nn_list("Locale")))
+/// Root `stage`/`locales` arguments. With an advertised default they are shaped as in a
+/// generated Hygraph schema (`stage: Stage! = <D>, locales: [Locale!]! = [en]`).
+fn with_stage_args(field: Field, advertised: Option<Stage>) -> Field {
+    match advertised {
+        None => field
+            .argument(InputValue::new("stage", TypeRef::named("Stage")))
+            .argument(InputValue::new("locales", TypeRef::named_nn_list("Locale"))),
+        Some(stage) => field
+            .argument(
+                InputValue::new("stage", TypeRef::named_nn("Stage"))
+                    .default_value(enum_value(stage.name())),
+            )
+            .argument(
+                InputValue::new("locales", TypeRef::named_nn_list_nn("Locale"))
+                    .default_value(Value::List(vec![enum_value(DEFAULT_LOCALE.name())])),
+            ),
+    }
 }
 
 fn with_page_args(field: Field, model: &'static ModelDef, filter_type: &str) -> Field {
@@ -1837,6 +2066,54 @@ fn model_object(model: &'static ModelDef) -> Object {
     object
         .field(localizations_field(model))
         .field(document_in_stages_field(model))
+        .field(history_field())
+}
+
+/// Hygraph's `history(limit, skip, stageOverride)`: the entry's versions, newest first.
+fn resolve_history(ctx: &ResolverContext<'_>) -> GqlResult<Option<FieldValue<'static>>> {
+    let entry = parent::<Entry>(ctx)?;
+    let limit = count_arg(ctx, "limit")?.unwrap_or(10);
+    let skip = count_arg(ctx, "skip")?.unwrap_or(0);
+    let stage = match arg(ctx, "stageOverride") {
+        Some(value) => parse_stage(value)?,
+        None => entry.stage,
+    };
+    let store = read_store(shared_store(ctx)?);
+    let versions: Vec<VersionValue> = store
+        .index_of(&entry.id)
+        .and_then(|index| store.docs.get(index))
+        .map(|doc| {
+            doc.history
+                .iter()
+                .rev()
+                .filter(|found| found.stage == stage)
+                .skip(skip)
+                .take(limit)
+                .map(|found| {
+                    record("read_versions", doc.model, Some(found.stage), None);
+                    VersionValue {
+                        id: doc.id.clone(),
+                        stage: found.stage,
+                        revision: found.revision,
+                        created_at: found.created_at.clone(),
+                        data: found.data.to_string(),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Some(FieldValue::list(
+        versions.into_iter().map(FieldValue::owned_any),
+    )))
+}
+
+fn history_field() -> Field {
+    Field::new("history", TypeRef::named_nn_list_nn("Version"), |ctx| {
+        done(resolve_history(&ctx))
+    })
+    .argument(InputValue::new("limit", TypeRef::named_nn(TypeRef::INT)).default_value(10))
+    .argument(InputValue::new("skip", TypeRef::named_nn(TypeRef::INT)).default_value(0))
+    .argument(InputValue::new("stageOverride", TypeRef::named("Stage")))
 }
 
 fn flag(ctx: &ResolverContext<'_>, name: &str) -> bool {
@@ -1845,19 +2122,26 @@ fn flag(ctx: &ResolverContext<'_>, name: &str) -> bool {
 
 fn resolve_localizations(ctx: &ResolverContext<'_>) -> GqlResult<Option<FieldValue<'static>>> {
     let entry = parent::<Entry>(ctx)?;
-    let wanted = match arg(ctx, "locales") {
+    let mut wanted = match arg(ctx, "locales") {
         Some(value) => parse_locales(value)?,
         None => vec![DEFAULT_LOCALE],
     };
+    // An empty list is "whatever the CMS serves": the gcms-locales list, then the default.
+    if wanted.is_empty() {
+        wanted = defaults(ctx).locales.to_vec();
+    }
     let include_current = flag(ctx, "includeCurrent");
     let entries = wanted
         .into_iter()
         .filter(|locale| entry.version.localizations.contains_key(locale))
         .filter(|locale| include_current || *locale != entry.locale)
-        .map(|locale| Entry {
-            locale,
-            locales: Arc::from([locale]),
-            ..entry.clone()
+        .map(|locale| {
+            record("read", entry.model, Some(entry.stage), Some(locale));
+            Entry {
+                locale,
+                locales: Arc::from([locale]),
+                ..entry.clone()
+            }
         })
         .collect();
     Ok(Some(entries_value(entries)))
@@ -2145,7 +2429,8 @@ fn model_types(model: &'static ModelDef) -> Vec<Type> {
     types
 }
 
-fn query_fields(model: &'static ModelDef) -> Vec<Field> {
+fn query_fields(model: &'static ModelDef, advertised: Option<Stage>) -> Vec<Field> {
+    let with_stage_args = |field| with_stage_args(field, advertised);
     let where_type = model.ty("WhereInput");
     vec![
         with_page_args(
@@ -2394,7 +2679,38 @@ fn shared_types() -> Vec<Type> {
         .field(Field::new("data", string_ty(), |ctx| {
             done(parent::<VersionValue>(&ctx).map(|version| Some(string_value(&version.data))))
         }));
+    let version = Object::new("Version")
+        .field(Field::new("id", TypeRef::named_nn(TypeRef::ID), |ctx| {
+            done(parent::<VersionValue>(&ctx).map(|version| Some(string_value(&version.id))))
+        }))
+        .field(Field::new("stage", TypeRef::named_nn("Stage"), |ctx| {
+            done(
+                parent::<VersionValue>(&ctx)
+                    .map(|version| Some(FieldValue::value(enum_value(version.stage.name())))),
+            )
+        }))
+        .field(Field::new(
+            "revision",
+            TypeRef::named_nn(TypeRef::INT),
+            |ctx| {
+                done(
+                    parent::<VersionValue>(&ctx)
+                        .map(|version| Some(FieldValue::value(version.revision))),
+                )
+            },
+        ))
+        .field(Field::new(
+            "createdAt",
+            TypeRef::named_nn(TypeRef::STRING),
+            |ctx| {
+                done(
+                    parent::<VersionValue>(&ctx)
+                        .map(|version| Some(string_value(&version.created_at))),
+                )
+            },
+        ));
     vec![
+        version.into(),
         Enum::new("Stage")
             .description("Stage system enumeration")
             .items(Stage::NAMES)
@@ -2420,7 +2736,7 @@ fn shared_types() -> Vec<Type> {
     ]
 }
 
-fn build_schema(store: SharedStore) -> Result<Schema, SchemaError> {
+fn build_schema(store: SharedStore, advertised: Option<Stage>) -> Result<Schema, SchemaError> {
     let mut builder = Schema::build("Query", Some("Mutation"), None);
     for ty in shared_types() {
         builder = builder.register(ty);
@@ -2431,7 +2747,9 @@ fn build_schema(store: SharedStore) -> Result<Schema, SchemaError> {
         for ty in model_types(model) {
             builder = builder.register(ty);
         }
-        query = query_fields(model).into_iter().fold(query, Object::field);
+        query = query_fields(model, advertised)
+            .into_iter()
+            .fold(query, Object::field);
         mutation = mutation_fields(model)
             .into_iter()
             .fold(mutation, Object::field);
@@ -2442,6 +2760,7 @@ fn build_schema(store: SharedStore) -> Result<Schema, SchemaError> {
         })
         .description("Fetches an object given its ID")
         .argument(InputValue::new("id", TypeRef::named_nn(TypeRef::ID))),
+        advertised,
     ));
     builder
         .register(query)
@@ -2675,6 +2994,10 @@ fn format_timestamp(unix_micros: u128) -> String {
 #[derive(Clone)]
 pub struct SampleContentApi {
     schema: Schema,
+    store: SharedStore,
+    /// The stage served when a request names none (argument or `gcms-stage`).
+    root_stage: Stage,
+    audit: Arc<std::sync::Mutex<AuditLog>>,
 }
 
 impl std::fmt::Debug for SampleContentApi {
@@ -2692,12 +3015,63 @@ impl Default for SampleContentApi {
 impl SampleContentApi {
     /// A fresh API holding the seed content (2 authors, 3 posts; see [`seed`]).
     pub fn new() -> Self {
+        Self::build(None)
+    }
+
+    /// Like a Hygraph project seen through a token whose default stage is `stage`
+    /// (`"DRAFT"` or `"PUBLISHED"`): the SDL advertises it as the default of every root
+    /// `stage` argument (`stage: Stage! = DRAFT`, `locales: [Locale!]! = [en]`), and requests
+    /// that name no stage (no argument, no `gcms-stage` header) are served from it.
+    pub fn with_root_stage_default(stage: &str) -> Result<Self, String> {
+        let stage = Stage::parse(stage)
+            .ok_or_else(|| format!("unknown stage {stage:?}: expected DRAFT or PUBLISHED"))?;
+        Ok(Self::build(Some(stage)))
+    }
+
+    fn build(advertised: Option<Stage>) -> Self {
         let store: SharedStore = Arc::new(RwLock::new(Store::seeded()));
-        let schema = build_schema(store)
+        let schema = build_schema(Arc::clone(&store), advertised)
             // Only reachable if the static model list above is inconsistent,
             // which the unit tests would catch; no request input is involved.
             .expect("sample content API schema must be valid");
-        Self { schema }
+        Self {
+            schema,
+            store,
+            root_stage: advertised.unwrap_or(Stage::Published),
+            audit: Arc::default(),
+        }
+    }
+
+    /// Puts the seed content back (every write since is forgotten; the audit is kept).
+    pub fn reset(&self) {
+        *write_store(&self.store) = Store::seeded();
+    }
+
+    /// What the request with this `x-request-id` touched, sorted; `None` if the id is unknown
+    /// (never received, or older than the last [`AUDIT_CAPACITY`] ids).
+    pub fn audit(&self, request_id: &str) -> Option<Vec<Access>> {
+        let log = self.audit.lock().unwrap_or_else(PoisonError::into_inner);
+        log.entries
+            .get(request_id)
+            .map(|set| set.iter().cloned().collect())
+    }
+
+    /// [`Self::execute`], also returning every access the execution performed.
+    pub async fn execute_audited(
+        &self,
+        request: Request,
+        stage_header: Option<&str>,
+        locales_header: Option<&str>,
+    ) -> (Response, std::collections::BTreeSet<Access>) {
+        let set = AccessSet::default();
+        let response = AUDIT
+            .scope(
+                Arc::clone(&set),
+                self.execute(request, stage_header, locales_header),
+            )
+            .await;
+        let accesses = std::mem::take(&mut *set.lock().unwrap_or_else(PoisonError::into_inner));
+        (response, accesses)
     }
 
     /// The schema in SDL, for building the gateway's schema map.
@@ -2716,7 +3090,7 @@ impl SampleContentApi {
         stage_header: Option<&str>,
         locales_header: Option<&str>,
     ) -> Response {
-        match RequestDefaults::from_headers(stage_header, locales_header) {
+        match RequestDefaults::from_headers(self.root_stage, stage_header, locales_header) {
             Ok(defaults) => self.schema.execute(request.data(defaults)).await,
             Err(message) => Response::from_errors(vec![ServerError::new(message, None)]),
         }
@@ -2726,6 +3100,29 @@ impl SampleContentApi {
 // ---------------------------------------------------------------------------
 // HTTP
 // ---------------------------------------------------------------------------
+
+impl SampleContentApi {
+    /// `GET /__audit?request_id=…`: the accesses recorded for that request as a JSON array,
+    /// 404 if the id is unknown.
+    fn audit_response(&self, query: &str) -> http::Response<Vec<u8>> {
+        let id = url::form_urlencoded::parse(query.as_bytes())
+            .find(|(key, _)| key == "request_id")
+            .map(|(_, value)| value.into_owned());
+        let Some(id) = id else {
+            return error_response(StatusCode::BAD_REQUEST, "missing \"request_id\" parameter");
+        };
+        match self.audit(&id) {
+            Some(accesses) => {
+                let list: Vec<serde_json::Value> = accesses.iter().map(Access::to_json).collect();
+                json_response(
+                    StatusCode::OK,
+                    serde_json::to_vec(&list).unwrap_or_default(),
+                )
+            }
+            None => error_response(StatusCode::NOT_FOUND, "unknown request id"),
+        }
+    }
+}
 
 fn json_response(status: StatusCode, body: Vec<u8>) -> http::Response<Vec<u8>> {
     let length = body.len();
@@ -2832,11 +3229,31 @@ impl ServeHttp for SampleContentApi {
                 .and_then(|value| value.to_str().ok())
                 .map(str::to_owned)
         };
-        let stage = text_header(STAGE_HEADER);
-        let locales = text_header(LOCALES_HEADER);
+        // Content headers as a CMS reads them: UTF-8 text (not only visible ASCII), repeated
+        // fields combined with ", " (RFC 9110, 5.3).
+        let content_header = |name: &str| {
+            let values: Vec<String> = header
+                .headers
+                .get_all(name)
+                .iter()
+                .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+                .collect();
+            (!values.is_empty()).then(|| values.join(", "))
+        };
+        let stage = content_header(STAGE_HEADER);
+        let locales = content_header(LOCALES_HEADER);
+        let request_id = text_header(REQUEST_ID_HEADER);
         let declared_length = text_header(CONTENT_LENGTH.as_str())
             .and_then(|value| value.trim().parse::<usize>().ok());
         let query_string = header.uri.query().unwrap_or_default().to_owned();
+        match header.uri.path() {
+            "/__audit" => return self.audit_response(&query_string),
+            "/__reset" if method == Method::POST => {
+                self.reset();
+                return json_response(StatusCode::OK, b"{}".to_vec());
+            }
+            _ => {}
+        }
 
         let request = if method == Method::POST {
             if declared_length.is_some_and(|length| length > MAX_BODY_BYTES) {
@@ -2880,9 +3297,15 @@ impl ServeHttp for SampleContentApi {
             return method_not_allowed("only GET and POST are supported");
         };
 
-        let response = self
-            .execute(request, stage.as_deref(), locales.as_deref())
+        let (response, accesses) = self
+            .execute_audited(request, stage.as_deref(), locales.as_deref())
             .await;
+        if let Some(id) = request_id {
+            self.audit
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .add(&id, accesses);
+        }
         match serde_json::to_vec(&response) {
             Ok(body) => json_response(StatusCode::OK, body),
             Err(err) => {

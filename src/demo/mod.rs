@@ -226,3 +226,37 @@ curl -s http://127.0.0.1:{admin_port}/readyz
     );
     server.run_forever()
 }
+
+/// `contentgate sample-cms`: serves only the sample content API (and its `/__audit` and
+/// `/__reset` endpoints) on 127.0.0.1:`port` until killed. Prints nothing.
+pub fn run_sample_cms(
+    port: u16,
+    root_stage_default: Option<&str>,
+    runtime_dir: Option<PathBuf>,
+) -> Result<(), String> {
+    let api = match root_stage_default {
+        Some(stage) => content_api::SampleContentApi::with_root_stage_default(stage)?,
+        None => content_api::SampleContentApi::new(),
+    };
+    let dir = runtime_dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("contentgate-sample-cms-{}", std::process::id()))
+    });
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let conf = pingora::server::configuration::ServerConf {
+        threads: 2,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(0),
+        pid_file: dir.join("sample-cms.pid").display().to_string(),
+        upgrade_sock: dir.join("upgrade.sock").display().to_string(),
+        ..Default::default()
+    };
+    let mut server = pingora::server::Server::new_with_opt_and_conf(
+        pingora::server::configuration::Opt::default(),
+        conf,
+    );
+    server.bootstrap();
+    let mut service = Service::new("sample content API".to_string(), api);
+    service.add_tcp(&format!("127.0.0.1:{port}"));
+    server.add_service(service);
+    server.run_forever()
+}
