@@ -49,6 +49,41 @@ pub struct Admin {
     pub health: Arc<Health>,
     pub cache: Option<Arc<ReadCache>>,
     pub secrets: AdminSecrets,
+    /// Digests of webhook signatures already acted on, kept for twice the replay window: a
+    /// delivery captured and replayed inside the window is answered but not acted on again.
+    /// Only verified signatures enter it, so it cannot be filled without the secret.
+    seen_signatures: moka::sync::Cache<[u8; 32], ()>,
+}
+
+/// Verified webhook deliveries remembered (about 100 bytes each).
+const SEEN_SIGNATURES: u64 = 100_000;
+
+impl Admin {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        store: Arc<PolicyStore>,
+        health: Arc<Health>,
+        cache: Option<Arc<ReadCache>>,
+        secrets: AdminSecrets,
+    ) -> Self {
+        let seen_signatures = moka::sync::Cache::builder()
+            .max_capacity(SEEN_SIGNATURES)
+            .time_to_live(
+                secrets
+                    .webhook_tolerance
+                    .saturating_mul(2)
+                    .max(Duration::from_secs(1)),
+            )
+            .build();
+        Self {
+            metrics,
+            store,
+            health,
+            cache,
+            secrets,
+            seen_signatures,
+        }
+    }
 }
 
 fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -162,6 +197,15 @@ impl Admin {
         let Some(cache) = &self.cache else {
             return error(503, "the cache is disabled");
         };
+        let seen: [u8; 32] = <Sha256 as sha2::Digest>::digest(signature.as_bytes()).into();
+        if self.seen_signatures.contains_key(&seen) {
+            self.metrics
+                .webhook_rejections
+                .with_label_values(&["replayed delivery"])
+                .inc();
+            tracing::info!(target: "audit", event = "webhook_replayed", "CMS webhook delivery seen before: not acted on again");
+            return json_reply(200, json!({ "duplicate": true }));
+        }
         let payload: Value = match serde_json::from_slice(&body) {
             Ok(v) => v,
             Err(_) => return error(400, "body is not JSON"),
@@ -178,6 +222,7 @@ impl Admin {
             return error(400, "payload data names no __typename or id");
         }
         cache.purge(&purge, "webhook");
+        self.seen_signatures.insert(seen, ());
         json_reply(
             200,
             json!({ "purged": { "model": purge.model, "id": purge.id, "stage": purge.stage } }),

@@ -129,13 +129,13 @@ pub fn build(rt: &Runtime, upgrade: bool) -> Result<Server, String> {
     if let Some(addr) = &rt.config.admin {
         let mut admin = Service::new(
             "contentgate admin".to_string(),
-            Admin {
-                metrics: rt.metrics.clone(),
-                store: rt.store.clone(),
-                health: rt.health.clone(),
-                cache: rt.cache.clone(),
-                secrets: rt.config.secrets.clone(),
-            },
+            Admin::new(
+                rt.metrics.clone(),
+                rt.store.clone(),
+                rt.health.clone(),
+                rt.cache.clone(),
+                rt.config.secrets.clone(),
+            ),
         );
         admin.add_tcp(addr);
         admin.threads = Some(1);

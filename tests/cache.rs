@@ -776,3 +776,75 @@ async fn the_admin_purge_api_purges_by_model_id_or_all_with_a_token() {
     );
     assert_eq!(origin.count(), 5);
 }
+
+#[tokio::test]
+async fn a_webhook_delivery_replayed_inside_the_window_is_not_acted_on_again() {
+    let (_origin, gw) = gateway().await;
+    let body = r#"{"operation":"update","data":{"__typename":"Post","id":"p1","stage":"DRAFT"}}"#;
+    let sig = contentgate::admin::sign_webhook(body, "master", now_ms(), WEBHOOK_SECRET.as_bytes());
+    let send = || {
+        gw.client
+            .post(gw.admin_url("/webhooks/cms"))
+            .header("gcms-signature", sig.clone())
+            .body(body)
+            .send()
+    };
+    let first: serde_json::Value = send().await.unwrap().json().await.unwrap();
+    assert!(first.get("purged").is_some(), "{first}");
+    get(&gw, Some("jti-a"), Q, &[]).await;
+    let again = send().await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(
+        again.json::<serde_json::Value>().await.unwrap()["duplicate"],
+        true
+    );
+    assert_eq!(x_cache(&get(&gw, Some("jti-a"), Q, &[]).await.2), "HIT");
+    assert_eq!(
+        gw.metric("contentgate_cache_purges_total{source=\"webhook\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_mutation_the_cms_answered_with_errors_purges_nothing() {
+    let (origin, gw) = gateway().await;
+    get(&gw, Some("jti-a"), Q, &[]).await;
+    origin.reply_with(Reply {
+        body: r#"{"data":{"updatePost":null},"errors":[{"message":"not allowed"}]}"#.into(),
+        ..Reply::default()
+    });
+    let resp = gw
+        .query(
+            "/content",
+            Some(&bearer(&es("jti-writer"))),
+            "mutation { updatePost(where: {id: \"p1\"}, data: {title: \"New\"}) { id } }",
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    resp.text().await.unwrap();
+    origin.reply_with(Reply::default());
+    assert_eq!(x_cache(&get(&gw, Some("jti-a"), Q, &[]).await.2), "HIT");
+}
+
+#[tokio::test]
+async fn forward_mode_keys_answers_by_credential() {
+    let origin = MockOrigin::start().await;
+    let gw = GatewayBuilder::new(&origin)
+        .credential("credential = { mode = \"forward\" }")
+        .tokens(&reader_tokens())
+        .extra("\n[cache]\ndefault_ttl = \"60s\"\n")
+        .start()
+        .await;
+    // jti-a and jti-b have identical grants; the CMS answers for each one's own credential.
+    assert_eq!(x_cache(&get(&gw, Some("jti-a"), Q, &[]).await.2), "MISS");
+    assert_eq!(x_cache(&get(&gw, Some("jti-b"), Q, &[]).await.2), "MISS");
+    assert_eq!(x_cache(&get(&gw, Some("jti-a"), Q, &[]).await.2), "HIT");
+    let seen = origin.requests();
+    assert_eq!(seen.len(), 2);
+    assert!(seen[0].header("authorization").is_some());
+    assert_ne!(
+        seen[0].header("authorization"),
+        seen[1].header("authorization")
+    );
+}

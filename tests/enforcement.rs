@@ -611,3 +611,180 @@ async fn refused_requests_retain_nothing() {
     );
     assert_eq!(origin.count(), 0);
 }
+
+#[tokio::test]
+async fn a_token_issued_in_the_future_is_not_valid_yet() {
+    let (origin, gw) = gateway_with(
+        PUBLIC_NOTHING,
+        "[[token.permission]]\naction = \"read\"\n",
+        "PUBLISHED",
+    )
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for (iat, status) in [
+        (now + 10 * 365 * 86_400, 401),
+        (now + 2, 200),
+        (now - 60, 200),
+    ] {
+        let jwt = hs_raw(
+            r#"{"alg":"HS256","kid":"hs"}"#,
+            &format!(
+                r#"{{"jti":"jti-t","iss":"https://issuer.test","aud":"contentgate","iat":{iat}}}"#
+            ),
+        );
+        let (got, body) = post(
+            &gw,
+            "/content",
+            Some(&bearer(&jwt)),
+            &json!({"query": "{ posts { title } }"}),
+            &[],
+        )
+        .await;
+        assert_eq!(got, status, "iat {iat}: {body}");
+    }
+    assert_eq!(origin.count(), 2);
+}
+
+#[tokio::test]
+async fn an_unsigned_token_cannot_probe_whether_a_jti_is_revoked() {
+    let origin = MockOrigin::start().await;
+    let gw = GatewayBuilder::new(&origin)
+        .schema(Some(hygraph_sdl("DRAFT")))
+        .tokens(&token_entry("jti-t", "tester", "PUBLISHED", ""))
+        .revoked("jti-t\njti-gone\n")
+        .start()
+        .await;
+    let forged = |jti: &str| {
+        format!(
+            "{}.{}.{}",
+            seg(&json!({"alg": "ES256", "kid": "unknown-kid"})),
+            seg(&json!({"jti": jti})),
+            seg_raw("sig")
+        )
+    };
+    let mut reasons = Vec::new();
+    for jti in ["jti-t", "jti-gone", "jti-never"] {
+        let (status, body) = post(
+            &gw,
+            "/content",
+            Some(&bearer(&forged(jti))),
+            &json!({"query": "{ posts { title } }"}),
+            &[],
+        )
+        .await;
+        assert_eq!(status, 401);
+        reasons.push(body["errors"][0]["message"].clone());
+    }
+    assert_eq!(reasons[0], reasons[1]);
+    assert_eq!(reasons[1], reasons[2]);
+    assert_eq!(origin.count(), 0);
+}
+
+#[test]
+fn an_empty_secret_is_a_start_up_error() {
+    let origin_url = "http://127.0.0.1:9";
+    for (section, file) in [
+        (
+            "[admin]\naddress = \"127.0.0.1:0\"\ntoken_file = \"empty\"\n",
+            "empty",
+        ),
+        ("[webhooks]\nsecret_file = \"blank\"\n", "blank"),
+    ] {
+        let cfg = GatewayBuilder::with_upstream(origin_url).write();
+        let path = cfg.config();
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        if section.starts_with("[admin]") {
+            let start = text.find("[admin]").unwrap();
+            let end = start + text[start..].find("\n\n").unwrap();
+            text.replace_range(start..end, section.trim_end());
+        } else {
+            text.push_str(section);
+        }
+        std::fs::write(&path, text).unwrap();
+        std::fs::write(
+            cfg.path().join(file),
+            if file == "blank" { " \n\t\n" } else { "" },
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_contentgate"))
+            .args(["check", "--config"])
+            .arg(&path)
+            .env("CG_TEST_SERVICE_TOKEN", "service")
+            .env("CG_TEST_ADMIN_TOKEN", "admin")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{section}: {stderr}");
+        assert!(stderr.contains("is empty"), "{section}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn a_connection_header_cannot_remove_a_checked_header() {
+    let (origin, gw) = gateway_with(DE_ONLY_PUBLIC, "", "PUBLISHED").await;
+    for nominated in [
+        "gcms-locales",
+        "gcms-stage",
+        "Authorization",
+        "content-type, gcms-locales",
+    ] {
+        let (status, body) = post(
+            &gw,
+            "/content",
+            None,
+            &json!({"query": "{ posts { title } }"}),
+            &[
+                ("gcms-locales", b"de"),
+                ("connection", nominated.as_bytes()),
+            ],
+        )
+        .await;
+        assert_eq!(status, 400, "{nominated}: {body}");
+    }
+    assert_eq!(origin.count(), 0);
+    // A hop-by-hop nomination of something the gateway does not use is still fine.
+    expect(
+        &gw,
+        &origin,
+        None,
+        "{ posts { title } }",
+        &[
+            ("gcms-locales", b"de"),
+            ("connection", b"keep-alive, x-hop"),
+            ("x-hop", b"1"),
+        ],
+        200,
+    )
+    .await;
+    let seen = origin.last();
+    assert_eq!(seen.header("gcms-locales"), Some("de"));
+    assert_eq!(seen.header("x-hop"), None);
+}
+
+#[tokio::test]
+async fn answers_vary_by_the_headers_that_change_them() {
+    let (_origin, gw) = gateway_with(PUBLIC_READ, "", "PUBLISHED").await;
+    for path in ["/content", "/cdn"] {
+        let resp = gw.query(path, None, "{ posts { title } }").await;
+        let vary: Vec<String> = resp
+            .headers()
+            .get_all("vary")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_ascii_lowercase())
+            .collect();
+        let vary = vary.join(", ");
+        for h in [
+            "accept",
+            "gcms-stage",
+            "gcms-locales",
+            "hyg-stale-while-revalidate",
+            "hyg-stale-if-error",
+        ] {
+            assert!(vary.contains(h), "{path}: {vary}");
+        }
+    }
+}

@@ -325,12 +325,23 @@ async fn a_nested_relation_needs_read_on_the_related_model() {
 #[tokio::test]
 async fn node_is_checked_through_its_type_conditions() {
     let (origin, gw) = gateway(&perm("read", "models = [\"Post\"]\n")).await;
+    // The CMS loads whatever document the id names: `{}` for an Author under `... on Post`
+    // tells it apart from "no such id" (`null`), so node reads every model behind Node.
+    denied(
+        &gw,
+        &origin,
+        "{ node(id: \"p\") { ... on Post { title } } }",
+        &["read"],
+    )
+    .await;
+    let (origin, gw) = gateway(&perm("read", "models = [\"Post\", \"Author\"]\n")).await;
     allowed(
         &gw,
         &origin,
         "{ node(id: \"p\") { ... on Post { title } } }",
     )
     .await;
+    let (origin, gw) = gateway(&perm("read", "models = [\"Post\"]\n")).await;
     denied(
         &gw,
         &origin,

@@ -12,6 +12,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 use crate::config::file::FileAuth;
+use crate::config::secret::SecretSource;
 use crate::config::{resolve, ConfigError};
 
 pub struct Key {
@@ -81,12 +82,10 @@ impl KeySet {
                 (Some(f), None, None) => {
                     std::fs::read(resolve(base, f)).map_err(|e| format!("cannot read {f}: {e}"))
                 }
-                (None, Some(var), None) => std::env::var(var)
-                    .map(String::into_bytes)
-                    .map_err(|_| format!("environment variable {var} is not set")),
-                (None, None, Some(f)) => std::fs::read(resolve(base, f))
-                    .map(|b| String::from_utf8_lossy(&b).trim_end().as_bytes().to_vec())
-                    .map_err(|e| format!("cannot read {f}: {e}")),
+                (None, Some(var), None) => SecretSource::Env(var).read().map(String::into_bytes),
+                (None, None, Some(f)) => SecretSource::File(&resolve(base, f))
+                    .read()
+                    .map(String::into_bytes),
                 _ => Err(
                     "exactly one of public_key_file, secret_env or secret_file is required"
                         .to_string(),

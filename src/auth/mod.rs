@@ -110,6 +110,7 @@ struct RawClaims {
     aud: Option<Value>,
     exp: Option<Value>,
     nbf: Option<Value>,
+    iat: Option<Value>,
 }
 
 impl Verifier {
@@ -265,10 +266,10 @@ impl Verifier {
         let verified = self
             .check_claims(&claims, false)
             .map_err(|_| AuthError::UnknownKey)?;
-        let entry = match lookup(snap, &verified.jti) {
-            Ok(e) => e,
-            Err(AuthError::Revoked) => return Err(AuthError::Revoked),
-            Err(_) => return Err(AuthError::UnknownKey),
+        // The pin stands in for the signature, so it is checked before anything the registry
+        // says about the jti: an unsigned token must not learn whether a jti is revoked.
+        let Some(entry) = snap.tokens.get(&*verified.jti).cloned() else {
+            return Err(AuthError::UnknownKey);
         };
         let pinned = entry
             .pinned_sha256
@@ -278,7 +279,7 @@ impl Verifier {
             return Err(AuthError::UnknownKey);
         }
         self.check_times(verified.exp, verified.nbf)?;
-        Ok(entry)
+        lookup(snap, &verified.jti)
     }
 
     /// Strict claim types. `check_iss_aud`: whether issuer and audience lists apply (they do
@@ -300,7 +301,13 @@ impl Verifier {
             Some(_) => Err(AuthError::MalformedClaims(name)),
         };
         let exp = time(&c.exp, "exp is not a number")?;
-        let nbf = time(&c.nbf, "nbf is not a number")?;
+        // A token issued in the future (beyond the leeway) is not valid yet either: an `iat`
+        // years ahead is a minting mistake or a forged clock, never a token to accept.
+        let iat = time(&c.iat, "iat is not a number")?;
+        let nbf = match (time(&c.nbf, "nbf is not a number")?, iat) {
+            (Some(n), Some(i)) => Some(n.max(i)),
+            (n, i) => n.or(i),
+        };
         match &c.iss {
             None | Some(Value::String(_)) => {}
             Some(_) if !check_iss_aud => {}

@@ -11,7 +11,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// Bump when the key's meaning changes, so old entries can never be read under new rules.
-const KEY_VERSION: u8 = 1;
+const KEY_VERSION: u8 = 2;
 
 pub struct CacheKey<'a> {
     pub endpoint: &'a str,
@@ -23,6 +23,9 @@ pub struct CacheKey<'a> {
     /// The `gcms-locales` header, in order (arguments are part of the document).
     pub locales: &'a [&'a str],
     pub permissions: &'a [u8; 32],
+    /// `forward` credential mode: sha256 of the client's `Authorization`, since the CMS then
+    /// answers for that credential (two tokens with equal grants may see different content).
+    pub credential: Option<[u8; 32]>,
 }
 
 pub type KeyDigest = [u8; 32];
@@ -37,6 +40,7 @@ impl CacheKey<'_> {
             stage,
             locales,
             permissions,
+            credential,
         } = self;
         let mut h = Sha256::new();
         h.update([KEY_VERSION]);
@@ -58,6 +62,13 @@ impl CacheKey<'_> {
             field(&mut h, l.as_bytes());
         }
         h.update(permissions);
+        match credential {
+            Some(c) => {
+                h.update([1]);
+                h.update(c);
+            }
+            None => h.update([0]),
+        }
         h.finalize().into()
     }
 }
@@ -119,6 +130,7 @@ mod tests {
             stage,
             locales,
             permissions: &[perms; 32],
+            credential: None,
         }
         .digest()
     }

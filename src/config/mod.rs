@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod file;
+pub mod secret;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -19,6 +20,7 @@ use pingora::upstreams::peer::HttpPeer;
 
 pub use error::{ConfigError, ConfigErrors, Source};
 use file::FileConfig;
+use secret::SecretSource;
 
 use crate::stage::Cms;
 
@@ -661,28 +663,14 @@ fn compile(src: &Source, base: &Path, file: FileConfig) -> Result<Config, Config
                   field: &str,
                   errors: &mut Vec<ConfigError>|
      -> Option<String> {
-        match (env, path) {
-            (Some(var), None) => match std::env::var(var) {
-                Ok(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
-                _ => {
-                    errors.push(src.error(
-                        None,
-                        field,
-                        format!("environment variable {var} is not set"),
-                    ));
-                    None
-                }
-            },
-            (None, Some(p)) => match std::fs::read_to_string(resolve(base, p)) {
-                Ok(v) => Some(v.trim().to_string()),
-                Err(e) => {
-                    errors.push(src.error(None, field, format!("cannot read {p}: {e}")));
-                    None
-                }
-            },
-            (None, None) => None,
-            (Some(_), Some(_)) => {
-                errors.push(src.error(None, field, "give one of *_env or *_file"));
+        let path = path.as_ref().map(|p| resolve(base, p));
+        match SecretSource::of(env.as_deref(), path.as_deref()).and_then(|s| match s {
+            Some(s) => s.read().map(Some),
+            None => Ok(None),
+        }) {
+            Ok(v) => v,
+            Err(m) => {
+                errors.push(src.error(None, field, m));
                 None
             }
         }
@@ -819,29 +807,15 @@ fn compile_upstream(
         Some(c) => match c.mode.get_ref().as_str() {
             "forward" => Credential::Forward,
             "replace" => {
-                let token = match (&c.token_env, &c.token_file) {
-                    (Some(var), None) => std::env::var(var).map_err(|_| {
-                        vec![src.error(
-                            Some(c.mode.span()),
-                            field("credential.token_env"),
-                            format!("environment variable {var} is not set"),
-                        )]
-                    })?,
-                    (None, Some(f)) => std::fs::read_to_string(resolve(base, f)).map_err(|e| {
-                        vec![src.error(
-                            Some(c.mode.span()),
-                            field("credential.token_file"),
-                            format!("cannot read {f}: {e}"),
-                        )]
-                    })?,
-                    _ => {
-                        return Err(vec![src.error(
-                            Some(c.mode.span()),
-                            field("credential"),
-                            "mode = \"replace\" needs exactly one of token_env or token_file",
-                        )])
-                    }
-                };
+                let path = c.token_file.as_ref().map(|f| resolve(base, f));
+                let token = match SecretSource::of(c.token_env.as_deref(), path.as_deref()) {
+                    Ok(Some(source)) => source.read(),
+                    Ok(None) => Err(
+                        "mode = \"replace\" needs exactly one of token_env or token_file".into(),
+                    ),
+                    Err(m) => Err(m),
+                }
+                .map_err(|m| vec![src.error(Some(c.mode.span()), field("credential"), m)])?;
                 let mut value =
                     HeaderValue::try_from(format!("Bearer {}", token.trim())).map_err(|_| {
                         vec![src.error(

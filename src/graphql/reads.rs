@@ -233,11 +233,16 @@ impl Walk<'_, '_> {
             }
             _ => {}
         }
-        let Value::Object(map) = value else {
-            return Ok(());
-        };
         let schema = self.schema;
         let Some(def) = schema.inputs.get(ty) else {
+            return Ok(());
+        };
+        let Value::Object(map) = value else {
+            // `where: { author: null }` still evaluates the relation: it reveals whether one
+            // exists.
+            if let Some((InputRole::Filter, model)) = &def.role {
+                self.access(AccessKind::Read, model, &ctx.stages, &ctx.locales);
+            }
             return Ok(());
         };
         let role = def.role.clone();
@@ -260,9 +265,10 @@ impl Walk<'_, '_> {
                         self.input(v, fty, ctx, &mut inner, depth + 1)?;
                     }
                 }
-                let kind = match write {
-                    InputRole::Create => AccessKind::Create,
-                    _ => AccessKind::Update,
+                // A new document always gets its default-locale localization.
+                let (kind, default) = match write {
+                    InputRole::Create => (AccessKind::Create, true),
+                    _ => (AccessKind::Update, default),
                 };
                 let mut locales = Locales {
                     default,
@@ -311,9 +317,11 @@ impl Walk<'_, '_> {
     }
 
     /// A field of type `ty` whose arguments set `ctx` (already applied by the caller): its
-    /// sub-selection is read at absolute nesting `depth`. A field returning a model (or an
-    /// abstract type) whose selection picks nothing but `__typename` still reads it: it
-    /// reveals existence and type.
+    /// sub-selection is read at absolute nesting `depth`. The field reads every model it can
+    /// return, whatever its selection picks: the CMS loads the document to answer even
+    /// `{ __typename }`, and an abstract field (`node(id:)`, a union relation) whose type
+    /// conditions skip a model still tells apart "a document of another type" (`{}`) from
+    /// "none" (`null`).
     pub fn selection(
         &mut self,
         f: &cst::Field,
@@ -322,14 +330,11 @@ impl Walk<'_, '_> {
         depth: usize,
     ) -> Result<(), GraphqlError> {
         let possible = self.possible(ty);
-        let selected = match f.selection_set() {
-            Some(set) => self.set(&set, &possible, ctx, depth + 1)?,
-            None => false,
-        };
-        if !selected {
-            for p in &possible {
-                self.access(AccessKind::Read, p, &ctx.stages, &ctx.locales);
-            }
+        for p in &possible {
+            self.access(AccessKind::Read, p, &ctx.stages, &ctx.locales);
+        }
+        if let Some(set) = f.selection_set() {
+            self.set(&set, &possible, ctx, depth + 1)?;
         }
         Ok(())
     }
@@ -431,28 +436,23 @@ impl Walk<'_, '_> {
         self.selection(f, ty, &ctx, depth)
     }
 
-    /// Returns whether anything but `__typename` was selected.
+    /// The fields of a selection set on the (narrowed) `possible` types.
     fn set(
         &mut self,
         set: &cst::SelectionSet,
         possible: &[Arc<str>],
         ctx: &Ctx,
         depth: usize,
-    ) -> Result<bool, GraphqlError> {
+    ) -> Result<(), GraphqlError> {
         if depth > self.max_depth {
             return Err(self.too_deep());
         }
-        let mut selected = false;
         for sel in set.selections() {
             match sel {
                 cst::Selection::Field(f) => {
                     let name = f.name().map(|n| n.text().to_string()).unwrap_or_default();
                     if name == "__typename" {
                         continue;
-                    }
-                    selected = true;
-                    for p in possible {
-                        self.access(AccessKind::Read, p, &ctx.stages, &ctx.locales);
                     }
                     // The field is looked up on the possible types (an interface field exists
                     // on every implementation).
@@ -483,7 +483,7 @@ impl Walk<'_, '_> {
                         None => possible.to_vec(),
                     };
                     if let Some(inner) = i.selection_set() {
-                        selected |= self.set(&inner, &narrowed, ctx, depth + 1)?;
+                        self.set(&inner, &narrowed, ctx, depth + 1)?;
                     }
                 }
                 cst::Selection::FragmentSpread(s) => {
@@ -502,12 +502,12 @@ impl Walk<'_, '_> {
                         None => possible.to_vec(),
                     };
                     if let Some(inner) = frag.selection_set() {
-                        selected |= self.set(&inner, &narrowed, ctx, depth + 1)?;
+                        self.set(&inner, &narrowed, ctx, depth + 1)?;
                     }
                 }
             }
         }
-        Ok(selected)
+        Ok(())
     }
 
     /// The possible types that also satisfy a type condition; a condition the schema does not

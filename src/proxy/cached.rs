@@ -46,6 +46,19 @@ pub(super) async fn serve(
         stage: a.stage.fallback.as_str(),
         locales: &locales,
         permissions: a.principal.policy().permissions.fingerprint(),
+        credential: match endpoint.upstream.credential {
+            crate::config::Credential::Forward => Some(
+                <sha2::Sha256 as sha2::Digest>::digest(
+                    session
+                        .req_header()
+                        .headers
+                        .get(http::header::AUTHORIZATION)
+                        .map_or(&b""[..], |v| v.as_bytes()),
+                )
+                .into(),
+            ),
+            crate::config::Credential::Replace(_) => None,
+        },
     }
     .digest();
     let req = session.req_header();

@@ -52,6 +52,8 @@ pub struct RequestCtx {
     pub media: super::respond::Media,
     /// The request's Origin when the endpoint's CORS policy allows it: echoed on the response.
     pub cors: Option<(String, std::sync::Arc<crate::config::Cors>)>,
+    /// A mutation's 200 answer, scanned for a top-level `errors` key before it purges.
+    pub mutation_answer: Option<TopLevelErrors>,
 }
 
 impl RequestCtx {
@@ -72,6 +74,7 @@ impl RequestCtx {
             client_ip: None,
             cors: None,
             media: super::respond::Media::Json,
+            mutation_answer: None,
         }
     }
 
@@ -90,5 +93,92 @@ impl RequestCtx {
 impl Default for RequestCtx {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Whether a JSON object has a top-level `"errors"` key, decided as the bytes stream past, in
+/// constant memory (a depth counter, a string state, and the last top-level key so far, capped
+/// at 8 bytes since only `errors` matters). Used to purge only after a mutation the CMS really
+/// performed: a 200 whose body carries `errors` changed nothing.
+#[derive(Debug, Default)]
+pub struct TopLevelErrors {
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+    /// Inside a top-level key string: its bytes so far (only the first 8 kept).
+    key: Option<Vec<u8>>,
+    /// The last top-level string was `errors` and a `:` may follow.
+    candidate: bool,
+    pub found: bool,
+}
+
+impl TopLevelErrors {
+    pub fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if self.found {
+                return;
+            }
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == b'\\' {
+                    self.escaped = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                    if let Some(k) = self.key.take() {
+                        self.candidate = k == b"errors";
+                    }
+                    continue;
+                }
+                if let Some(k) = &mut self.key {
+                    if k.len() < 8 {
+                        k.push(b);
+                    }
+                }
+                continue;
+            }
+            match b {
+                b'"' => {
+                    self.in_string = true;
+                    // A string directly inside the top-level object may be a key.
+                    self.key = (self.depth == 1).then(Vec::new);
+                    self.candidate = false;
+                }
+                b':' if self.depth == 1 && self.candidate => self.found = true,
+                b'{' | b'[' => {
+                    self.depth += 1;
+                    self.candidate = false;
+                }
+                b'}' | b']' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    self.candidate = false;
+                }
+                b' ' | b'\n' | b'\r' | b'\t' => {}
+                _ => self.candidate = false,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TopLevelErrors;
+
+    fn scan(chunks: &[&str]) -> bool {
+        let mut s = TopLevelErrors::default();
+        for c in chunks {
+            s.feed(c.as_bytes());
+        }
+        s.found
+    }
+
+    #[test]
+    fn finds_only_a_top_level_errors_key_across_chunk_boundaries() {
+        assert!(scan(&[r#"{"data":null,"errors":[{"message":"x"}]}"#]));
+        assert!(scan(&[r#"{"data":null,"err"#, r#"ors" : []}"#]));
+        assert!(!scan(&[r#"{"data":{"errors":1}}"#]));
+        assert!(!scan(&[r#"{"data":{"title":"errors"}}"#]));
+        assert!(!scan(&[r#"{"data":{"a":["errors"]},"x":"\"errors\":"}"#]));
+        assert!(!scan(&[r#"{"errorsX":1}"#]));
     }
 }

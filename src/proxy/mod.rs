@@ -139,7 +139,12 @@ pub(crate) fn answer_headers(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("application/json"));
     if json {
-        h.append_header("vary", "Accept")?;
+        // The answer depends on the negotiated type and on the stage and locales the request
+        // named (headers), and on the staleness windows it allowed.
+        h.append_header(
+            "vary",
+            "Accept, gcms-stage, gcms-locales, hyg-stale-while-revalidate, hyg-stale-if-error",
+        )?;
         if complete && ctx.media == respond::Media::GraphqlResponse && h.status.is_success() {
             h.insert_header("content-type", ctx.media.content_type())?;
         }
@@ -451,7 +456,38 @@ fn ambiguous(session: &Session) -> Option<&'static str> {
     if req.headers.contains_key(http::header::UPGRADE) && req.method != Method::GET {
         return Some("Upgrade on a request with a body");
     }
+    if nominates_checked_header(req) {
+        return Some("Connection names a header the gateway checks or forwards");
+    }
     None
+}
+
+/// Whether `Connection` nominates a header the gateway reads or forwards. Pingora's upstream
+/// sanitizer removes every nominated header *after* the gateway's checks, so `Connection:
+/// gcms-stage` (or `authorization` in forward mode) would make the CMS see a different request
+/// than the one checked. Other nominations (`keep-alive`, `close`, `upgrade`, a custom hop
+/// header) are dropped at the edge as hop-by-hop.
+fn nominates_checked_header(req: &RequestHeader) -> bool {
+    req.headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(|t| t.trim_ascii().to_ascii_lowercase())
+        .any(|name| {
+            let name = String::from_utf8_lossy(&name);
+            FORWARDED.contains(&name.as_ref())
+                || name.starts_with("gcms-")
+                || name.starts_with("hyg-")
+                || matches!(
+                    name.as_ref(),
+                    "host"
+                        | "content-length"
+                        | "origin"
+                        | "x-forwarded-for"
+                        | "x-request-id"
+                        | "access-control-request-method"
+                )
+        })
 }
 
 /// Whether a raw HTTP/1 header block has a Content-Length field.
@@ -715,10 +751,21 @@ impl ProxyHttp for Gateway {
     fn upstream_response_body_filter(
         &self,
         _session: &mut Session,
-        _body: &mut Option<Bytes>,
-        _end: bool,
+        body: &mut Option<Bytes>,
+        end: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
+        if let Some(scan) = &mut ctx.mutation_answer {
+            if let Some(b) = body {
+                scan.feed(b);
+            }
+            if end {
+                if !scan.found {
+                    cached::purge_after_mutation(self, ctx);
+                }
+                ctx.mutation_answer = None;
+            }
+        }
         // Pingora's read timeout is per read; the total deadline is checked as data arrives.
         if ctx.upstream_deadline.is_some_and(|d| Instant::now() > d) {
             return Err(Error::explain(
@@ -735,8 +782,14 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if resp.status.is_success() {
-            cached::purge_after_mutation(self, ctx);
+        // A mutation purges once its whole answer arrived without `errors` (see the body
+        // filter): a 200 carrying errors is the CMS refusing it, and changed nothing.
+        if resp.status.is_success()
+            && ctx.admitted.as_ref().is_some_and(|a| {
+                a.operation().kind == crate::graphql::document::OperationKind::Mutation
+            })
+        {
+            ctx.mutation_answer = Some(ctx::TopLevelErrors::default());
         }
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
         resp.insert_header("x-cache", ctx.cache.as_str())?;
