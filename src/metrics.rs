@@ -118,7 +118,7 @@ impl Metrics {
             ),
                                     rate_limit_rejections: counter(
                 "contentgate_rate_limit_rejections_total",
-                "Requests refused with 429, by limit (token, ip, origin).",
+                "Requests refused with 429, by limit (token, ip, origin, refused: an address over its refusal budget).",
                 &["scope"],
             ),
             webhook_rejections: counter("contentgate_webhook_rejections_total", "CMS webhooks refused, by reason.", &["reason"]),

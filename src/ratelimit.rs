@@ -25,12 +25,44 @@ pub struct RateSettings {
     pub token_default: Option<RateLimit>,
     pub public_per_ip: Option<RateLimit>,
     pub origin_per_second: Option<RateLimit>,
+    /// Refused requests (401, 403, 400, …) per client address: past it, every request from
+    /// that address is answered 429 before authentication, for as long as the bucket needs to
+    /// refill. A refusal is cheap to ask for and may cost a signature verification.
+    pub refused_per_ip: Option<RateLimit>,
+    /// IPv6 clients are keyed by this prefix (one /64 is one subscriber, not 2^64 clients).
+    pub ipv6_prefix: u8,
+}
+
+/// A client address as the limiters and address rules see it: IPv4-mapped IPv6
+/// (`::ffff:a.b.c.d`, what a dual-stack listener reports) as IPv4.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    ip.to_canonical()
+}
+
+/// The limiter key of a client address: IPv4 as is, IPv6 truncated to `prefix` bits.
+pub fn client_key(ip: IpAddr, prefix: u8) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let prefix = u32::from(prefix.min(128));
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - prefix)
+            };
+            IpAddr::V6((bits & mask).into())
+        }
+        v4 => v4,
+    }
 }
 
 pub struct Limiters {
     settings: RateSettings,
     tokens: moka::sync::Cache<(Arc<str>, RateLimit), Arc<DefaultDirectRateLimiter>>,
     ips: moka::sync::Cache<IpAddr, Arc<DefaultDirectRateLimiter>>,
+    refusals: moka::sync::Cache<IpAddr, Arc<DefaultDirectRateLimiter>>,
+    /// Addresses over their refusal budget, until when.
+    blocked: moka::sync::Cache<IpAddr, std::time::Instant>,
     origin: Option<DefaultDirectRateLimiter>,
     clock: DefaultClock,
 }
@@ -52,6 +84,14 @@ impl Limiters {
             ips: moka::sync::Cache::builder()
                 .max_capacity(MAX_KEYS)
                 .time_to_idle(IDLE)
+                .build(),
+            refusals: moka::sync::Cache::builder()
+                .max_capacity(MAX_KEYS)
+                .time_to_idle(IDLE)
+                .build(),
+            blocked: moka::sync::Cache::builder()
+                .max_capacity(MAX_KEYS)
+                .time_to_live(IDLE)
                 .build(),
             origin: settings.origin_per_second.map(limiter),
             clock: DefaultClock::default(),
@@ -79,8 +119,43 @@ impl Limiters {
         let Some(limit) = self.settings.public_per_ip else {
             return Ok(());
         };
-        let l = self.ips.get_with(ip, || Arc::new(limiter(limit)));
+        let key = client_key(ip, self.settings.ipv6_prefix);
+        let l = self.ips.get_with(key, || Arc::new(limiter(limit)));
         self.check(&l)
+    }
+
+    /// Before anything else is done for a request from `ip`: `Err(wait)` while the address is
+    /// over its refusal budget.
+    pub fn admit_address(&self, ip: IpAddr) -> Result<(), Duration> {
+        if self.settings.refused_per_ip.is_none() {
+            return Ok(());
+        }
+        let key = client_key(ip, self.settings.ipv6_prefix);
+        match self.blocked.get(&key) {
+            Some(until) => {
+                let now = std::time::Instant::now();
+                if until > now {
+                    Err(until - now)
+                } else {
+                    self.blocked.invalidate(&key);
+                    Ok(())
+                }
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// A request from `ip` was refused: it spends the address's refusal budget, and an
+    /// exhausted budget blocks the address until the bucket has room again.
+    pub fn refused(&self, ip: IpAddr) {
+        let Some(limit) = self.settings.refused_per_ip else {
+            return;
+        };
+        let key = client_key(ip, self.settings.ipv6_prefix);
+        let l = self.refusals.get_with(key, || Arc::new(limiter(limit)));
+        if let Err(wait) = self.check(&l) {
+            self.blocked.insert(key, std::time::Instant::now() + wait);
+        }
     }
 
     /// One uncached request to the upstream.
@@ -110,6 +185,8 @@ mod tests {
             }),
             public_per_ip: None,
             origin_per_second: None,
+            refused_per_ip: None,
+            ipv6_prefix: 64,
         });
         let jti: Arc<str> = Arc::from("j");
         assert!(l.token(&jti, None).is_ok());
@@ -130,5 +207,41 @@ mod tests {
         // Public and origin limits are off unless configured.
         assert!(l.public("127.0.0.1".parse().unwrap()).is_ok());
         assert!(l.origin().is_ok());
+    }
+
+    #[test]
+    fn addresses_are_canonical_and_ipv6_is_keyed_by_prefix() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(client_key(ip("::ffff:9.9.9.9"), 64), ip("9.9.9.9"));
+        assert_eq!(
+            client_key(ip("2001:db8:1:2:aaaa::1"), 64),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            client_key(ip("2001:db8:1:2:aaaa::1"), 64),
+            client_key(ip("2001:db8:1:2:bbbb::9"), 64)
+        );
+        assert_eq!(client_key(ip("2001:db8::1"), 128), ip("2001:db8::1"));
+    }
+
+    #[test]
+    fn an_address_over_its_refusal_budget_is_blocked() {
+        let l = Limiters::new(RateSettings {
+            token_default: None,
+            public_per_ip: None,
+            origin_per_second: None,
+            refused_per_ip: Some(RateLimit {
+                requests_per_second: 1,
+                burst: 2,
+            }),
+            ipv6_prefix: 64,
+        });
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        l.refused(a);
+        l.refused(a);
+        assert!(l.admit_address(a).is_ok());
+        l.refused(a);
+        assert!(l.admit_address(a).is_err());
+        assert!(l.admit_address("10.0.0.2".parse().unwrap()).is_ok());
     }
 }

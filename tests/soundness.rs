@@ -1371,6 +1371,11 @@ async fn start_pair(
         .public(&public)
         .tokens(&tokens)
         .schema(Some(sdl))
+        // Most generated requests are refused: the refusal budget per address must not turn
+        // a long run into 429s.
+        .extra(
+            "\n[rate_limits]\nrefused_per_ip = { requests_per_second = 100000, burst = 1000000 }\n",
+        )
         .start()
         .await;
     Pair {

@@ -84,9 +84,15 @@ pub struct Verifier {
     audiences: Vec<String>,
     leeway: Duration,
     cache: moka::sync::Cache<[u8; 32], Verified>,
+    /// Tokens whose signature check failed, by digest: a client repeating a bogus token does
+    /// not buy a signature verification per request (bounded, short-lived).
+    failed: moka::sync::Cache<[u8; 32], AuthError>,
     /// Digest of the settings and key material this verifier was built from.
     pub source_digest: [u8; 32],
 }
+
+/// Failed token digests remembered (about 100 bytes each).
+const FAILED_TOKENS: u64 = 10_000;
 
 /// Header parameters the gateway looks at. Decoding into a struct (not a map) makes a
 /// duplicated parameter an error instead of last-wins.
@@ -130,6 +136,10 @@ impl Verifier {
             cache: moka::sync::Cache::builder()
                 .max_capacity(cache_entries)
                 .build(),
+            failed: moka::sync::Cache::builder()
+                .max_capacity(FAILED_TOKENS)
+                .time_to_live(Duration::from_secs(300))
+                .build(),
             source_digest,
         }
     }
@@ -172,6 +182,9 @@ impl Verifier {
         if let Some(v) = self.cache.get(digest) {
             self.check_times(v.exp, v.nbf)?;
             return lookup(snap, &v.jti);
+        }
+        if let Some(e) = self.failed.get(digest) {
+            return Err(e);
         }
         let (header_b64, claims_b64) = split(token)?;
         let header: RawHeader = decode_segment(header_b64)
@@ -226,26 +239,38 @@ impl Verifier {
         if !self.issuers.is_empty() {
             validation.set_issuer(&self.issuers);
         }
-        let data =
-            jsonwebtoken::decode::<RawClaims>(token, &key.decoding, &validation).map_err(|e| {
-                match e.kind() {
-                    ErrorKind::InvalidSignature => AuthError::BadSignature,
-                    ErrorKind::ExpiredSignature => AuthError::Expired,
-                    ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-                    ErrorKind::InvalidIssuer => AuthError::BadIssuer,
-                    ErrorKind::InvalidAudience => AuthError::BadAudience,
-                    ErrorKind::MissingRequiredClaim(c) if c == "iss" => AuthError::BadIssuer,
-                    ErrorKind::MissingRequiredClaim(c) if c == "aud" => AuthError::BadAudience,
-                    ErrorKind::InvalidAlgorithm => AuthError::AlgMismatch,
-                    ErrorKind::Json(_) => {
-                        AuthError::MalformedClaims("claims are not a JSON object with unique keys")
-                    }
-                    ErrorKind::Base64(_) | ErrorKind::Utf8(_) | ErrorKind::InvalidToken => {
-                        AuthError::Malformed("bad segment encoding")
-                    }
-                    _ => AuthError::BadSignature,
+        let data = jsonwebtoken::decode::<RawClaims>(token, &key.decoding, &validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::InvalidSignature => AuthError::BadSignature,
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                ErrorKind::InvalidIssuer => AuthError::BadIssuer,
+                ErrorKind::InvalidAudience => AuthError::BadAudience,
+                ErrorKind::MissingRequiredClaim(c) if c == "iss" => AuthError::BadIssuer,
+                ErrorKind::MissingRequiredClaim(c) if c == "aud" => AuthError::BadAudience,
+                ErrorKind::InvalidAlgorithm => AuthError::AlgMismatch,
+                ErrorKind::Json(_) => {
+                    AuthError::MalformedClaims("claims are not a JSON object with unique keys")
                 }
-            })?;
+                ErrorKind::Base64(_) | ErrorKind::Utf8(_) | ErrorKind::InvalidToken => {
+                    AuthError::Malformed("bad segment encoding")
+                }
+                _ => AuthError::BadSignature,
+            },
+        );
+        let data = match data {
+            Ok(d) => d,
+            Err(e) => {
+                // Failures that no later snapshot or clock can turn into a success.
+                if matches!(
+                    e,
+                    AuthError::BadSignature | AuthError::AlgMismatch | AuthError::Malformed(_)
+                ) {
+                    self.failed.insert(*digest, e.clone());
+                }
+                return Err(e);
+            }
+        };
         let verified = self.check_claims(&data.claims, true)?;
         self.check_times(verified.exp, verified.nbf)?;
         let entry = lookup(snap, &verified.jti)?;

@@ -174,6 +174,10 @@ pub struct FileRateLimits {
     /// The origin budget guard: uncached requests per second to the upstream.
     pub origin_requests_per_second: Option<u32>,
     pub origin_burst: Option<u32>,
+    /// Refused requests per client address before it is answered 429 up front.
+    pub refused_per_ip: Option<crate::policy::file::FileRateLimit>,
+    /// Prefix length IPv6 clients are keyed by (default 64).
+    pub ipv6_prefix: Option<u8>,
 }
 
 #[derive(Debug, Default, Deserialize)]

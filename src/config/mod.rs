@@ -40,6 +40,8 @@ pub const DEFAULT_MAX_DEPTH: usize = 64;
 /// The largest `max_depth` accepted: the walks' stack frames times this stays well inside a
 /// worker thread's 2 MiB stack (measured in tests/resources.rs with the debug build).
 pub const MAX_MAX_DEPTH: usize = 128;
+/// Refused requests per client address (per second, burst) before it is refused up front.
+pub const DEFAULT_REFUSED_PER_IP: (u32, u32) = (100, 1_000);
 /// Parsed documents kept for repeated requests, in bytes (weighed per entry, admitted only).
 pub const DEFAULT_DOCUMENT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 pub const DEFAULT_WRITE_BUFFER_BYTES: usize = 16 * 1024;
@@ -690,7 +692,17 @@ fn compile(src: &Source, base: &Path, file: FileConfig) -> Result<Config, Config
                 burst: file.rate_limits.origin_burst.unwrap_or(rps).max(1),
             }
         }),
+        // On by default: refusals are the cheapest requests to send and may each cost a
+        // signature verification (an ES256 verify is ~0.25 ms).
+        refused_per_ip: rl(&file.rate_limits.refused_per_ip).or(Some(crate::policy::RateLimit {
+            requests_per_second: DEFAULT_REFUSED_PER_IP.0,
+            burst: DEFAULT_REFUSED_PER_IP.1,
+        })),
+        ipv6_prefix: file.rate_limits.ipv6_prefix.unwrap_or(64),
     };
+    if rate_limits.ipv6_prefix > 128 {
+        errors.push(src.error(None, "rate_limits.ipv6_prefix", "must be at most 128"));
+    }
     let mut trusted_proxies = Vec::new();
     for p in &file.network.trusted_proxies {
         match parse_net(p) {
@@ -743,10 +755,21 @@ fn compile(src: &Source, base: &Path, file: FileConfig) -> Result<Config, Config
 }
 
 /// `10.0.0.0/8`, or a bare address as a single-host network.
+/// A CIDR or an address; an IPv4-mapped IPv6 network (`::ffff:9.9.9.0/120`) is read as the
+/// IPv4 network it maps, since client addresses are compared in canonical form.
 fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
-    s.parse::<ipnet::IpNet>()
+    let net = s
+        .parse::<ipnet::IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-        .map_err(|_| format!("{s:?} is not a CIDR network or an IP address"))
+        .map_err(|_| format!("{s:?} is not a CIDR network or an IP address"))?;
+    if let ipnet::IpNet::V6(v6) = net {
+        if let (Some(v4), true) = (v6.addr().to_ipv4_mapped(), v6.prefix_len() >= 96) {
+            return ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map(|n| ipnet::IpNet::V4(n.trunc()))
+                .map_err(|e| e.to_string());
+        }
+    }
+    Ok(net)
 }
 
 fn names_or(v: Option<Vec<String>>, default: &[&str]) -> Vec<String> {

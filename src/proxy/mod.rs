@@ -75,32 +75,53 @@ pub struct Gateway {
     pub limiters: Arc<crate::ratelimit::Limiters>,
 }
 
-/// The client address: the TCP peer, or — only when the peer is a trusted proxy — the
-/// right-most address in `X-Forwarded-For` that is not itself a trusted proxy. Used for the
-/// per-IP limit and allow/deny lists, never for authentication or cache keys.
+/// The client address: the TCP peer, or — only when the peer is a trusted proxy — the first
+/// untrusted address walking `X-Forwarded-For` from the right (each trusted hop appended the
+/// address it saw). An entry that does not parse as an address (after stripping a port or
+/// brackets) ends the walk at the peer: what lies left of it was written by the client. Every
+/// address is canonical (`::ffff:a.b.c.d` is `a.b.c.d`), so IPv4 rules hold on a dual-stack
+/// listener. Used for the per-IP limits and allow/deny lists, never for authentication or
+/// cache keys.
 fn client_ip(session: &Session, trusted: &[ipnet::IpNet]) -> Option<std::net::IpAddr> {
     let peer = session
         .client_addr()
         .and_then(|a| a.as_inet())
-        .map(|a| a.ip())?;
-    if !trusted.iter().any(|n| n.contains(&peer)) {
+        .map(|a| a.ip().to_canonical())?;
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
         return Some(peer);
     }
-    let xff: Vec<std::net::IpAddr> = session
+    let values: Vec<&str> = session
         .req_header()
         .headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse().ok())
+        .map(|v| v.to_str().unwrap_or(""))
         .collect();
-    Some(
-        xff.into_iter()
-            .rev()
-            .find(|ip| !trusted.iter().any(|n| n.contains(ip)))
-            .unwrap_or(peer),
-    )
+    for entry in values.iter().rev().flat_map(|v| v.rsplit(',')) {
+        match forwarded_address(entry.trim()) {
+            Some(ip) if is_trusted(&ip) => continue,
+            Some(ip) => return Some(ip),
+            None => return Some(peer),
+        }
+    }
+    Some(peer)
+}
+
+/// One `X-Forwarded-For` entry: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::7`, `[2001:db8::7]` or
+/// `[2001:db8::7]:443`, canonical.
+fn forwarded_address(entry: &str) -> Option<std::net::IpAddr> {
+    if let Ok(ip) = entry.parse::<std::net::IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    if let Ok(sa) = entry.parse::<std::net::SocketAddr>() {
+        return Some(sa.ip().to_canonical());
+    }
+    entry
+        .strip_prefix('[')
+        .and_then(|e| e.strip_suffix(']'))
+        .and_then(|e| e.parse::<std::net::IpAddr>().ok())
+        .map(|ip| ip.to_canonical())
 }
 
 /// Adds the CORS response headers when the request's origin is allowed.
@@ -196,6 +217,17 @@ impl Gateway {
         let ip = client_ip(session, &self.config.trusted_proxies);
         ctx.client_ip = ip;
         if let Some(ip) = ip {
+            // An address over its refusal budget is refused before any work is done for it.
+            if let Err(wait) = self.limiters.admit_address(ip) {
+                ctx.endpoint = Some(endpoint);
+                return Ok(self.refuse(
+                    ctx,
+                    Rejection::RateLimited {
+                        retry_after: crate::ratelimit::retry_after_secs(wait),
+                        scope: "refused",
+                    },
+                ));
+            }
             if !endpoint.admits(ip) {
                 ctx.endpoint = Some(endpoint);
                 return Ok(self.refuse(ctx, Rejection::AddressDenied));
@@ -343,6 +375,11 @@ impl Gateway {
     }
 
     fn refuse(&self, ctx: &mut RequestCtx, rejection: Rejection) -> Flow {
+        if !matches!(rejection, Rejection::RateLimited { .. }) {
+            if let Some(ip) = ctx.client_ip {
+                self.limiters.refused(ip);
+            }
+        }
         match &rejection {
             Rejection::Auth(e) => {
                 self.metrics
