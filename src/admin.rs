@@ -25,6 +25,8 @@ use crate::policy::store::PolicyStore;
 
 /// Admin request bodies (purge, webhook) are small JSON documents.
 const MAX_ADMIN_BODY: usize = 1024 * 1024;
+/// An admin body must arrive whole within this (Hygraph's webhook delivery times out at 3 s).
+const ADMIN_BODY_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Readiness: true once the first snapshot is loaded; false again when shutting down, so the
 /// load balancer stops sending traffic before in-flight requests drain.
@@ -104,10 +106,15 @@ fn error(status: u16, message: &str) -> Response<Vec<u8>> {
     json_reply(status, json!({ "error": message }))
 }
 
+/// The whole body within [`ADMIN_BODY_DEADLINE`] and [`MAX_ADMIN_BODY`]; `None` otherwise.
 async fn read_body(session: &mut ServerSession) -> Option<Vec<u8>> {
     let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + ADMIN_BODY_DEADLINE;
     loop {
-        match session.read_request_body().await {
+        let next = tokio::time::timeout_at(deadline, session.read_request_body())
+            .await
+            .ok()?;
+        match next {
             Ok(Some(chunk)) => {
                 if out.len() + chunk.len() > MAX_ADMIN_BODY {
                     return None;
@@ -179,11 +186,12 @@ impl Admin {
             .get("gcms-signature")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let Some(body) = read_body(session).await else {
-            return error(413, "body too large");
-        };
+        // Nothing is read for a delivery that cannot be signed.
         let Some(signature) = signature else {
             return self.webhook_refused("missing gcms-signature");
+        };
+        let Some(body) = read_body(session).await else {
+            return error(413, "body too large or too slow");
         };
         if let Err(reason) = verify_signature(
             &signature,

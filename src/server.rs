@@ -89,10 +89,16 @@ pub fn build(rt: &Runtime, upgrade: bool) -> Result<Server, String> {
     };
     // Every accepted connection gets a whole-header deadline (slowloris) under the proxy.
     let header_timeout = rt.config.limits.client_header_timeout;
+    let mut app = pingora::proxy::http_proxy(&server.configuration, gateway);
+    // HTTP/2 has no blank line to time: an idle h2 connection (no stream in flight — which
+    // includes one whose HEADERS never completes) is closed after the header timeout.
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.h2_idle_timeout = Some(header_timeout);
+    app.server_options = Some(options);
     let mut proxy = Service::new(
         "contentgate proxy".to_string(),
         crate::proxy::deadline::Guarded {
-            app: Arc::new(pingora::proxy::http_proxy(&server.configuration, gateway)),
+            app: Arc::new(app),
             header_timeout,
         },
     );
@@ -127,15 +133,19 @@ pub fn build(rt: &Runtime, upgrade: bool) -> Result<Server, String> {
     }
 
     if let Some(addr) = &rt.config.admin {
+        // The admin listener gets the same whole-header deadline as the proxy.
         let mut admin = Service::new(
             "contentgate admin".to_string(),
-            Admin::new(
-                rt.metrics.clone(),
-                rt.store.clone(),
-                rt.health.clone(),
-                rt.cache.clone(),
-                rt.config.secrets.clone(),
-            ),
+            crate::proxy::deadline::Guarded {
+                app: Arc::new(pingora::apps::http_app::HttpServer::new_app(Admin::new(
+                    rt.metrics.clone(),
+                    rt.store.clone(),
+                    rt.health.clone(),
+                    rt.cache.clone(),
+                    rt.config.secrets.clone(),
+                ))),
+                header_timeout,
+            },
         );
         admin.add_tcp(addr);
         admin.threads = Some(1);

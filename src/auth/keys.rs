@@ -154,6 +154,27 @@ impl KeySet {
                                     errors.push(ConfigError::new(&path, None, &field, format!("key {kid:?} needs a signing \"alg\"; the algorithm is never taken from a token")));
                                     continue;
                                 };
+                                // An `oct` key is a shared secret: the same minimum as a file.
+                                if let jsonwebtoken::jwk::AlgorithmParameters::OctetKey(o) =
+                                    &jwk.algorithm
+                                {
+                                    use base64::Engine;
+                                    let len = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                                        .decode(o.value.trim_end_matches('='))
+                                        .map_or(0, |b| b.len());
+                                    if len < hmac_min(alg) {
+                                        errors.push(ConfigError::new(
+                                            &path,
+                                            None,
+                                            &field,
+                                            format!(
+                                                "key {kid:?}: {alg:?} secret must be at least {} bytes",
+                                                hmac_min(alg)
+                                            ),
+                                        ));
+                                        continue;
+                                    }
+                                }
                                 match DecodingKey::from_jwk(jwk) {
                                     Ok(d) if d.family() == alg.family() => insert(
                                         &mut keys,
@@ -209,16 +230,20 @@ fn insert(keys: &mut HashMap<String, Key>, kid: String, key: Key, mut err: impl 
     keys.insert(kid, key);
 }
 
+/// HMAC keys shorter than the hash output are brute-forceable (RFC 7518 §3.2).
+fn hmac_min(alg: Algorithm) -> usize {
+    match alg {
+        Algorithm::HS384 => 48,
+        Algorithm::HS512 => 64,
+        _ => 32,
+    }
+}
+
 fn decoding_key(alg: Algorithm, bytes: &[u8], is_secret: bool) -> Result<DecodingKey, String> {
     use jsonwebtoken::AlgorithmFamily as F;
     match (alg.family(), is_secret) {
         (F::Hmac, true) => {
-            // HMAC keys shorter than the hash output are brute-forceable (RFC 7518 §3.2).
-            let min = match alg {
-                Algorithm::HS384 => 48,
-                Algorithm::HS512 => 64,
-                _ => 32,
-            };
+            let min = hmac_min(alg);
             if bytes.len() < min {
                 return Err(format!("{alg:?} secret must be at least {min} bytes"));
             }

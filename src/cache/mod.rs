@@ -29,6 +29,8 @@ pub use key::{CacheKey, KeyDigest};
 /// Hard cap on a body the gateway buffers for a fill: larger answers are a 502 (the per-entry
 /// maximum for storing is `max_entry_bytes`, usually far below).
 const MAX_FETCH_BYTES: usize = 32 * 1024 * 1024;
+/// How long a key whose fill failed is not refreshed in the background.
+const REFRESH_BACKOFF: Duration = Duration::from_secs(5);
 /// Entry ids collected for invalidation per entry.
 const MAX_IDS_PER_ENTRY: usize = 1000;
 
@@ -115,6 +117,9 @@ pub struct ReadCache {
     flights: Mutex<HashMap<KeyDigest, watch::Receiver<Option<FlightResult>>>>,
     /// Bumped by every purge; a fill that started before a purge does not store its answer.
     purge_epoch: AtomicU64,
+    /// Keys whose last fill failed (5xx, 429, timeout): a stale-while-revalidate hit does not
+    /// refresh them again until this expires, so stale traffic cannot hammer a failing CMS.
+    backoff: moka::sync::Cache<KeyDigest, ()>,
     pub settings: CacheSettings,
     client: Arc<UpstreamClient>,
     metrics: Arc<Metrics>,
@@ -180,6 +185,10 @@ impl ReadCache {
             entries,
             flights: Mutex::new(HashMap::new()),
             purge_epoch: AtomicU64::new(0),
+            backoff: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(REFRESH_BACKOFF)
+                .build(),
             settings,
             client,
             metrics,
@@ -215,8 +224,18 @@ impl ReadCache {
     }
 
     /// Starts a background refresh for a stale entry unless a fill for it is already running.
+    /// A background refresh of a stale entry, unless the key's last fill failed recently.
+    /// The caller has taken the origin budget for it.
     pub fn refresh(self: &Arc<Self>, key: KeyDigest, req: FillRequest) {
+        if self.backoff.contains_key(&key) {
+            return;
+        }
         let _ = self.join_or_lead(key, req);
+    }
+
+    /// Whether a refresh of `key` would be attempted now (no recent failure, none in flight).
+    pub fn wants_refresh(&self, key: &KeyDigest) -> bool {
+        !self.backoff.contains_key(key) && !self.flights.lock().contains_key(key)
     }
 
     fn join_or_lead(
@@ -236,11 +255,24 @@ impl ReadCache {
         tokio::spawn(async move {
             let epoch = this.purge_epoch.load(Ordering::SeqCst);
             let result = this.fill(&req).await;
-            if let Ok(stored) = &result {
-                if stored.ttl > Duration::ZERO && this.purge_epoch.load(Ordering::SeqCst) == epoch {
-                    this.entries.insert(key, stored.clone()).await;
-                    this.publish_gauges();
+            match &result {
+                Ok(stored) if stored.status >= 500 || stored.status == 429 => {
+                    this.backoff.insert(key, ());
                 }
+                Ok(stored) => {
+                    if stored.ttl > Duration::ZERO
+                        && this.purge_epoch.load(Ordering::SeqCst) == epoch
+                    {
+                        this.entries.insert(key, stored.clone()).await;
+                        // A purge that landed between the check and the insert must win: the
+                        // answer was fetched before it.
+                        if this.purge_epoch.load(Ordering::SeqCst) != epoch {
+                            this.entries.invalidate(&key).await;
+                        }
+                        this.publish_gauges();
+                    }
+                }
+                Err(_) => this.backoff.insert(key, ()),
             }
             // Stored before the flight disappears: a request arriving now finds the entry.
             this.flights.lock().remove(&key);

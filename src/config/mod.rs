@@ -504,6 +504,15 @@ fn compile(src: &Source, base: &Path, file: FileConfig) -> Result<Config, Config
                     "allow_credentials cannot be combined with the origin \"*\"",
                 ));
             }
+            // `Origin: null` is what sandboxed iframes, `data:` and `file:` pages send: any
+            // page can produce it, so with credentials it is as open as `*`.
+            if c.allow_credentials && c.allowed_origins.iter().any(|o| o.eq_ignore_ascii_case("null")) {
+                errors.push(src.error(
+                    Some(e.path.span()),
+                    field("cors"),
+                    "allow_credentials cannot be combined with the origin \"null\" (any sandboxed page sends it)",
+                ));
+            }
             Arc::new(Cors {
                 origins: c.allowed_origins.clone(),
                 methods: c

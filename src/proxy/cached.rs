@@ -85,7 +85,11 @@ pub(super) async fn serve(
         }
         if age <= e.ttl + swr {
             cache.record("stale");
-            cache.refresh(key, build_fill());
+            // A refresh is an upstream request: it takes the origin budget, or waits for the
+            // next stale hit (the client is served stale either way).
+            if cache.wants_refresh(&key) && gw.limiters.origin().is_ok() {
+                cache.refresh(key, build_fill());
+            }
             return write(session, ctx, e, CacheStatus::Stale).await;
         }
     }

@@ -66,25 +66,44 @@ impl HeaderDeadline {
     }
 }
 
-/// Finds `\r\n\r\n` across reads.
+/// Finds the empty line that ends a request header, across reads, the way HTTP parsers read
+/// it: empty lines *before* the request line are skipped (RFC 9112 §2.2), so they do not end
+/// anything, and a bare LF ends a line as CRLF does (httparse accepts both).
 #[derive(Debug, Default)]
 struct EndOfHeader {
-    matched: usize,
+    /// A byte other than CR/LF has been seen: the request line has begun.
+    started: bool,
+    /// The last byte ended a line (so the next line may be the empty one).
+    at_line_start: bool,
+    /// A CR at the start of a line: the empty line's LF may follow.
+    cr: bool,
 }
 
 impl EndOfHeader {
     fn feed(&mut self, bytes: &[u8]) -> bool {
-        const END: &[u8; 4] = b"\r\n\r\n";
-        for b in bytes {
-            self.matched = if *b == END[self.matched] {
-                self.matched + 1
-            } else if *b == b'\r' {
-                1
-            } else {
-                0
-            };
-            if self.matched == END.len() {
-                return true;
+        for &b in bytes {
+            if !self.started {
+                if b != b'\r' && b != b'\n' {
+                    self.started = true;
+                }
+                continue;
+            }
+            if self.at_line_start {
+                match b {
+                    b'\n' => return true,
+                    b'\r' if !self.cr => {
+                        self.cr = true;
+                        continue;
+                    }
+                    _ => {
+                        self.at_line_start = false;
+                        self.cr = false;
+                    }
+                }
+            }
+            if b == b'\n' {
+                self.at_line_start = true;
+                self.cr = false;
             }
         }
         false
@@ -277,5 +296,17 @@ mod tests {
         assert!(e.feed(b"GET / HTTP/1.1\r\r\n\r\n"));
         let mut e = EndOfHeader::default();
         assert!(!e.feed(b"GET / HTTP/1.1\r\nX: a\r\n\rb\r\n"));
+        let mut e = EndOfHeader::default();
+        assert!(e.feed(b"GET / HTTP/1.1\nHost: a\n\n"));
+    }
+
+    /// Parsers skip empty lines before the request line: they must not stop the clock.
+    #[test]
+    fn leading_empty_lines_do_not_end_the_header() {
+        let mut e = EndOfHeader::default();
+        assert!(!e.feed(b"\r\n\r\n\r\n"));
+        assert!(!e.feed(b"\n\n"));
+        assert!(!e.feed(b"GET / HTTP/1.1\r\nHost: a\r\n"));
+        assert!(e.feed(b"\r\n"));
     }
 }

@@ -282,7 +282,7 @@ impl Gateway {
                 Err(e) => return Ok(self.refuse(ctx, Rejection::Graphql(e))),
             }
         } else {
-            if method == Method::GET && has_body(session.req_header()) {
+            if method == Method::GET && has_body(session) {
                 return Ok(self.refuse(ctx, Rejection::Graphql(GraphqlError::GetWithBody)));
             }
             None
@@ -493,6 +493,15 @@ fn ambiguous(session: &Session) -> Option<&'static str> {
     if req.headers.contains_key(http::header::UPGRADE) && req.method != Method::GET {
         return Some("Upgrade on a request with a body");
     }
+    if req
+        .headers
+        .get_all(http::header::CONTENT_TYPE)
+        .iter()
+        .count()
+        > 1
+    {
+        return Some("Content-Type is repeated");
+    }
     if nominates_checked_header(req) {
         return Some("Connection names a header the gateway checks or forwards");
     }
@@ -568,12 +577,17 @@ async fn read_body(
     Ok(Ok(buf.freeze()))
 }
 
-fn has_body(req: &RequestHeader) -> bool {
-    req.headers.contains_key(http::header::TRANSFER_ENCODING)
+/// Whether the request carries a body. HTTP/1 says so in its framing headers; an HTTP/2 stream
+/// may carry DATA frames without a `content-length`, so there the stream decides (no
+/// END_STREAM on HEADERS means a body follows).
+fn has_body(session: &mut Session) -> bool {
+    let req = session.req_header();
+    let framed = req.headers.contains_key(http::header::TRANSFER_ENCODING)
         || req
             .headers
             .get(http::header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0")
+            .is_some_and(|v| v.as_bytes() != b"0");
+    framed || (req.version == http::Version::HTTP_2 && !session.as_downstream_mut().is_body_empty())
 }
 
 fn is_timeout(e: &Error) -> bool {
@@ -743,13 +757,14 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         // The body was read (and decided on) in request_filter; Pingora replays it from its
-        // retry buffer. Send exactly the bytes that were checked, once.
-        if ctx.body_sent {
-            *body = None;
-        } else if let Some(b) = &ctx.body {
-            *body = Some(b.clone());
+        // retry buffer. Send the gateway's re-serialization of what was checked, once, and
+        // never a byte the gateway did not read (a GET has none).
+        *body = if ctx.body_sent {
+            None
+        } else {
             ctx.body_sent = true;
-        }
+            ctx.body.clone()
+        };
         Ok(())
     }
 
