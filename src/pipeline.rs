@@ -71,8 +71,17 @@ impl Parsed {
         } else {
             bytes::Bytes::from(request.to_query_string())
         };
-        // The request's text and variables, their forwarded copy, the analysis.
-        let weight = 2 * forward.len() + document.weight() + std::mem::size_of::<Self>() + 64;
+        // The request's text, its parsed variables (a `serde_json::Value` node costs far more
+        // than its JSON text: ~80 bytes for `{"":0}`), the forwarded copy, the analysis.
+        let variables: u64 = request
+            .variables
+            .values()
+            .map(crate::graphql::args::nodes)
+            .sum();
+        let weight = (request.query.len() + forward.len() + document.weight()) as u64
+            + variables.saturating_mul(VALUE_NODE_BYTES)
+            + std::mem::size_of::<Self>() as u64
+            + 64;
         Self {
             request,
             document,
@@ -81,6 +90,9 @@ impl Parsed {
         }
     }
 }
+
+/// Heap bytes of one parsed JSON node (a `Value` plus its map or vector slot), for weighing.
+const VALUE_NODE_BYTES: u64 = 96;
 
 /// Parsed requests by digest of their exact bytes (endpoint kind, method, body or query
 /// string), so a repeated query skips JSON and GraphQL parsing and the schema walk. Weighed in

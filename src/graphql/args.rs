@@ -7,6 +7,7 @@
 //! gateway's to guess. [`check_variables`] refuses variables that do not coerce to their
 //! declared types before the CMS is called.
 
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use apollo_parser::cst::{self, CstNode};
@@ -23,6 +24,27 @@ pub const MAX_VALUE_DEPTH: usize = 256;
 pub struct Resolver<'a> {
     variables: &'a Map<String, Value>,
     defaults: HashMap<String, cst::Value>,
+    /// JSON nodes left to build or walk for this document (shared with the input walk): a
+    /// variable is copied at every reference, so every reference is charged its size.
+    budget: &'a Cell<u64>,
+    /// Nodes of each provided variable, counted once.
+    sizes: RefCell<HashMap<String, u64>>,
+}
+
+/// The JSON nodes of a value (bounded by serde_json's nesting limit).
+pub fn nodes(v: &Value) -> u64 {
+    match v {
+        Value::Array(items) => 1 + items.iter().map(nodes).sum::<u64>(),
+        Value::Object(map) => 1 + map.values().map(nodes).sum::<u64>(),
+        _ => 1,
+    }
+}
+
+fn exhausted() -> GraphqlError {
+    GraphqlError::Limit {
+        what: "input value",
+        limit: 0,
+    }
 }
 
 impl<'a> Resolver<'a> {
@@ -30,6 +52,7 @@ impl<'a> Resolver<'a> {
     pub fn new(
         op: &cst::OperationDefinition,
         variables: &'a Map<String, Value>,
+        budget: &'a Cell<u64>,
     ) -> Result<Self, GraphqlError> {
         let mut defaults = HashMap::new();
         let mut seen = std::collections::HashSet::new();
@@ -54,19 +77,63 @@ impl<'a> Resolver<'a> {
         Ok(Self {
             variables,
             defaults,
+            budget,
+            sizes: RefCell::new(HashMap::new()),
         })
     }
 
-    /// The JSON value of an argument: literals as written, variables from the request's
-    /// `variables` or else the variable's default (a constant, so this cannot loop).
-    pub fn resolve(&self, value: &cst::Value) -> Value {
+    fn charge(&self, n: u64) -> Result<(), GraphqlError> {
+        let left = self.budget.get();
+        if left < n {
+            return Err(exhausted());
+        }
+        self.budget.set(left - n);
+        Ok(())
+    }
+
+    /// Whether `value` is a variable the request did not provide and that has no default:
+    /// the CMS then coerces the argument to *its* schema default (GraphQL's
+    /// CoerceArgumentValues), not to "absent".
+    pub fn is_unset(&self, value: &cst::Value) -> bool {
         match value {
             cst::Value::Variable(v) => {
                 let name = v.name().map(|n| n.text().to_string()).unwrap_or_default();
+                !self.variables.contains_key(&name) && !self.defaults.contains_key(&name)
+            }
+            _ => false,
+        }
+    }
+
+    /// The JSON value of an argument: literals as written, variables from the request's
+    /// `variables` or else the variable's default (a constant, so this cannot loop). Every
+    /// node built is charged to the budget; a repeated input-object field name is refused.
+    pub fn resolve(&self, value: &cst::Value) -> Result<Value, GraphqlError> {
+        self.resolve_at(value, 0)
+    }
+
+    fn resolve_at(&self, value: &cst::Value, depth: usize) -> Result<Value, GraphqlError> {
+        if depth > MAX_VALUE_DEPTH {
+            return Err(GraphqlError::Limit {
+                what: "value depth",
+                limit: MAX_VALUE_DEPTH,
+            });
+        }
+        self.charge(1)?;
+        Ok(match value {
+            cst::Value::Variable(v) => {
+                let name = v.name().map(|n| n.text().to_string()).unwrap_or_default();
                 match self.variables.get(&name) {
-                    Some(v) => v.clone(),
+                    Some(v) => {
+                        let size = *self
+                            .sizes
+                            .borrow_mut()
+                            .entry(name)
+                            .or_insert_with(|| nodes(v));
+                        self.charge(size)?;
+                        v.clone()
+                    }
                     None => match self.defaults.get(&name) {
-                        Some(d) => self.resolve(d),
+                        Some(d) => self.resolve_at(d, depth + 1)?,
                         None => Value::Null,
                     },
                 }
@@ -74,13 +141,12 @@ impl<'a> Resolver<'a> {
             cst::Value::EnumValue(e) => Value::String(e.text().to_string()),
             cst::Value::StringValue(s) => Value::String(String::from(s)),
             cst::Value::BooleanValue(b) => Value::Bool(b.true_token().is_some()),
-            cst::Value::IntValue(i) => i
-                .syntax()
-                .text()
-                .to_string()
-                .parse::<i64>()
-                .map(Value::from)
-                .unwrap_or_else(|_| Value::String(i.syntax().text().to_string())),
+            cst::Value::IntValue(i) => {
+                let text = i.syntax().text().to_string();
+                text.parse::<i64>()
+                    .map(Value::from)
+                    .unwrap_or(Value::String(text))
+            }
             cst::Value::FloatValue(f) => f
                 .syntax()
                 .text()
@@ -90,35 +156,45 @@ impl<'a> Resolver<'a> {
                 .and_then(Number::from_f64)
                 .map(Value::Number)
                 .unwrap_or(Value::Null),
-            cst::Value::ListValue(l) => {
-                Value::Array(l.values().map(|v| self.resolve(&v)).collect())
-            }
+            cst::Value::ListValue(l) => Value::Array(
+                l.values()
+                    .map(|v| self.resolve_at(&v, depth + 1))
+                    .collect::<Result<_, _>>()?,
+            ),
             cst::Value::ObjectValue(o) => {
                 let mut map = Map::new();
                 for f in o.object_fields() {
                     let (Some(name), Some(v)) = (f.name(), f.value()) else {
                         continue;
                     };
-                    // A repeated input field is invalid GraphQL (InputObjectFieldNames); keep
-                    // the first so nothing is hidden: the CMS refuses such a document anyway,
-                    // and every value is walked below (see `arguments`).
-                    map.entry(name.text().to_string())
-                        .or_insert_with(|| self.resolve(&v));
+                    let name = name.text().to_string();
+                    if map.contains_key(&name) {
+                        return Err(GraphqlError::Operation(format!(
+                            "input field {name:?} is given more than once"
+                        )));
+                    }
+                    let v = self.resolve_at(&v, depth + 1)?;
+                    map.insert(name, v);
                 }
                 Value::Object(map)
             }
             cst::Value::NullValue(_) => Value::Null,
-        }
+        })
     }
 }
 
-/// The arguments of a field, by name, resolved. A repeated argument name is refused, and so is
-/// a repeated input-object field name anywhere inside a literal.
-pub fn arguments(
-    f: &cst::Field,
-    resolver: &Resolver,
-) -> Result<Vec<(String, Value)>, GraphqlError> {
-    let mut out: Vec<(String, Value)> = Vec::new();
+/// One argument of a field, resolved.
+pub struct Argument {
+    pub name: String,
+    pub value: Value,
+    /// A variable the request did not provide (see [`Resolver::is_unset`]).
+    pub unset: bool,
+}
+
+/// The arguments of a field, resolved. A repeated argument name is refused, and so is a
+/// repeated input-object field name anywhere inside a literal.
+pub fn arguments(f: &cst::Field, resolver: &Resolver) -> Result<Vec<Argument>, GraphqlError> {
+    let mut out: Vec<Argument> = Vec::new();
     let Some(args) = f.arguments() else {
         return Ok(out);
     };
@@ -127,47 +203,18 @@ pub fn arguments(
             continue;
         };
         let name = name.text().to_string();
-        if out.iter().any(|(n, _)| *n == name) {
+        if out.iter().any(|a| a.name == name) {
             return Err(GraphqlError::Operation(format!(
                 "argument {name:?} is given more than once"
             )));
         }
-        unique_object_fields(&value, 0)?;
-        out.push((name, resolver.resolve(&value)));
-    }
-    Ok(out)
-}
-
-fn unique_object_fields(value: &cst::Value, depth: usize) -> Result<(), GraphqlError> {
-    if depth > MAX_VALUE_DEPTH {
-        return Err(GraphqlError::Limit {
-            what: "value depth",
-            limit: MAX_VALUE_DEPTH,
+        out.push(Argument {
+            unset: resolver.is_unset(&value),
+            value: resolver.resolve(&value)?,
+            name,
         });
     }
-    match value {
-        cst::Value::ObjectValue(o) => {
-            let mut seen = std::collections::HashSet::new();
-            for f in o.object_fields() {
-                let name = f.name().map(|n| n.text().to_string()).unwrap_or_default();
-                if !seen.insert(name.clone()) {
-                    return Err(GraphqlError::Operation(format!(
-                        "input field {name:?} is given more than once"
-                    )));
-                }
-                if let Some(v) = f.value() {
-                    unique_object_fields(&v, depth + 1)?;
-                }
-            }
-        }
-        cst::Value::ListValue(l) => {
-            for v in l.values() {
-                unique_object_fields(&v, depth + 1)?;
-            }
-        }
-        _ => {}
-    }
-    Ok(())
+    Ok(out)
 }
 
 /// A list argument as names: `null` → `None`, a single name → a list of one (input coercion).

@@ -207,7 +207,13 @@ pub fn parse_document(
             limit: limits.aliases,
         });
     }
-    let mut budget = limits.input_nodes;
+    // Every variable may be built once at full size; repeated references and literals spend the
+    // configured budget.
+    let budget = std::cell::Cell::new(
+        limits
+            .input_nodes
+            .saturating_add(req.variables.values().map(args::nodes).sum::<u64>()),
+    );
     let mut analyzed = Vec::with_capacity(operations.len());
     for (i, op) in operations.iter().enumerate() {
         if i == selected {
@@ -215,7 +221,7 @@ pub fn parse_document(
                 args::check_variables(op, &req.variables, schema)?;
             }
         }
-        let a = analyze_operation(op, req, &fragments, schema, &limits, &mut budget)?;
+        let a = analyze_operation(op, req, &fragments, schema, &limits, &budget)?;
         if a.root_fields.len() > limits.root_fields {
             return Err(GraphqlError::Limit {
                 what: "root field",
@@ -245,7 +251,7 @@ fn analyze_operation(
     fragments: &HashMap<String, cst::FragmentDefinition>,
     schema: Option<&SchemaMap>,
     limits: &ParseLimits,
-    budget: &mut u64,
+    budget: &std::cell::Cell<u64>,
 ) -> Result<Operation, GraphqlError> {
     let kind = match op.operation_type() {
         None => OperationKind::Query,
@@ -253,7 +259,7 @@ fn analyze_operation(
         Some(t) if t.mutation_token().is_some() => OperationKind::Mutation,
         Some(_) => return Err(GraphqlError::Subscription),
     };
-    let resolver = Resolver::new(op, &req.variables)?;
+    let resolver = Resolver::new(op, &req.variables, budget)?;
     let mut root_fields = Vec::new();
     if let Some(set) = op.selection_set() {
         let root_type = schema.map(|s| match kind {
@@ -311,7 +317,7 @@ fn select(ops: &[cst::OperationDefinition], name: Option<&str>) -> Result<usize,
     }
 }
 
-struct RootCtx<'a, 'b> {
+struct RootCtx<'a> {
     kind: OperationKind,
     fragments: &'a HashMap<String, cst::FragmentDefinition>,
     resolver: &'a Resolver<'a>,
@@ -319,12 +325,12 @@ struct RootCtx<'a, 'b> {
     /// `Query` or `Mutation` in the schema (when a schema map is given).
     root_type: Option<Arc<str>>,
     max_depth: usize,
-    budget: &'b mut u64,
+    budget: &'a std::cell::Cell<u64>,
     /// Fragments being expanded at the root (cycle guard).
     stack: Vec<String>,
 }
 
-impl RootCtx<'_, '_> {
+impl RootCtx<'_> {
     /// Root fields through inline fragments and spreads at the root (`... on Query`), at
     /// absolute nesting `depth` (checked before recursing).
     fn collect(
@@ -378,7 +384,8 @@ impl RootCtx<'_, '_> {
             .and_then(|a| a.name())
             .map(|n| n.text().to_string());
         let arguments = args::arguments(f, self.resolver)?;
-        let get = |arg: &str| arguments.iter().find(|(n, _)| n == arg).map(|(_, v)| v);
+        let arg = |name: &str| arguments.iter().find(|a| a.name == name);
+        let get = |name: &str| arg(name).map(|a| &a.value);
         let schema_default = |arg: &str| -> Option<Vec<String>> {
             let (schema, root) = (self.schema?, self.root_type.as_ref()?);
             schema.arg_default(root, &name, arg).map(<[String]>::to_vec)
@@ -406,6 +413,17 @@ impl RootCtx<'_, '_> {
         let to = list_or_default("to")?;
         let from = list_or_default("from")?;
         let with_default_locale = get("withDefaultLocale").and_then(serde_json::Value::as_bool);
+        // A root `stage:`/`locales:` given as a variable the request did not provide: the CMS
+        // coerces the argument to its schema default, while the gateway sends the header's
+        // (or principal's) context. Both are checked.
+        let unset_default = |name: &str| -> Vec<String> {
+            match arg(name) {
+                Some(a) if a.unset => schema_default(name).unwrap_or_default(),
+                _ => Vec::new(),
+            }
+        };
+        let unset_stages = unset_default("stage");
+        let unset_locales = unset_default("locales");
         let mut field = RootField {
             name,
             alias,
@@ -414,8 +432,8 @@ impl RootCtx<'_, '_> {
             to,
             from,
             with_default_locale,
-            extra_stages: Vec::new(),
-            extra_locales: Vec::new(),
+            extra_stages: unset_stages.clone(),
+            extra_locales: unset_locales.clone(),
             accesses: Vec::new(),
             unresolved: None,
         };
@@ -442,7 +460,9 @@ impl RootCtx<'_, '_> {
         };
         let mut ctx = Ctx::root(field.stage.iter().cloned().collect());
         // The root's context arguments were read above; the rest are walked by type.
-        let found = walk.arguments(&arguments, &root, &field.name, &ctx, ROOT_CONTEXT_ARGS)?;
+        let mut found = walk.arguments(&arguments, &root, &field.name, &ctx, ROOT_CONTEXT_ARGS)?;
+        found.stages.extend(unset_stages);
+        found.locales.extend(unset_locales);
         ctx.stages.add(&found.stages);
         ctx.locales.add(&found.locales);
         walk.selection(f, &ty, &ctx, depth)?;

@@ -9,13 +9,14 @@
 //! `localizations` name the locales it writes. Depth is checked before every recursion and
 //! input values are walked within a node budget, so the walk is bounded in stack and time.
 
+use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use apollo_parser::cst;
 use serde_json::Value;
 
-use super::args::{self, Resolver, MAX_VALUE_DEPTH};
+use super::args::{self, Argument, Resolver, MAX_VALUE_DEPTH};
 use super::document::fragment_name;
 use super::GraphqlError;
 use crate::schema::{InputRole, SchemaMap};
@@ -136,8 +137,21 @@ pub struct Walk<'a, 'b> {
     pub resolver: &'a Resolver<'a>,
     pub accesses: &'b mut BTreeSet<Access>,
     pub unresolved: &'b mut Option<String>,
-    pub budget: &'b mut u64,
+    /// JSON nodes left to walk (shared with the resolver that built them).
+    pub budget: &'a Cell<u64>,
     pub max_depth: usize,
+}
+
+/// Distinct stage or locale names one field's arguments may name. Real projects have a
+/// handful; the names travel with every access below the field, so they are capped before
+/// they can multiply with a large selection.
+pub const MAX_NAMES: usize = 32;
+
+fn too_many_names() -> GraphqlError {
+    GraphqlError::Limit {
+        what: "stage or locale names in arguments",
+        limit: MAX_NAMES,
+    }
 }
 
 impl Walk<'_, '_> {
@@ -172,20 +186,23 @@ impl Walk<'_, '_> {
     /// values name.
     pub fn arguments(
         &mut self,
-        arguments: &[(String, Value)],
+        arguments: &[Argument],
         parent: &str,
         field: &str,
         ctx: &Ctx,
         skip: &[&str],
     ) -> Result<Found, GraphqlError> {
         let mut found = Found::default();
-        for (name, value) in arguments {
-            if skip.contains(&name.as_str()) || CONTEXT_ARGS.contains(&name.as_str()) {
+        for a in arguments {
+            if skip.contains(&a.name.as_str()) || CONTEXT_ARGS.contains(&a.name.as_str()) {
                 continue;
             }
-            if let Some(ty) = self.schema.arg_type(parent, field, name).cloned() {
-                self.input(value, &ty, ctx, &mut found, 0)?;
+            if let Some(ty) = self.schema.arg_type(parent, field, &a.name).cloned() {
+                self.input(&a.value, &ty, ctx, &mut found, 0)?;
             }
+        }
+        if found.stages.len() > MAX_NAMES || found.locales.len() > MAX_NAMES {
+            return Err(too_many_names());
         }
         Ok(found)
     }
@@ -205,13 +222,18 @@ impl Walk<'_, '_> {
                 limit: MAX_VALUE_DEPTH,
             });
         }
-        if *self.budget == 0 {
-            return Err(GraphqlError::Limit {
-                what: "input value",
-                limit: 0,
-            });
+        match self.budget.get() {
+            0 => {
+                return Err(GraphqlError::Limit {
+                    what: "input value",
+                    limit: 0,
+                })
+            }
+            n => self.budget.set(n - 1),
         }
-        *self.budget -= 1;
+        if found.stages.len() > MAX_NAMES || found.locales.len() > MAX_NAMES {
+            return Err(too_many_names());
+        }
         if let Value::Array(items) = value {
             for v in items {
                 self.input(v, ty, ctx, found, depth + 1)?;
@@ -254,15 +276,24 @@ impl Walk<'_, '_> {
                 let mut written = Found::default();
                 let mut inner = Found::default();
                 let mut default = map.is_empty();
+                // What a payload looks up (`connect`, nested `where`) the CMS finds in the
+                // default locale too.
+                let payload_ctx = Ctx {
+                    stages: ctx.stages.clone(),
+                    locales: ctx.locales.union(&Locales {
+                        default: true,
+                        ..Locales::default()
+                    }),
+                };
                 for (k, v) in map {
                     let Some(fty) = fields.get(k.as_str()) else {
                         continue;
                     };
                     if k == "localizations" {
-                        self.input(v, fty, ctx, &mut written, depth + 1)?;
+                        self.input(v, fty, &payload_ctx, &mut written, depth + 1)?;
                     } else {
                         default = true;
-                        self.input(v, fty, ctx, &mut inner, depth + 1)?;
+                        self.input(v, fty, &payload_ctx, &mut inner, depth + 1)?;
                     }
                 }
                 // A new document always gets its default-locale localization.
@@ -351,12 +382,15 @@ impl Walk<'_, '_> {
         let name = f.name().map(|n| n.text().to_string()).unwrap_or_default();
         let arguments = args::arguments(f, self.resolver)?;
         let get = |arg: &str| -> Option<Value> {
-            match arguments.iter().find(|(n, _)| n == arg) {
-                Some((_, Value::Null)) | None => self
+            match arguments.iter().find(|a| a.name == arg) {
+                Some(Argument {
+                    value: Value::Null, ..
+                })
+                | None => self
                     .schema
                     .arg_default(parent, &name, arg)
                     .map(|d| Value::from(d.to_vec())),
-                Some((_, v)) => Some(v.clone()),
+                Some(a) => Some(a.value.clone()),
             }
         };
         let mut ctx = outer.clone();
@@ -429,6 +463,9 @@ impl Walk<'_, '_> {
         let found = self.arguments(&arguments, parent, &name, &ctx, &[])?;
         ctx.stages.add(&found.stages);
         ctx.locales.add(&found.locales);
+        if ctx.stages.names.len() > MAX_NAMES || ctx.locales.names.len() > MAX_NAMES {
+            return Err(too_many_names());
+        }
         // Version history returns another stage's data: Read versions on the document's model.
         if name == "history" && self.schema.is_model(parent) {
             self.access(AccessKind::ReadVersions, parent, &ctx.stages, &ctx.locales);
@@ -454,23 +491,23 @@ impl Walk<'_, '_> {
                     if name == "__typename" {
                         continue;
                     }
-                    // The field is looked up on the possible types (an interface field exists
-                    // on every implementation).
-                    match possible.iter().find_map(|p| {
-                        self.schema
-                            .field_type(p, &name)
-                            .map(|t| (p.clone(), t.clone()))
-                    }) {
-                        Some((parent, ty)) => self.field(&f, &parent, &ty, ctx, depth)?,
-                        None => {
-                            if self.unresolved.is_none() {
-                                let parent = possible
-                                    .first()
-                                    .map(|p| p.to_string())
-                                    .unwrap_or_else(|| "?".into());
-                                *self.unresolved = Some(format!("{parent}.{name}"));
-                            }
+                    // The field is walked on every possible type that has it: an interface
+                    // field may return a different type (and take different arguments) on
+                    // each implementation.
+                    let schema = self.schema;
+                    let mut any = false;
+                    for p in possible {
+                        if let Some(ty) = schema.field_type(p, &name) {
+                            any = true;
+                            self.field(&f, p, ty, ctx, depth)?;
                         }
+                    }
+                    if !any && self.unresolved.is_none() {
+                        let parent = possible
+                            .first()
+                            .map(|p| p.to_string())
+                            .unwrap_or_else(|| "?".into());
+                        *self.unresolved = Some(format!("{parent}.{name}"));
                     }
                 }
                 cst::Selection::InlineFragment(i) => {
