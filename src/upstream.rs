@@ -28,6 +28,8 @@ pub enum FetchError {
     Reset,
     /// The body exceeded the fetch limit.
     TooLarge,
+    /// Concurrent fills already buffer all the bytes they may (`[cache] fill_buffer_bytes`).
+    Busy,
 }
 
 impl FetchError {
@@ -38,6 +40,7 @@ impl FetchError {
             Self::Tls => "tls",
             Self::Reset => "reset",
             Self::TooLarge => "protocol",
+            Self::Busy => "busy",
         }
     }
 }
@@ -67,6 +70,42 @@ pub struct Outgoing<'a> {
 
 pub struct UpstreamClient {
     connector: Connector,
+    /// Bytes every fetch buffers, together: a fetch that would pass it fails (`Busy`) instead of
+    /// growing, so many concurrent large fills cannot exhaust memory.
+    buffered: std::sync::atomic::AtomicUsize,
+    buffer_limit: usize,
+}
+
+/// Bytes a fetch holds of the shared buffer budget, given back when it is dropped.
+struct Held<'a> {
+    client: &'a UpstreamClient,
+    bytes: usize,
+}
+
+impl Held<'_> {
+    fn grow(&mut self, n: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        let limit = self.client.buffer_limit;
+        let ok = self
+            .client
+            .buffered
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|t| *t <= limit)
+            })
+            .is_ok();
+        if ok {
+            self.bytes += n;
+        }
+        ok
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.client
+            .buffered
+            .fetch_sub(self.bytes, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl Default for UpstreamClient {
@@ -79,7 +118,14 @@ impl UpstreamClient {
     pub fn new() -> Self {
         Self {
             connector: Connector::new(None),
+            buffered: Default::default(),
+            buffer_limit: usize::MAX,
         }
+    }
+
+    /// Bytes currently buffered by fetches in flight.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// A client with the server's upstream TLS settings (CA file).
@@ -89,6 +135,8 @@ impl UpstreamClient {
             connector: Connector::new(Some(
                 pingora::connectors::ConnectorOptions::from_server_conf(&conf),
             )),
+            buffered: Default::default(),
+            buffer_limit: config.cache.fill_buffer_bytes,
         }
     }
 
@@ -164,6 +212,10 @@ impl UpstreamClient {
             .cloned()
             .ok_or(FetchError::Reset)?;
         let mut body = BytesMut::new();
+        let mut held = Held {
+            client: self,
+            bytes: 0,
+        };
         while let Some(chunk) = session
             .read_response_body()
             .await
@@ -171,6 +223,9 @@ impl UpstreamClient {
         {
             if body.len() + chunk.len() > max_body {
                 return Err(FetchError::TooLarge);
+            }
+            if !held.grow(chunk.len()) {
+                return Err(FetchError::Busy);
             }
             body.extend_from_slice(&chunk);
         }

@@ -848,3 +848,23 @@ async fn forward_mode_keys_answers_by_credential() {
         seen[1].header("authorization")
     );
 }
+
+#[tokio::test]
+async fn cache_fills_share_a_bounded_buffer_budget() {
+    let (origin, gw) = gateway_with("default_ttl = \"60s\"\nfill_buffer_bytes = 4096").await;
+    origin.reply_with(Reply {
+        body: format!(
+            r#"{{"data":{{"posts":[{{"id":"p1","title":"{}"}}]}}}}"#,
+            "x".repeat(20_000)
+        ),
+        ..Reply::default()
+    });
+    // One answer larger than every fill may buffer together: refused, not buffered whole.
+    let (status, body, _) = get(&gw, Some("jti-a"), Q, &[]).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("FILL_BUDGET_EXHAUSTED"), "{body}");
+    // A small one fits.
+    origin.reply_with(Reply::default());
+    let (status, _, h) = get(&gw, Some("jti-a"), Q, &[]).await;
+    assert_eq!((status, x_cache(&h)), (200, "MISS"));
+}

@@ -788,3 +788,43 @@ async fn answers_vary_by_the_headers_that_change_them() {
         }
     }
 }
+
+/// The deepest document the configuration allows runs to completion: every walk's stack at
+/// `max_depth = 128` (the largest accepted) fits a worker thread, in the debug build too.
+#[tokio::test]
+async fn the_deepest_allowed_document_fits_the_stack() {
+    let origin = MockOrigin::start().await;
+    let mut b = GatewayBuilder::new(&origin)
+        .schema(Some(hygraph_sdl("DRAFT")))
+        .public(PUBLIC_READ);
+    b.limits = "\n[limits]\nmax_depth = 128\nmax_expanded_fields = 100000\n".into();
+    let gw = b.start().await;
+    // 124 levels across 4 fragments, each nesting 15 `author { posts {` pairs.
+    let mut q = String::from("{ posts { ...f0 } }\n");
+    for i in 0..4 {
+        q.push_str(&format!(
+            "fragment f{i} on Post {{ {} ...f{} {} }}\n",
+            "author { posts { ".repeat(15),
+            i + 1,
+            "} } ".repeat(15)
+        ));
+    }
+    q.push_str("fragment f4 on Post { title }\n");
+    let (status, body) = post(&gw, "/content", None, &json!({ "query": q }), &[]).await;
+    assert_eq!(status, 200, "{body}");
+    // A value nested as deep as serde_json allows (128), through a variable.
+    let mut v = json!({ "title": "x" });
+    for _ in 0..60 {
+        v = json!({ "AND": [v] });
+    }
+    let (status, body) = post(
+        &gw,
+        "/content",
+        None,
+        &json!({"query": "query Q($w: PostWhereInput) { posts(where: $w) { title } }", "variables": {"w": v}}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(origin.count(), 2);
+}

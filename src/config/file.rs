@@ -45,6 +45,8 @@ pub struct FileCache {
     pub enabled: Option<bool>,
     pub max_bytes: Option<u64>,
     pub max_entry_bytes: Option<usize>,
+    /// Bytes all concurrent cache fills may buffer together (503 past it).
+    pub fill_buffer_bytes: Option<usize>,
     #[serde(default, with = "humantime_serde::option")]
     pub default_ttl: Option<Duration>,
     #[serde(default)]

@@ -262,6 +262,8 @@ pub struct CacheSettings {
     pub enabled: bool,
     pub max_bytes: u64,
     pub max_entry_bytes: usize,
+    /// Bytes all concurrent fills may buffer together.
+    pub fill_buffer_bytes: usize,
     pub default_ttl: Duration,
     pub model_ttl: BTreeMap<String, Duration>,
     /// Longest stale-while-revalidate window (also the default; clients may ask for less or,
@@ -615,7 +617,7 @@ fn compile(src: &Source, base: &Path, file: FileConfig) -> Result<Config, Config
         max_expanded_fields: file.limits.max_expanded_fields.unwrap_or(10_000),
         max_aliases: file.limits.max_aliases.unwrap_or(100),
         max_root_fields: file.limits.max_root_fields.unwrap_or(30),
-        max_input_nodes: file.limits.max_input_nodes.unwrap_or(200_000),
+        max_input_nodes: file.limits.max_input_nodes.unwrap_or(50_000),
         max_header_bytes: file.limits.max_header_bytes.unwrap_or(32 * 1024),
         // GET queries travel in the URL: allow a typical document, refuse abuse.
         max_uri_bytes: file.limits.max_uri_bytes.unwrap_or(16 * 1024),
@@ -662,6 +664,7 @@ fn compile(src: &Source, base: &Path, file: FileConfig) -> Result<Config, Config
         enabled: c.enabled.unwrap_or(true),
         max_bytes: c.max_bytes.unwrap_or(256 * 1024 * 1024),
         max_entry_bytes: c.max_entry_bytes.unwrap_or(1024 * 1024),
+        fill_buffer_bytes: c.fill_buffer_bytes.unwrap_or(64 * 1024 * 1024),
         default_ttl: c.default_ttl.unwrap_or(Duration::from_secs(60)),
         model_ttl: c.model_ttl.iter().map(|(k, v)| (k.clone(), v.0)).collect(),
         stale_while_revalidate: c.stale_while_revalidate.unwrap_or(Duration::from_secs(60)),

@@ -55,7 +55,7 @@ impl ParseLimits {
         expanded_fields: 10_000,
         aliases: 100,
         root_fields: 30,
-        input_nodes: 200_000,
+        input_nodes: 50_000,
     };
 }
 

@@ -139,7 +139,10 @@ pub(super) async fn serve(
                 write(session, ctx, &e, CacheStatus::Stale).await
             }
             None => {
-                let response = respond::upstream(err == FetchError::Timeout);
+                let response = match err {
+                    FetchError::Busy => respond::fill_busy(),
+                    e => respond::upstream(e == FetchError::Timeout),
+                };
                 ctx.cache = CacheStatus::Miss;
                 gw.write_error(session, ctx, &response).await
             }

@@ -170,6 +170,15 @@ fn graphql(e: &GraphqlError) -> ErrorResponse {
 }
 
 /// Upstream failures: timeouts are 504, everything else 502.
+/// A cache fill refused because concurrent fills already buffer `[cache] fill_buffer_bytes`.
+pub fn fill_busy() -> ErrorResponse {
+    ErrorResponse::new(
+        503,
+        "FILL_BUDGET_EXHAUSTED",
+        "too many large answers are being fetched at once; retry shortly",
+    )
+}
+
 pub fn upstream(timeout: bool) -> ErrorResponse {
     if timeout {
         ErrorResponse::new(
