@@ -263,7 +263,7 @@ dir = "policies"
 /// Asserts the header authenticates as `jti`: a bench that silently measured an error path
 /// would be worthless.
 fn expect_token(header: &str, snap: &Snapshot, jti: &str) {
-    match authenticate(&[header.as_bytes()], snap) {
+    match authenticate(&[header.as_bytes()], &snap.registry, &snap.verifier) {
         Ok(p) => assert_eq!(p.jti(), Some(jti), "authenticated as the wrong token"),
         Err(e) => panic!("bench token refused: {e}"),
     }
@@ -286,7 +286,10 @@ impl Fixture {
         let started = Instant::now();
         let files = Files::new(n, revoked);
         let snap = files.snapshot();
-        assert_eq!((snap.tokens.len(), snap.revoked.len()), (n, revoked));
+        assert_eq!(
+            (snap.registry.tokens.len(), snap.registry.revoked.len()),
+            (n, revoked)
+        );
         eprintln!(
             "fixture: registry {n}, revoked {revoked}: written and compiled in {:.2?}",
             started.elapsed()
@@ -314,7 +317,7 @@ impl Fixture {
     /// (with one entry they all share it and differ by `sub`), each authenticated once.
     fn warm_rotating(&mut self, alg: &Alg) {
         let snap = &self.snap;
-        let n = snap.tokens.len();
+        let n = snap.registry.tokens.len();
         let count = if bench_mode() { ROTATING_TOKENS } else { 100 };
         self.rotating.entry(alg.name).or_insert_with(|| {
             (0..count)
@@ -353,7 +356,10 @@ fn first_seen(c: &mut Criterion) {
                     minted += 1;
                     alg.header(jti, Some(&format!("first-seen-{minted}")))
                 },
-                |h| authenticate(&[h.as_bytes()], snap).expect("first-seen token authenticates"),
+                |h| {
+                    authenticate(&[h.as_bytes()], &snap.registry, &snap.verifier)
+                        .expect("first-seen token authenticates")
+                },
                 BatchSize::SmallInput,
             )
         });
@@ -372,7 +378,7 @@ fn repeat(c: &mut Criterion) {
                 let fx = fixtures.entry(n).or_insert_with(|| Fixture::new(n));
                 fx.warm_repeat(alg);
                 let (h, snap) = (&fx.repeat[alg.name], &fx.snap);
-                b.iter(|| authenticate(&[black_box(h.as_bytes())], snap))
+                b.iter(|| authenticate(&[black_box(h.as_bytes())], &snap.registry, &snap.verifier))
             });
         }
     }
@@ -388,7 +394,11 @@ fn repeat(c: &mut Criterion) {
                 let mut i = 0;
                 b.iter(|| {
                     i = if i + 1 == headers.len() { 0 } else { i + 1 };
-                    authenticate(&[black_box(headers[i].as_bytes())], snap)
+                    authenticate(
+                        &[black_box(headers[i].as_bytes())],
+                        &snap.registry,
+                        &snap.verifier,
+                    )
                 })
             });
         }
@@ -434,10 +444,10 @@ fn repeat(c: &mut Criterion) {
             let (snap, jti) = (&fx.snap, fx.jti.as_str());
             b.iter(|| {
                 let jti = black_box(jti);
-                if snap.revoked.contains(jti) {
+                if snap.registry.revoked.contains(jti) {
                     None
                 } else {
-                    snap.tokens.get(jti).cloned()
+                    snap.registry.tokens.get(jti).cloned()
                 }
             })
         });
@@ -543,7 +553,7 @@ fn request_loop(
     let mut i = 0;
     loop {
         let snap = store.snapshot();
-        let principal = authenticate(&[headers[i].as_bytes()], &snap);
+        let principal = authenticate(&[headers[i].as_bytes()], &snap.registry, &snap.verifier);
         assert!(principal.is_ok(), "a warm token was refused during the run");
         drop(black_box(principal));
         held.push_back(snap);
@@ -814,7 +824,7 @@ fn reload_under_load(c: &mut Criterion) {
             let (h, store) = (&headers[a], &**store);
             b.iter(|| {
                 let snap = store.snapshot();
-                authenticate(&[black_box(h.as_bytes())], &snap)
+                authenticate(&[black_box(h.as_bytes())], &snap.registry, &snap.verifier)
             });
         });
         if let Some(r) = reloader {

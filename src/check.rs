@@ -18,7 +18,7 @@ pub fn run(config_path: &Path) -> Result<String, String> {
             let introspected = match (&i.schema, i.needs_schema, config.as_ref()) {
                 (None, true, Some(c)) => c
                     .schema_upstream()
-                    .map(|u| crate::upstream::introspect(u).map(std::sync::Arc::new))
+                    .map(|u| crate::schema::introspect(u).map(std::sync::Arc::new))
                     .transpose()
                     .map_err(|e| {
                         crate::config::ConfigErrors(vec![crate::config::ConfigError::new(
@@ -90,15 +90,15 @@ pub fn run(config_path: &Path) -> Result<String, String> {
     let _ = writeln!(
         out,
         "tokens: {} active, {} revoked jtis",
-        snap.tokens.len(),
-        snap.revoked.len()
+        snap.registry.tokens.len(),
+        snap.registry.revoked.len()
     );
     let _ = writeln!(
         out,
         "public: default stage {}, {} grants{}",
-        snap.public.default_stage,
-        snap.public.permissions.grants().len(),
-        if snap.public.permissions.is_empty() {
+        snap.registry.public.default_stage,
+        snap.registry.public.permissions.grants().len(),
+        if snap.registry.public.permissions.is_empty() {
             " (unauthenticated requests get 401)"
         } else {
             ""

@@ -158,12 +158,6 @@ impl Metrics {
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        for reason in crate::auth::AuthError::REASONS
-            .iter()
-            .chain(["ok", "public"].iter())
-        {
-            m.auth_results.with_label_values(&[reason]);
-        }
         for result in ["applied", "rejected"] {
             m.reloads.with_label_values(&[result]);
         }
@@ -171,6 +165,14 @@ impl Metrics {
             m.cache_lookups.with_label_values(&[result]);
         }
         m
+    }
+
+    /// Creates the series of a closed label set at zero, so dashboards and alerts see them
+    /// before the first event (the app layer knows the sets: `AuthError::REASONS`, …).
+    pub fn seed_auth_results(&self, reasons: &[&str]) {
+        for reason in reasons.iter().chain(["ok", "public"].iter()) {
+            self.auth_results.with_label_values(&[reason]);
+        }
     }
 
     /// Prometheus text exposition of every metric.

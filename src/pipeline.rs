@@ -11,9 +11,8 @@ use crate::auth::{self, AuthError, Principal};
 use crate::config::{EndpointKind, Limits};
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
-
-use crate::graphql::document::{self, Document, Operation, OperationKind};
+use crate::graphql::document::{self, Operation, OperationKind, ParseLimits};
+use crate::graphql::parsed::{self, DocumentCache, Parsed};
 use crate::graphql::request::GraphqlRequest;
 use crate::graphql::GraphqlError;
 use crate::permissions::authorize::{authorize, AuthzError, Denial, OperationContext};
@@ -52,113 +51,37 @@ impl Admitted {
     }
 }
 
-/// The principal-independent analysis of a request: what it asks, everything it makes the
-/// CMS touch, and the exact bytes that will be forwarded (re-serialized from what was parsed).
-#[derive(Debug)]
-pub struct Parsed {
-    pub request: GraphqlRequest,
-    pub document: Document,
-    /// POST: the JSON body sent upstream; GET: the query string sent upstream.
-    pub forward: bytes::Bytes,
-    /// Bytes this entry holds, as the document cache weighs it.
-    weight: u32,
+/// The cached analysis, or a fresh one (stored only once admitted: see `decide`).
+fn get_or_parse(
+    cache: &DocumentCache,
+    key: &[u8; 32],
+    input: &Incoming,
+    schema: Option<&SchemaMap>,
+    limits: &Limits,
+) -> Result<(Arc<Parsed>, bool), GraphqlError> {
+    if let Some(hit) = cache.get(key) {
+        return Ok((hit, true));
+    }
+    let request = match input.body {
+        Some(body) => GraphqlRequest::from_json(body)?,
+        None => GraphqlRequest::from_query_string(input.query_string.unwrap_or(""))?,
+    };
+    let document = document::parse_document(&request, parse_limits(limits), schema)?;
+    Ok((
+        Arc::new(Parsed::new(request, document, input.body.is_some())),
+        false,
+    ))
 }
 
-impl Parsed {
-    fn new(request: GraphqlRequest, document: Document, post: bool) -> Self {
-        let forward = if post {
-            request.to_json_body()
-        } else {
-            bytes::Bytes::from(request.to_query_string())
-        };
-        // The request's text, its parsed variables (a `serde_json::Value` node costs far more
-        // than its JSON text: ~80 bytes for `{"":0}`), the forwarded copy, the analysis.
-        let variables: u64 = request
-            .variables
-            .values()
-            .map(crate::graphql::args::nodes)
-            .sum();
-        let weight = (request.query.len() + forward.len() + document.weight()) as u64
-            + variables.saturating_mul(VALUE_NODE_BYTES)
-            + std::mem::size_of::<Self>() as u64
-            + 64;
-        Self {
-            request,
-            document,
-            forward,
-            weight: u32::try_from(weight).unwrap_or(u32::MAX),
-        }
-    }
-}
-
-/// Heap bytes of one parsed JSON node (a `Value` plus its map or vector slot), for weighing.
-const VALUE_NODE_BYTES: u64 = 96;
-
-/// Parsed requests by digest of their exact bytes (endpoint kind, method, body or query
-/// string), so a repeated query skips JSON and GraphQL parsing and the schema walk. Weighed in
-/// bytes against a budget; an entry is stored only once its request was admitted, so nothing
-/// a refused request sent is retained. Shared by consecutive snapshots while the schema map
-/// is the same; authorization still runs per request against the principal's current grants.
-pub struct DocumentCache {
-    cache: moka::sync::Cache<[u8; 32], Arc<Parsed>>,
-    budget: u64,
-}
-
-impl DocumentCache {
-    pub fn new(budget_bytes: u64) -> Self {
-        Self {
-            cache: moka::sync::Cache::builder()
-                .max_capacity(budget_bytes)
-                .weigher(|_, v: &Arc<Parsed>| v.weight)
-                .build(),
-            budget: budget_bytes,
-        }
-    }
-
-    pub fn budget(&self) -> u64 {
-        self.budget
-    }
-
-    /// Bytes held (after pending evictions), for tests and metrics.
-    pub fn weighted_size(&self) -> u64 {
-        self.cache.run_pending_tasks();
-        self.cache.weighted_size()
-    }
-
-    fn key(input: &Incoming) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update([input.endpoint as u8, u8::from(input.method == Method::POST)]);
-        match input.body {
-            Some(body) => h.update(body),
-            None => h.update(input.query_string.unwrap_or("").as_bytes()),
-        }
-        h.finalize().into()
-    }
-
-    /// The cached analysis, or a fresh one (not stored: see [`DocumentCache::admit`]).
-    fn get_or_parse(
-        &self,
-        key: &[u8; 32],
-        input: &Incoming,
-        schema: Option<&SchemaMap>,
-        limits: &Limits,
-    ) -> Result<(Arc<Parsed>, bool), GraphqlError> {
-        if let Some(hit) = self.cache.get(key) {
-            return Ok((hit, true));
-        }
-        let request = match input.body {
-            Some(body) => GraphqlRequest::from_json(body)?,
-            None => GraphqlRequest::from_query_string(input.query_string.unwrap_or(""))?,
-        };
-        let document = document::parse_document(&request, limits.parse_limits(), schema)?;
-        Ok((
-            Arc::new(Parsed::new(request, document, input.body.is_some())),
-            false,
-        ))
-    }
-
-    fn admit(&self, key: [u8; 32], parsed: &Arc<Parsed>) {
-        self.cache.insert(key, parsed.clone());
+/// The document limits of `[limits]`.
+pub fn parse_limits(l: &Limits) -> ParseLimits {
+    ParseLimits {
+        recursion: l.max_depth,
+        tokens: l.max_query_tokens,
+        expanded_fields: l.max_expanded_fields,
+        aliases: l.max_aliases,
+        root_fields: l.max_root_fields,
+        input_nodes: l.max_input_nodes,
     }
 }
 
@@ -265,13 +188,19 @@ pub fn decide(input: &Incoming, snap: &Snapshot, limits: &Limits) -> Result<Admi
         (m, None) if m == Method::GET => {}
         (m, _) => return Err(GraphqlError::MethodNotAllowed(m.to_string()).into()),
     }
-    let principal = auth::authenticate(&input.authorization, snap)?;
+    let principal = auth::authenticate(&input.authorization, &snap.registry, &snap.verifier)?;
     let schema = match input.endpoint {
         EndpointKind::Management => None,
         _ => snap.schema.as_deref(),
     };
-    let key = DocumentCache::key(input);
-    let (parsed, cached) = snap.documents.get_or_parse(&key, input, schema, limits)?;
+    let key = parsed::key(
+        input.endpoint as u8,
+        input.method == Method::POST,
+        input
+            .body
+            .unwrap_or(input.query_string.unwrap_or("").as_bytes()),
+    );
+    let (parsed, cached) = get_or_parse(&snap.documents, &key, input, schema, limits)?;
     let document = &parsed.document;
     let operation = &document.operation;
     if operation.kind == OperationKind::Mutation {

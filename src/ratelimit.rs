@@ -14,11 +14,16 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
-use crate::policy::RateLimit;
-
 /// Keys idle this long are forgotten (their bucket would be full again anyway).
 const IDLE: Duration = Duration::from_secs(600);
 const MAX_KEYS: u64 = 200_000;
+
+/// A token bucket: a sustained rate and a burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RateLimit {
+    pub requests_per_second: u32,
+    pub burst: u32,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateSettings {

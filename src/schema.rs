@@ -733,6 +733,13 @@ fn named_type_json(t: &Value) -> Option<(String, bool)> {
     None
 }
 
+/// Builds the schema map by introspecting the upstream (blocking; used before the server runs).
+pub fn introspect(upstream: &crate::config::Upstream) -> Result<SchemaMap, String> {
+    let data = crate::upstream::query_data(upstream, INTROSPECTION_QUERY)
+        .map_err(|e| format!("introspection: {e}"))?;
+    SchemaMap::from_introspection(&data)
+}
+
 /// The introspection query the gateway sends at start-up (deprecated fields included: the
 /// `…Many…` mutations Hygraph still serves are deprecated).
 pub const INTROSPECTION_QUERY: &str = "query ContentgateSchemaMap { __schema { queryType { name } mutationType { name } \

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use pingora::listeners::ListenerConfig;
 use pingora::protocols::l4::stream::L4BufferSettings;
-use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::configuration::Opt;
 use pingora::server::{ExecutionPhase, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
@@ -36,6 +36,7 @@ impl Runtime {
     /// Loads the first policy snapshot; any error fails start-up with every problem listed.
     pub fn load(config: Config) -> Result<Runtime, ConfigErrors> {
         let metrics = Arc::new(Metrics::new());
+        metrics.seed_auth_results(&crate::auth::AuthError::REASONS);
         let store = PolicyStore::load(&config.path, metrics.clone(), config.schema_upstream())?;
         let cache = config.cache.enabled.then(|| {
             ReadCache::new(
@@ -54,30 +55,13 @@ impl Runtime {
     }
 }
 
-/// Pingora settings for this config: per-instance pid file and upgrade socket (the /tmp
-/// defaults collide between two instances), a grace period that fits Kubernetes.
-pub fn server_conf(config: &Config) -> ServerConf {
-    let s = &config.server;
-    let _ = std::fs::create_dir_all(&s.runtime_dir);
-    ServerConf {
-        threads: s.threads,
-        grace_period_seconds: Some(s.grace_period.as_secs()),
-        graceful_shutdown_timeout_seconds: Some(s.shutdown_timeout.as_secs()),
-        pid_file: s.runtime_dir.join("contentgate.pid").display().to_string(),
-        upgrade_sock: s.runtime_dir.join("upgrade.sock").display().to_string(),
-        upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
-        ca_file: s.upstream_ca_file.as_ref().map(|p| p.display().to_string()),
-        ..ServerConf::default()
-    }
-}
-
 /// Builds the server with the gateway's services. `extra` lets the demo add its sample API.
 pub fn build(rt: &Runtime, upgrade: bool) -> Result<Server, String> {
     let opt = Opt {
         upgrade,
         ..Opt::default()
     };
-    let mut server = Server::new_with_opt_and_conf(opt, server_conf(&rt.config));
+    let mut server = Server::new_with_opt_and_conf(opt, crate::config::server_conf(&rt.config));
     server.bootstrap();
 
     let gateway = Gateway {

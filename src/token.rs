@@ -128,20 +128,22 @@ pub fn inspect(jwt: &str, config: Option<&Path>) -> Result<String, String> {
     inputs.needs_schema = false;
     let snap = compile(&inputs, 1, None, None).map_err(|e| e.to_string())?;
     let header_value = format!("Bearer {jwt}");
-    let verdict = match crate::auth::authenticate(&[header_value.as_bytes()], &snap) {
-        Ok(p) => format!(
-            "active — same token as registry entry {:?} (jti {})",
-            p.name(),
-            p.jti().unwrap_or("")
-        ),
-        Err(crate::auth::AuthError::Revoked) => {
-            format!("revoked — jti {jti} is in the revocation set")
-        }
-        Err(crate::auth::AuthError::UnknownJti) => {
-            format!("unknown — signature valid, but jti {jti} is not in the registry")
-        }
-        Err(e) => format!("refused — {e} ({})", e.reason()),
-    };
+    let verdict =
+        match crate::auth::authenticate(&[header_value.as_bytes()], &snap.registry, &snap.verifier)
+        {
+            Ok(p) => format!(
+                "active — same token as registry entry {:?} (jti {})",
+                p.name(),
+                p.jti().unwrap_or("")
+            ),
+            Err(crate::auth::AuthError::Revoked) => {
+                format!("revoked — jti {jti} is in the revocation set")
+            }
+            Err(crate::auth::AuthError::UnknownJti) => {
+                format!("unknown — signature valid, but jti {jti} is not in the registry")
+            }
+            Err(e) => format!("refused — {e} ({})", e.reason()),
+        };
     out.push_str(&format!("status: {verdict}\n"));
     Ok(out)
 }

@@ -10,7 +10,6 @@ use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::config::{Credential, Upstream};
-use crate::schema::{SchemaMap, INTROSPECTION_QUERY};
 
 /// A complete upstream response.
 #[derive(Debug, Clone)]
@@ -130,7 +129,7 @@ impl UpstreamClient {
 
     /// A client with the server's upstream TLS settings (CA file).
     pub fn for_config(config: &crate::config::Config) -> Self {
-        let conf = crate::server::server_conf(config);
+        let conf = crate::config::server_conf(config);
         Self {
             connector: Connector::new(Some(
                 pingora::connectors::ConnectorOptions::from_server_conf(&conf),
@@ -239,9 +238,10 @@ impl UpstreamClient {
     }
 }
 
-/// Builds the schema map by introspecting the upstream (blocking; used before the server runs).
-pub fn introspect(upstream: &Upstream) -> Result<SchemaMap, String> {
-    let body = Bytes::from(serde_json::json!({ "query": INTROSPECTION_QUERY }).to_string());
+/// Sends one GraphQL query to the upstream and returns its `data` (blocking; used before the
+/// server runs, e.g. to introspect the schema).
+pub fn query_data(upstream: &Upstream, query: &str) -> Result<serde_json::Value, String> {
+    let body = Bytes::from(serde_json::json!({ "query": query }).to_string());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -258,17 +258,17 @@ pub fn introspect(upstream: &Upstream) -> Result<SchemaMap, String> {
         .map_err(|e| format!("connect: {} error", e.kind()))?;
     let status = fetched.header.status.as_u16();
     if status != 200 {
-        return Err(format!("introspection answered HTTP {status}"));
+        return Err(format!("the upstream answered HTTP {status}"));
     }
-    let value: serde_json::Value = serde_json::from_slice(&fetched.body)
-        .map_err(|e| format!("introspection answer is not JSON: {e}"))?;
+    let mut value: serde_json::Value = serde_json::from_slice(&fetched.body)
+        .map_err(|e| format!("the answer is not JSON: {e}"))?;
     if let Some(errors) = value.get("errors") {
-        return Err(format!("introspection failed: {errors}"));
+        return Err(format!("the query failed: {errors}"));
     }
-    let data = value
-        .get("data")
-        .ok_or("introspection answer has no data")?;
-    SchemaMap::from_introspection(data)
+    value
+        .get_mut("data")
+        .map(serde_json::Value::take)
+        .ok_or_else(|| "the answer has no data".to_string())
 }
 
 /// Re-resolves every upstream host on its `resolve_interval`, so a CDN-fronted CMS whose

@@ -64,11 +64,11 @@ pub fn fixture() -> &'static Fixture {
 /// The Authorization header through JWT decoding, verification and the registry lookup.
 pub fn auth_header(data: &[u8]) {
     let f = fixture();
-    let _ = contentgate::auth::authenticate(&[data], &f.snapshot);
+    let _ = contentgate::auth::authenticate(&[data], &f.snapshot.registry, &f.snapshot.verifier);
     // Also as the token of a well-formed header.
     let mut header = b"Bearer ".to_vec();
     header.extend_from_slice(data);
-    let _ = contentgate::auth::authenticate(&[&header], &f.snapshot);
+    let _ = contentgate::auth::authenticate(&[&header], &f.snapshot.registry, &f.snapshot.verifier);
 }
 
 /// A POST body (and, split at the first NUL, a `gcms-locales` header and a GET query string)

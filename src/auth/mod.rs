@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod keys;
+pub mod registry;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,7 +25,8 @@ use subtle::ConstantTimeEq;
 pub use error::AuthError;
 use keys::KeySet;
 
-use crate::policy::{PrincipalPolicy, Snapshot, TokenEntry};
+use crate::permissions::PrincipalPolicy;
+pub use registry::{Registry, TokenEntry};
 
 /// Tokens above this size are refused before any decoding: a PAT is a few hundred bytes, and
 /// base64 + JSON work on attacker-sized input is pure cost.
@@ -177,11 +179,11 @@ impl Verifier {
         &self,
         token: &str,
         digest: &[u8; 32],
-        snap: &Snapshot,
+        registry: &Registry,
     ) -> Result<Arc<TokenEntry>, AuthError> {
         if let Some(v) = self.cache.get(digest) {
             self.check_times(v.exp, v.nbf)?;
-            return lookup(snap, &v.jti);
+            return lookup(registry, &v.jti);
         }
         if let Some(e) = self.failed.get(digest) {
             return Err(e);
@@ -213,7 +215,7 @@ impl Verifier {
         };
         let Some(key) = key else {
             // No key for this token: it may be a CMS-issued PAT pinned by digest.
-            return self.verify_pinned(claims_b64, digest, snap);
+            return self.verify_pinned(claims_b64, digest, registry);
         };
         if jsonwebtoken::Algorithm::from_str_exact(alg) != Some(key.algorithm) {
             return Err(AuthError::AlgMismatch);
@@ -273,7 +275,7 @@ impl Verifier {
         };
         let verified = self.check_claims(&data.claims, true)?;
         self.check_times(verified.exp, verified.nbf)?;
-        let entry = lookup(snap, &verified.jti)?;
+        let entry = lookup(registry, &verified.jti)?;
         self.cache.insert(*digest, verified);
         Ok(entry)
     }
@@ -285,7 +287,7 @@ impl Verifier {
         &self,
         claims_b64: &str,
         digest: &[u8; 32],
-        snap: &Snapshot,
+        registry: &Registry,
     ) -> Result<Arc<TokenEntry>, AuthError> {
         let claims: RawClaims = decode_segment(claims_b64).ok_or(AuthError::UnknownKey)?;
         let verified = self
@@ -293,7 +295,7 @@ impl Verifier {
             .map_err(|_| AuthError::UnknownKey)?;
         // The pin stands in for the signature, so it is checked before anything the registry
         // says about the jti: an unsigned token must not learn whether a jti is revoked.
-        let Some(entry) = snap.tokens.get(&*verified.jti).cloned() else {
+        let Some(entry) = registry.tokens.get(&*verified.jti).cloned() else {
             return Err(AuthError::UnknownKey);
         };
         let pinned = entry
@@ -304,7 +306,7 @@ impl Verifier {
             return Err(AuthError::UnknownKey);
         }
         self.check_times(verified.exp, verified.nbf)?;
-        lookup(snap, &verified.jti)
+        lookup(registry, &verified.jti)
     }
 
     /// Strict claim types. `check_iss_aud`: whether issuer and audience lists apply (they do
@@ -349,11 +351,15 @@ impl Verifier {
     }
 }
 
-fn lookup(snap: &Snapshot, jti: &str) -> Result<Arc<TokenEntry>, AuthError> {
-    if snap.revoked.contains(jti) {
+fn lookup(registry: &Registry, jti: &str) -> Result<Arc<TokenEntry>, AuthError> {
+    if registry.revoked.contains(jti) {
         return Err(AuthError::Revoked);
     }
-    snap.tokens.get(jti).cloned().ok_or(AuthError::UnknownJti)
+    registry
+        .tokens
+        .get(jti)
+        .cloned()
+        .ok_or(AuthError::UnknownJti)
 }
 
 /// `header.claims.signature`, exactly three non-empty-header segments.
@@ -386,13 +392,17 @@ impl FromStrExact for jsonwebtoken::Algorithm {
 }
 
 /// Resolves the request's principal. `authorization`: every Authorization header value.
-pub fn authenticate(authorization: &[&[u8]], snap: &Snapshot) -> Result<Principal, AuthError> {
+pub fn authenticate(
+    authorization: &[&[u8]],
+    registry: &Registry,
+    verifier: &Verifier,
+) -> Result<Principal, AuthError> {
     let raw = match authorization {
         [] => {
-            return if snap.public.permissions.is_empty() && !snap.public.introspection {
+            return if registry.public.permissions.is_empty() && !registry.public.introspection {
                 Err(AuthError::PublicDenied)
             } else {
-                Ok(Principal::Public(snap.public.clone()))
+                Ok(Principal::Public(registry.public.clone()))
             }
         }
         [one] => *one,
@@ -416,8 +426,8 @@ pub fn authenticate(authorization: &[&[u8]], snap: &Snapshot) -> Result<Principa
         return Err(AuthError::Malformed("whitespace inside the token"));
     }
     let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-    snap.verifier
-        .verify(token, &digest, snap)
+    verifier
+        .verify(token, &digest, registry)
         .map(Principal::Token)
 }
 

@@ -168,16 +168,25 @@ pub struct FileCors {
     pub max_age: Option<Duration>,
 }
 
+/// A rate limit as written (`{ requests_per_second = 10, burst = 20 }`), in gateway.toml and in
+/// a token's registry entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRateLimit {
+    pub requests_per_second: u32,
+    pub burst: Option<u32>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileRateLimits {
-    pub token_default: Option<crate::policy::file::FileRateLimit>,
-    pub public_per_ip: Option<crate::policy::file::FileRateLimit>,
+    pub token_default: Option<FileRateLimit>,
+    pub public_per_ip: Option<FileRateLimit>,
     /// The origin budget guard: uncached requests per second to the upstream.
     pub origin_requests_per_second: Option<u32>,
     pub origin_burst: Option<u32>,
     /// Refused requests per client address before it is answered 429 up front.
-    pub refused_per_ip: Option<crate::policy::file::FileRateLimit>,
+    pub refused_per_ip: Option<FileRateLimit>,
     /// Prefix length IPv6 clients are keyed by (default 64).
     pub ipv6_prefix: Option<u8>,
 }

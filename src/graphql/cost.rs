@@ -10,8 +10,7 @@ use std::collections::HashMap;
 
 use apollo_parser::cst;
 
-use super::document::fragment_name;
-use super::GraphqlError;
+use super::{fragment_name, GraphqlError};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Size {

@@ -16,7 +16,7 @@ use super::args::{self, Resolver};
 use super::cost::Cost;
 use super::reads::{Access, Ctx, Walk};
 use super::request::GraphqlRequest;
-use super::GraphqlError;
+use super::{fragment_name, GraphqlError};
 use crate::schema::SchemaMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -122,14 +122,6 @@ impl Document {
             .sum::<usize>()
             + 128
     }
-}
-
-/// The name of a fragment spread.
-pub fn fragment_name(s: &cst::FragmentSpread) -> String {
-    s.fragment_name()
-        .and_then(|n| n.name())
-        .map(|n| n.text().to_string())
-        .unwrap_or_default()
 }
 
 /// Parses `req.query`, selects the operation named by `operationName`, and (with a schema map)

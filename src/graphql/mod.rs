@@ -8,10 +8,20 @@
 pub mod args;
 pub mod cost;
 pub mod document;
+pub mod parsed;
 pub mod reads;
 pub mod request;
 
+use apollo_parser::cst;
 use thiserror::Error;
+
+/// The name of a fragment spread.
+pub fn fragment_name(s: &cst::FragmentSpread) -> String {
+    s.fragment_name()
+        .and_then(|n| n.name())
+        .map(|n| n.text().to_string())
+        .unwrap_or_default()
+}
 
 /// Why a GraphQL request was refused before anything else looked at it. Each variant has a
 /// stable `code()` (error body and metric label) and maps to one status in `proxy::respond`.

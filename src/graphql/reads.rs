@@ -17,8 +17,7 @@ use apollo_parser::cst;
 use serde_json::Value;
 
 use super::args::{self, Argument, Resolver, MAX_VALUE_DEPTH};
-use super::document::fragment_name;
-use super::GraphqlError;
+use super::{fragment_name, GraphqlError};
 use crate::schema::{InputRole, SchemaMap};
 
 /// What the CMS does with a model.

@@ -19,11 +19,11 @@
 
 use std::sync::Arc;
 
+use super::PrincipalPolicy;
 use super::{Action, Permissions};
 use crate::graphql::document::{Operation, OperationKind, RootField};
 use crate::graphql::reads::{AccessKind, Locales, Stages};
 use crate::graphql::GraphqlError;
-use crate::policy::PrincipalPolicy;
 use crate::schema::{MutationKind, MutationRoot, QueryRoot, SchemaMap};
 use crate::stage::Cms;
 use crate::stage::{EffectiveStage, Locale, Stage};

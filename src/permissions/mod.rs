@@ -15,6 +15,15 @@ use sha2::{Digest, Sha256};
 
 use crate::stage::{Locale, Stage};
 
+/// What a principal (public or a token) may do, and where it reads by default.
+#[derive(Debug, Clone)]
+pub struct PrincipalPolicy {
+    pub default_stage: Stage,
+    pub permissions: Permissions,
+    /// Whether `__schema`/`__type` introspection is allowed.
+    pub introspection: bool,
+}
+
 /// The content actions Hygraph's permission model knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Action {

@@ -8,13 +8,16 @@ use std::time::{Duration, SystemTime};
 use sha2::{Digest, Sha256};
 
 use super::file::{FilePermission, FilePublic, FileRegistry, FileToken, JsonRegistry};
-use super::{PrincipalPolicy, RateLimit, Snapshot, TokenEntry};
+use super::Snapshot;
 use crate::auth::keys::KeySet;
 use crate::auth::Verifier;
+use crate::auth::{Registry, TokenEntry};
 use crate::config::file::FileConfig;
 use crate::config::{resolve, ConfigError, ConfigErrors, Source};
+use crate::graphql::parsed::DocumentCache;
+use crate::permissions::PrincipalPolicy;
 use crate::permissions::{Action, Grant, Permissions, Scope};
-use crate::pipeline::DocumentCache;
+use crate::ratelimit::RateLimit;
 use crate::schema::SchemaMap;
 use crate::stage::Cms;
 use crate::stage::Stage;
@@ -253,13 +256,13 @@ pub fn compile(
     let mut tokens: HashMap<Arc<str>, Arc<TokenEntry>> = HashMap::new();
     match &inputs.tokens {
         None => {
-            if previous.is_some_and(|p| !p.tokens.is_empty()) {
+            if previous.is_some_and(|p| !p.registry.tokens.is_empty()) {
                 errors.push(ConfigError::new(&inputs.dir.join(TOKENS_TOML), None, "", "the token registry disappeared while entries existed; refusing to drop every token"));
             }
         }
         Some((path, text)) => {
             let tsrc = Source::new(path, text);
-            if text.trim().is_empty() && previous.is_some_and(|p| !p.tokens.is_empty()) {
+            if text.trim().is_empty() && previous.is_some_and(|p| !p.registry.tokens.is_empty()) {
                 errors.push(tsrc.error(None, "", "file is empty while entries existed (truncated write?); write `token = []` to empty the registry on purpose"));
             }
             let parsed: Result<Vec<FileToken>, ConfigError> =
@@ -300,7 +303,7 @@ pub fn compile(
     let revoked_path = inputs.dir.join(REVOKED_FILE);
     let mut revoked: HashSet<Arc<str>> = HashSet::new();
     let revoked_text = inputs.revoked.as_deref().unwrap_or("");
-    if revoked_text.trim().is_empty() && previous.is_some_and(|p| !p.revoked.is_empty()) {
+    if revoked_text.trim().is_empty() && previous.is_some_and(|p| !p.registry.revoked.is_empty()) {
         errors.push(ConfigError::new(&revoked_path, None, "", "revocation file is empty or missing while revocations existed; refusing to un-revoke every jti (write a comment line to empty it on purpose)"));
     }
     for (n, line) in revoked_text.lines().enumerate() {
@@ -360,9 +363,11 @@ pub fn compile(
             generation,
             loaded_at: SystemTime::now(),
             cms,
-            public: Arc::new(public),
-            tokens,
-            revoked,
+            registry: Registry {
+                public: Arc::new(public),
+                tokens,
+                revoked,
+            },
             verifier,
             documents: match previous {
                 Some(p)

@@ -34,12 +34,7 @@ pub struct FilePublic {
     pub permissions: Vec<FilePermission>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileRateLimit {
-    pub requests_per_second: u32,
-    pub burst: Option<u32>,
-}
+pub use crate::config::file::FileRateLimit;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -42,7 +42,7 @@ impl PolicyStore {
         let inputs = Inputs::read(config_path)?;
         let introspected = match (&inputs.schema, inputs.needs_schema, schema_upstream) {
             (None, true, Some(up)) => {
-                let map = crate::upstream::introspect(up).map_err(|e| {
+                let map = crate::schema::introspect(up).map_err(|e| {
                     ConfigErrors(vec![ConfigError::new(
                         &inputs.dir.join(SCHEMA_FILE),
                         None,
@@ -125,8 +125,8 @@ impl PolicyStore {
                     event = "reload_applied",
                     trigger,
                     generation,
-                    tokens = snap.tokens.len(),
-                    revoked = snap.revoked.len(),
+                    tokens = snap.registry.tokens.len(),
+                    revoked = snap.registry.revoked.len(),
                     "policy snapshot applied"
                 );
                 drop(snap);
@@ -159,8 +159,12 @@ impl PolicyStore {
         self.metrics.last_reload_success.set(1);
         *self.last_rejected.lock() = None;
         self.metrics.generation.set(snap.generation as i64);
-        self.metrics.registry_tokens.set(snap.tokens.len() as i64);
-        self.metrics.registry_revoked.set(snap.revoked.len() as i64);
+        self.metrics
+            .registry_tokens
+            .set(snap.registry.tokens.len() as i64);
+        self.metrics
+            .registry_revoked
+            .set(snap.registry.revoked.len() as i64);
         let t = snap
             .loaded_at
             .duration_since(UNIX_EPOCH)

@@ -33,9 +33,7 @@ use crate::policy::store::PolicyStore;
 use ctx::RequestCtx;
 use respond::ErrorResponse;
 
-/// Pingora replays a request body to the upstream from its retry buffer, which holds 64 KiB;
-/// the gateway must read the whole body before deciding, so this bounds what it can forward.
-pub const MAX_FORWARDED_BODY_BYTES: usize = 64 * 1024;
+use crate::config::MAX_FORWARDED_BODY_BYTES;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus proxy credentials: never forwarded.
 const HOP_BY_HOP: &[&str] = &[

@@ -1,0 +1,99 @@
+//! Parsed requests kept for repeats: the principal-independent analysis of a request and the
+//! exact bytes the gateway forwards for it, by the digest of the request's own bytes.
+//!
+//! Weighed in bytes against a budget, and filled only with requests that were admitted, so
+//! nothing a refused request sent is retained.
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::document::Document;
+use super::request::GraphqlRequest;
+
+/// The document cache key: endpoint kind, method, and the exact body or query string.
+pub fn key(endpoint: u8, post: bool, bytes: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update([endpoint, u8::from(post)]);
+    h.update(bytes);
+    h.finalize().into()
+}
+
+/// The principal-independent analysis of a request: what it asks, everything it makes the
+/// CMS touch, and the exact bytes that will be forwarded (re-serialized from what was parsed).
+#[derive(Debug)]
+pub struct Parsed {
+    pub request: GraphqlRequest,
+    pub document: Document,
+    /// POST: the JSON body sent upstream; GET: the query string sent upstream.
+    pub forward: bytes::Bytes,
+    /// Bytes this entry holds, as the document cache weighs it.
+    weight: u32,
+}
+
+impl Parsed {
+    pub fn new(request: GraphqlRequest, document: Document, post: bool) -> Self {
+        let forward = if post {
+            request.to_json_body()
+        } else {
+            bytes::Bytes::from(request.to_query_string())
+        };
+        // The request's text, its parsed variables (a `serde_json::Value` node costs far more
+        // than its JSON text: ~80 bytes for `{"":0}`), the forwarded copy, the analysis.
+        let variables: u64 = request.variables.values().map(super::args::nodes).sum();
+        let weight = (request.query.len() + forward.len() + document.weight()) as u64
+            + variables.saturating_mul(VALUE_NODE_BYTES)
+            + std::mem::size_of::<Self>() as u64
+            + 64;
+        Self {
+            request,
+            document,
+            forward,
+            weight: u32::try_from(weight).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+/// Heap bytes of one parsed JSON node (a `Value` plus its map or vector slot), for weighing.
+const VALUE_NODE_BYTES: u64 = 96;
+
+/// Parsed requests by digest of their exact bytes (endpoint kind, method, body or query
+/// string), so a repeated query skips JSON and GraphQL parsing and the schema walk. Weighed in
+/// bytes against a budget; an entry is stored only once its request was admitted, so nothing
+/// a refused request sent is retained. Shared by consecutive snapshots while the schema map
+/// is the same; authorization still runs per request against the principal's current grants.
+pub struct DocumentCache {
+    cache: moka::sync::Cache<[u8; 32], Arc<Parsed>>,
+    budget: u64,
+}
+
+impl DocumentCache {
+    pub fn new(budget_bytes: u64) -> Self {
+        Self {
+            cache: moka::sync::Cache::builder()
+                .max_capacity(budget_bytes)
+                .weigher(|_, v: &Arc<Parsed>| v.weight)
+                .build(),
+            budget: budget_bytes,
+        }
+    }
+
+    pub fn budget(&self) -> u64 {
+        self.budget
+    }
+
+    /// Bytes held (after pending evictions), for tests and metrics.
+    pub fn weighted_size(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.weighted_size()
+    }
+
+    pub fn get(&self, key: &[u8; 32]) -> Option<Arc<Parsed>> {
+        self.cache.get(key)
+    }
+
+    /// Stores the analysis of a request that was admitted.
+    pub fn admit(&self, key: [u8; 32], parsed: &Arc<Parsed>) {
+        self.cache.insert(key, parsed.clone());
+    }
+}
