@@ -569,6 +569,44 @@ impl Drop for TestGateway {
     }
 }
 
+/// A self-signed certificate for localhost / 127.0.0.1 (openssl CLI): (cert file, key file).
+pub fn self_signed(dir: &Path, name: &str) -> (String, String) {
+    let cert = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+        ])
+        .args([
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ])
+        .args(["-addext", "extendedKeyUsage=serverAuth", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed (.ci/run installs it)");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    (cert.display().to_string(), key.display().to_string())
+}
+
 /// Signs a PAT with one of the fixture keys.
 pub fn mint(kid: &str, jti: &str, iss: &str, aud: &str) -> String {
     contentgate::install_crypto_provider();
