@@ -248,8 +248,13 @@ pub fn decide(input: &Incoming, snap: &Snapshot, limits: &Limits) -> Result<Admi
                 Principal::Public(_) => &[],
             };
             for op in std::iter::once(operation).chain(&document.others) {
+                let nested = op
+                    .root_fields
+                    .iter()
+                    .flat_map(|f| f.nested.iter().map(String::as_str));
                 if let Err((field, permission)) =
                     management::check(op.root_fields.iter().map(|f| f.name.as_str()), granted)
+                        .and_then(|()| management::check_nested(nested, granted))
                 {
                     return Err(Rejection::ManagementForbidden {
                         field,

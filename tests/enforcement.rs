@@ -828,3 +828,50 @@ async fn the_deepest_allowed_document_fits_the_stack() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(origin.count(), 2);
 }
+
+#[tokio::test]
+async fn management_reads_of_credentials_under_viewer_need_the_wildcard() {
+    let origin = MockOrigin::start().await;
+    let tokens = [
+        token_entry(
+            "jti-t",
+            "reader",
+            "DRAFT",
+            "management = [\"PROJECT_READ\"]\n",
+        ),
+        token_entry("jti-all", "owner", "DRAFT", "management = [\"*\"]\n"),
+    ]
+    .concat();
+    let gw = GatewayBuilder::new(&origin)
+        .tokens(&tokens)
+        .extra("\n[[endpoint]]\npath = \"/management\"\nkind = \"management\"\n")
+        .start()
+        .await;
+    let reader = token();
+    let structure = "{ viewer { project(id: \"p\") { environment(name: \"master\") { contentModel { models { apiId } } } } } }";
+    assert_eq!(
+        gw.query("/management", Some(&reader), structure)
+            .await
+            .status(),
+        200
+    );
+    for q in [
+        "{ viewer { project(id: \"p\") { environment(name: \"master\") { permanentAuthTokens { id token } } } } }",
+        "query { viewer { ...P } } fragment P on Viewer { project(id: \"p\") { webhooks { secretKey } } }",
+    ] {
+        let resp = gw.query("/management", Some(&reader), q).await;
+        assert_eq!(resp.status(), 403, "{q}");
+    }
+    let owner = bearer(&es("jti-all"));
+    assert_eq!(
+        gw.query(
+            "/management",
+            Some(&owner),
+            "{ viewer { project(id: \"p\") { environment(name: \"master\") { permanentAuthTokens { id } } } } }"
+        )
+        .await
+        .status(),
+        200
+    );
+    assert_eq!(origin.count(), 2);
+}

@@ -86,6 +86,9 @@ pub struct RootField {
     pub accesses: Vec<Access>,
     /// A field inside the selection the schema map cannot resolve (`Type.field`): denied.
     pub unresolved: Option<String>,
+    /// Without a schema map (the management endpoint): every field name below the root,
+    /// through fragments, deduplicated.
+    pub nested: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -428,8 +431,14 @@ impl RootCtx<'_> {
             extra_locales: unset_locales.clone(),
             accesses: Vec::new(),
             unresolved: None,
+            nested: Vec::new(),
         };
         let (Some(schema), Some(root)) = (self.schema, self.root_type.clone()) else {
+            let mut names = std::collections::BTreeSet::new();
+            if let Some(set) = f.selection_set() {
+                self.names(&set, depth + 1, &mut names)?;
+            }
+            field.nested = names.into_iter().collect();
             return Ok(field);
         };
         if field.name.starts_with("__") {
@@ -463,6 +472,43 @@ impl RootCtx<'_> {
         field.accesses = accesses.into_iter().collect();
         field.unresolved = unresolved;
         Ok(field)
+    }
+}
+
+impl RootCtx<'_> {
+    /// Every field name of a selection set, through fragments (depth-checked; the document's
+    /// expansion was bounded before, and spreads are acyclic).
+    fn names(
+        &self,
+        set: &cst::SelectionSet,
+        depth: usize,
+        out: &mut std::collections::BTreeSet<String>,
+    ) -> Result<(), GraphqlError> {
+        if depth > self.max_depth {
+            return Err(GraphqlError::Limit {
+                what: "depth",
+                limit: self.max_depth,
+            });
+        }
+        for sel in set.selections() {
+            let inner = match sel {
+                cst::Selection::Field(f) => {
+                    if let Some(n) = f.name() {
+                        out.insert(n.text().to_string());
+                    }
+                    f.selection_set()
+                }
+                cst::Selection::InlineFragment(i) => i.selection_set(),
+                cst::Selection::FragmentSpread(s) => self
+                    .fragments
+                    .get(&fragment_name(&s))
+                    .and_then(|f| f.selection_set()),
+            };
+            if let Some(inner) = inner {
+                self.names(&inner, depth + 1, out)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -71,6 +71,29 @@ pub fn check<'a>(
     Ok(())
 }
 
+/// Nested fields that read credentials (`…Token…`, `…secret…`, `password`, `apiKey`): reads
+/// hang under `viewer`, whose own permission (`PROJECT_READ`) would otherwise cover them, so
+/// these need the wildcard `*`. The safe reading of a Management API whose permission
+/// catalogue the gateway does not carry.
+const SENSITIVE: [&str; 4] = ["token", "secret", "password", "apikey"];
+
+/// The first nested field name that reads a credential, unless the principal holds `*`.
+pub fn check_nested<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    granted: &[String],
+) -> Result<(), (String, Option<&'static str>)> {
+    if granted.iter().any(|g| g == "*") {
+        return Ok(());
+    }
+    for n in names {
+        let lower = n.to_ascii_lowercase();
+        if SENSITIVE.iter().any(|s| lower.contains(s)) {
+            return Err((n.to_string(), Some("*")));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +113,17 @@ mod tests {
             Err(("dropEverything".into(), None))
         );
         assert!(check(["dropEverything"], &["*".into()]).is_ok());
+    }
+
+    #[test]
+    fn nested_credential_reads_need_the_wildcard() {
+        let read = ["PROJECT_READ".to_string()];
+        assert!(check_nested(["project", "environment", "models"], &read).is_ok());
+        assert_eq!(
+            check_nested(["project", "permanentAuthTokens"], &read),
+            Err(("permanentAuthTokens".into(), Some("*")))
+        );
+        assert!(check_nested(["webhookSecret"], &read).is_err());
+        assert!(check_nested(["authToken"], &["*".to_string()]).is_ok());
     }
 }
