@@ -27,6 +27,7 @@
 //! auth/repeat/`. Without `--bench` (`cargo test --benches`, or `-- --test`) every bench runs
 //! once, on small registries.
 //! Results and machine notes: benches/README.md.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;

@@ -11,6 +11,7 @@
 //! The principal is the public one (no Authorization header), so token verification is not
 //! part of these numbers (see benches/auth.rs). Run: `cargo bench --bench permissions`.
 //! Results and machine notes: benches/README.md.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
 
 use std::hint::black_box;
 use std::path::Path;

@@ -10,6 +10,7 @@
 //! ```
 //!
 //! One current-thread Tokio runtime: pin it with `taskset` and it uses exactly one core.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a bench tool: a panic is its report
 
 use axum::body::Bytes;
 use axum::http::{header, HeaderValue, StatusCode};

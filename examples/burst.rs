@@ -12,6 +12,7 @@
 //! cargo run --release --example burst -- --url http://127.0.0.1:8480/burst/cdn \
 //!     --warm-url 'http://127.0.0.1:8480/cdn?query=%7B__typename%7D' --n 1000
 //! ```
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a bench tool: a panic is its report
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -52,6 +52,9 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    // The metric definitions are static: a bad name or a duplicate is a programming error
+    // that every test run hits at start-up, never a runtime condition.
+    #[allow(clippy::expect_used)]
     pub fn new() -> Self {
         let registry = Registry::new();
         fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {

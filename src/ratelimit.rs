@@ -73,8 +73,8 @@ pub struct Limiters {
 }
 
 fn limiter(l: RateLimit) -> DefaultDirectRateLimiter {
-    let rps = NonZeroU32::new(l.requests_per_second.max(1)).expect("max(1) is non-zero");
-    let burst = NonZeroU32::new(l.burst.max(1)).expect("max(1) is non-zero");
+    let rps = NonZeroU32::new(l.requests_per_second).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(l.burst).unwrap_or(NonZeroU32::MIN);
     RateLimiter::direct(Quota::per_second(rps).allow_burst(burst))
 }
 

@@ -7,6 +7,7 @@
 //! - soundness: what the recording sample CMS touched must be covered by the grants, or (with
 //!   the MockOrigin) the origin must not get a request whose meaning differs from what was
 //!   checked.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
 
 mod common;
 

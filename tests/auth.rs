@@ -1,5 +1,6 @@
 //! PAT authentication through the real gateway: every refusal is a 401 (400 for a malformed
 //! request) with a stable reason, a Bearer challenge, no token echoed, and no upstream request.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
 
 mod common;
 

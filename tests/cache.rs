@@ -1,5 +1,6 @@
 //! The read path: hits, scope separation, never-store rules, coalescing, stale serving and
 //! every invalidation path — through the real gateway and a recording origin.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
 
 mod common;
 

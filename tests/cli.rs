@@ -1,4 +1,5 @@
 //! The command line: `check`, `token mint`, `token inspect`, and `demo` end to end.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The request edge ("The request edge" review): client addresses on dual-stack listeners and
 //! behind proxies, per-prefix IPv6 limits, and the refusal budget per address.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Regression tests for the enforcement review ("Enforcement you can trust"): each finding,
 //! through the real binary, against a recording origin — the request is refused and the origin
 //! untouched, or it is allowed and the origin receives exactly what was checked.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! never read. Expected: the documented status within the configured timeouts, stale answers
 //! where the windows allow, nothing partial cached, no mutation sent twice, and a gateway that
 //! is healthy and fast for the next request.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
 
 mod common;
 

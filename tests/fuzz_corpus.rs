@@ -1,6 +1,7 @@
 //! Replays the committed fuzz corpus (`fuzz/corpus/<target>/`) and every crash reproducer
 //! (`fuzz/regressions/<target>/`) through the fuzz targets' own bodies, on stable, in every
 //! `cargo test`: what the fuzzers found once stays covered without nightly.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
 
 #[path = "../fuzz/fuzz_targets/common.rs"]
 #[allow(dead_code)]

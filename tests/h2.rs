@@ -2,6 +2,7 @@
 //! stream carries DATA frames is refused before the origin, and an h2 connection with no stream
 //! in flight — idle after its preface, idle after a response, or stuck in a HEADERS block that
 //! never ends — is closed after `client_header_timeout`, while a slow stream in flight is not.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! below. Every `crate::<module>` path in a file (in `use` lines and inline) is an arrow from
 //! the file's top-level module to `<module>`; an arrow to a higher row, or a circle within a
 //! row, fails this test with the file and line that drew it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

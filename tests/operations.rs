@@ -1,6 +1,7 @@
 //! Operations through the real binary: rate limits (per token, per IP, the origin budget
 //! guard), CORS at the edge, client-address allow/deny lists behind trusted proxies, metrics
 //! after traffic, and graceful shutdown on SIGTERM.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
 
 mod common;
 

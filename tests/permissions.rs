@@ -1,6 +1,7 @@
 //! Content permissions through the real gateway: a grant lets the request reach the origin; a
 //! missing grant is a 403 that names it, and the origin sees nothing. Every bypass is its own
 //! test.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Cache poisoning and deception: inputs the cache key does not hold never reach the origin and
 //! never change a stored answer; URLs that look like something else answer nothing; a token's
 //! answers are marked private for any shared cache in front of the gateway.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Hot reload of the policies folder: applied without dropping requests, rejected whole when
 //! broken (the previous snapshot keeps serving), revocations effective from the next request.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
 
 mod common;
 

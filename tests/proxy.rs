@@ -1,5 +1,6 @@
 //! Forwarding: request shape checks, default stage injection, upstream rewriting, and upstream
 //! failures mapped to GraphQL-shaped 502/504 within the configured timeouts.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
 
 mod common;
 

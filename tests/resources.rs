@@ -2,6 +2,7 @@
 //! `contentgate serve` process; the process must still be running and healthy afterwards,
 //! every request must get an HTTP answer, and its resident memory (VmRSS) stays bounded.
 //! The RSS before and after each shape is printed (`cargo test --test resources -- --nocapture`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
 
 mod common;
 

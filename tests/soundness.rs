@@ -18,6 +18,7 @@
 //! `SOUNDNESS_CASES` (default 500) and `SOUNDNESS_SEED` (default fixed) steer the run. Each
 //! distinct kind of violation is shrunk with proptest's value trees and printed as a minimal
 //! case; the test fails if any violation was found. `benches/soundness.sh` runs it long.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
 #![allow(clippy::too_many_lines)]
 
 mod common;

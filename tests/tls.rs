@@ -1,5 +1,6 @@
 //! TLS termination: HTTP/2 and HTTP/1.1 over TLS by ALPN, cleartext HTTP/1.1 beside it, and a
 //! certificate replaced on disk is served to new connections without a restart.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
 
 mod common;
 

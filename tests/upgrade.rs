@@ -1,6 +1,7 @@
 //! Zero-downtime binary upgrade with Pingora's mechanism: a new process started with
 //! `serve --upgrade` receives the listening sockets from the old one (SIGQUIT), which then
 //! drains and exits. Clients opening new connections throughout see no refusal and no error.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
 
 mod common;
 

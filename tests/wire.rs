@@ -3,6 +3,7 @@
 //! never waits for the body of a webhook it cannot verify, a repeated Content-Type is refused,
 //! stale-while-revalidate refreshes take the origin budget (and back off after a failed fill),
 //! and `check` refuses short JWKS `oct` secrets and `allow_credentials` with the origin `null`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
 
 mod common;
 

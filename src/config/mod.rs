@@ -461,9 +461,10 @@ fn compile(src: &Source, base: &Path, file: FileConfig) -> Result<Config, Config
                     continue;
                 }
             },
-            None if upstreams.len() == 1 => {
-                upstreams.values().next().cloned().expect("len checked")
-            }
+            None if upstreams.len() == 1 => match upstreams.values().next() {
+                Some(u) => u.clone(),
+                None => continue,
+            },
             None if file.upstreams.len() > 1 => {
                 errors.push(src.error(
                     Some(e.path.span()),

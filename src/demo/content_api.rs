@@ -3028,6 +3028,7 @@ impl SampleContentApi {
         Ok(Self::build(Some(stage)))
     }
 
+    #[allow(clippy::expect_used)] // the static model list; no request input is involved
     fn build(advertised: Option<Stage>) -> Self {
         let store: SharedStore = Arc::new(RwLock::new(Store::seeded()));
         let schema = build_schema(Arc::clone(&store), advertised)

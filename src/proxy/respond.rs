@@ -45,6 +45,8 @@ impl ErrorResponse {
         )
     }
 
+    // Statuses come from the table below (valid by construction).
+    #[allow(clippy::expect_used)]
     pub fn header_block(&self, request_id: &str, body_len: usize, media: Media) -> ResponseHeader {
         let mut h =
             ResponseHeader::build(self.status, Some(5 + self.headers.len())).expect("valid status");
