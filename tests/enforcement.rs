@@ -550,7 +550,14 @@ async fn variables_that_do_not_coerce_never_reach_the_cms() {
 
 #[tokio::test]
 async fn a_fragment_chain_cannot_crash_the_gateway() {
-    let (origin, gw) = gateway_with(PUBLIC_READ, "", "PUBLISHED").await;
+    // A generous token limit, so the depth across spreads is what refuses it (the default
+    // token limit of 15 000 would refuse this document on its own).
+    let origin = MockOrigin::start().await;
+    let mut b = GatewayBuilder::new(&origin)
+        .schema(Some(hygraph_sdl("DRAFT")))
+        .public(PUBLIC_READ);
+    b.limits = "\n[limits]\nmax_query_tokens = 1000000\nmax_expanded_fields = 1000000\n".into();
+    let gw = b.start().await;
     // The review's request: 76 fragments, each nesting 30 `author { posts {` and spreading the
     // next (≈ 36 KB). It used to overflow the proxy thread's stack.
     let mut q = String::from("{ posts { ...f0 } }\n");
@@ -790,8 +797,9 @@ async fn answers_vary_by_the_headers_that_change_them() {
     }
 }
 
-/// The deepest document the configuration allows runs to completion: every walk's stack at
-/// `max_depth = 128` (the largest accepted) fits a worker thread, in the debug build too.
+/// A guard, not a regression test: the deepest document the configuration allows runs to
+/// completion — every walk's stack at `max_depth = 128` (the largest accepted) fits a worker
+/// thread, in the debug build too.
 #[tokio::test]
 async fn the_deepest_allowed_document_fits_the_stack() {
     let origin = MockOrigin::start().await;
