@@ -18,53 +18,93 @@ pub struct Fetched {
     pub body: Bytes,
 }
 
-/// Why a fetch failed (closed set, used as the `kind` label of upstream errors).
+/// Why an upstream exchange failed — for pass-through and cache fills alike (closed set: the
+/// `kind` label of `contentgate_upstream_errors_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FetchError {
+pub enum Failure {
     Connect,
     Timeout,
     Tls,
+    /// The connection closed or failed mid-exchange.
     Reset,
-    /// The body exceeded the fetch limit.
-    TooLarge,
+    /// Anything else Pingora reports (a malformed answer, an h2 error, a body too large).
+    Protocol,
     /// Concurrent fills already buffer all the bytes they may (`[cache] fill_buffer_bytes`).
     Busy,
 }
 
-impl FetchError {
-    pub fn kind(self) -> &'static str {
+/// The Pingora error type for the gateway's own whole-response deadline.
+pub const UPSTREAM_DEADLINE: &str = "upstream total timeout";
+
+impl Failure {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Connect => "connect",
             Self::Timeout => "timeout",
             Self::Tls => "tls",
             Self::Reset => "reset",
-            Self::TooLarge => "protocol",
+            Self::Protocol => "protocol",
             Self::Busy => "busy",
         }
     }
-}
 
-fn classify(e: &pingora::Error) -> FetchError {
-    use pingora::ErrorType::*;
-    match e.etype() {
-        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
-            FetchError::Timeout
+    pub fn is_timeout(self) -> bool {
+        self == Self::Timeout
+    }
+
+    /// The failure a Pingora error stands for.
+    pub fn of(e: &pingora::Error) -> Self {
+        use pingora::ErrorType::*;
+        match e.etype() {
+            ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => Self::Timeout,
+            Custom(c) if *c == UPSTREAM_DEADLINE => Self::Timeout,
+            TLSHandshakeFailure | InvalidCert | HandshakeError | TLSWantX509Lookup => Self::Tls,
+            ConnectRefused | ConnectNoRoute | ConnectError | BindError | SocketError => {
+                Self::Connect
+            }
+            ConnectionClosed | ReadError | WriteError => Self::Reset,
+            _ => Self::Protocol,
         }
-        TLSHandshakeFailure | InvalidCert | HandshakeError | TLSWantX509Lookup => FetchError::Tls,
-        ConnectRefused | ConnectNoRoute | ConnectError | BindError | SocketError => {
-            FetchError::Connect
-        }
-        _ => FetchError::Reset,
     }
 }
 
-/// A request the gateway sends itself.
-pub struct Outgoing<'a> {
-    pub method: &'a str,
+/// One upstream request as the gateway sends it — built once from an admitted request
+/// (`proxy::forward`) and used by the pass-through (applied to Pingora's request header) and
+/// by cache fills (sent by [`UpstreamClient`]). `headers` are the gateway's own: credential,
+/// content type, checked context headers, request id; `host` and `content-length` are added
+/// when sent.
+#[derive(Debug, Clone)]
+pub struct UpstreamRequest {
+    pub method: &'static str,
     /// Path and query, absolute (`/v2/project/master?query=…`).
-    pub path: &'a str,
-    pub headers: Vec<(&'static str, String)>,
+    pub path: String,
+    pub headers: Vec<(&'static str, http::HeaderValue)>,
     pub body: Option<Bytes>,
+}
+
+/// Records one upstream exchange: latency by endpoint kind, and the failure or the 5xx/429
+/// status that counts as an upstream error. The one recorder for pass-through and fills.
+pub fn record(
+    metrics: &crate::metrics::Metrics,
+    endpoint_kind: &str,
+    elapsed: Duration,
+    outcome: Result<u16, Failure>,
+) {
+    match outcome {
+        Ok(status) => {
+            metrics
+                .upstream_duration
+                .with_label_values(&[endpoint_kind])
+                .observe(elapsed.as_secs_f64());
+            if status >= 500 || status == 429 {
+                metrics.upstream_errors.with_label_values(&["status"]).inc();
+            }
+        }
+        Err(f) => metrics
+            .upstream_errors
+            .with_label_values(&[f.as_str()])
+            .inc(),
+    }
 }
 
 pub struct UpstreamClient {
@@ -144,72 +184,66 @@ impl UpstreamClient {
     pub async fn fetch(
         &self,
         upstream: &Upstream,
-        req: Outgoing<'_>,
+        req: &UpstreamRequest,
         deadline: Duration,
         max_body: usize,
-    ) -> Result<Fetched, FetchError> {
+    ) -> Result<Fetched, Failure> {
         match tokio::time::timeout(deadline, self.exchange(upstream, req, max_body)).await {
             Ok(r) => r,
-            Err(_) => Err(FetchError::Timeout),
+            Err(_) => Err(Failure::Timeout),
         }
     }
 
     async fn exchange(
         &self,
         upstream: &Upstream,
-        req: Outgoing<'_>,
+        req: &UpstreamRequest,
         max_body: usize,
-    ) -> Result<Fetched, FetchError> {
+    ) -> Result<Fetched, Failure> {
         let peer = &*upstream.peer();
         let (mut session, _reused) = self
             .connector
             .get_http_session(peer)
             .await
-            .map_err(|e| classify(&e))?;
+            .map_err(|e| Failure::of(&e))?;
         // As on the proxied path: each read and write waits at most `read_timeout`.
         session.set_read_timeout(Some(upstream.timeouts.read));
         session.set_write_timeout(Some(upstream.timeouts.read));
         let mut header =
             RequestHeader::build(req.method, req.path.as_bytes(), Some(req.headers.len() + 4))
-                .map_err(|_| FetchError::Reset)?;
+                .map_err(|_| Failure::Protocol)?;
         header
             .insert_header("host", upstream.host_header.clone())
-            .map_err(|_| FetchError::Reset)?;
-        if let Credential::Replace(token) = &upstream.credential {
+            .map_err(|_| Failure::Protocol)?;
+        for (k, v) in &req.headers {
             header
-                .insert_header("authorization", token.clone())
-                .map_err(|_| FetchError::Reset)?;
-        }
-        for (k, v) in req.headers {
-            header.insert_header(k, v).map_err(|_| FetchError::Reset)?;
+                .insert_header(*k, v.clone())
+                .map_err(|_| Failure::Protocol)?;
         }
         if let Some(body) = &req.body {
             header
                 .insert_header("content-length", body.len().to_string())
-                .map_err(|_| FetchError::Reset)?;
+                .map_err(|_| Failure::Protocol)?;
         }
         session
             .write_request_header(Box::new(header))
             .await
-            .map_err(|e| classify(&e))?;
-        if let Some(body) = req.body {
+            .map_err(|e| Failure::of(&e))?;
+        if let Some(body) = req.body.clone() {
             session
                 .write_request_body(body, true)
                 .await
-                .map_err(|e| classify(&e))?;
+                .map_err(|e| Failure::of(&e))?;
         }
         session
             .finish_request_body()
             .await
-            .map_err(|e| classify(&e))?;
+            .map_err(|e| Failure::of(&e))?;
         session
             .read_response_header()
             .await
-            .map_err(|e| classify(&e))?;
-        let header = session
-            .response_header()
-            .cloned()
-            .ok_or(FetchError::Reset)?;
+            .map_err(|e| Failure::of(&e))?;
+        let header = session.response_header().cloned().ok_or(Failure::Reset)?;
         let mut body = BytesMut::new();
         let mut held = Held {
             client: self,
@@ -218,13 +252,13 @@ impl UpstreamClient {
         while let Some(chunk) = session
             .read_response_body()
             .await
-            .map_err(|e| classify(&e))?
+            .map_err(|e| Failure::of(&e))?
         {
             if body.len() + chunk.len() > max_body {
-                return Err(FetchError::TooLarge);
+                return Err(Failure::Protocol);
             }
             if !held.grow(chunk.len()) {
-                return Err(FetchError::Busy);
+                return Err(Failure::Busy);
             }
             body.extend_from_slice(&chunk);
         }
@@ -247,15 +281,22 @@ pub fn query_data(upstream: &Upstream, query: &str) -> Result<serde_json::Value,
         .build()
         .map_err(|e| e.to_string())?;
     let client = UpstreamClient::new();
-    let req = Outgoing {
+    let mut headers = vec![(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    )];
+    if let Credential::Replace(token) = &upstream.credential {
+        headers.push(("authorization", token.clone()));
+    }
+    let req = UpstreamRequest {
         method: "POST",
-        path: &upstream.path,
-        headers: vec![("content-type", "application/json".into())],
+        path: upstream.path.clone(),
+        headers,
         body: Some(body),
     };
     let fetched = rt
-        .block_on(client.fetch(upstream, req, upstream.timeouts.total, 64 * 1024 * 1024))
-        .map_err(|e| format!("connect: {} error", e.kind()))?;
+        .block_on(client.fetch(upstream, &req, upstream.timeouts.total, 64 * 1024 * 1024))
+        .map_err(|e| format!("connect: {} error", e.as_str()))?;
     let status = fetched.header.status.as_u16();
     if status != 200 {
         return Err(format!("the upstream answered HTTP {status}"));

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use crate::config::{CacheSettings, Upstream};
 use crate::metrics::Metrics;
-use crate::upstream::{FetchError, Outgoing, UpstreamClient};
+use crate::upstream::{Failure, UpstreamClient, UpstreamRequest};
 pub use key::{CacheKey, KeyDigest};
 
 /// Hard cap on a body the gateway buffers for a fill: larger answers are a 502 (the per-entry
@@ -97,16 +97,16 @@ pub enum Outcome {
     Coalesced,
 }
 
-pub type FlightResult = Result<Arc<Stored>, FetchError>;
+pub type FlightResult = Result<Arc<Stored>, Failure>;
 
 /// What a fill needs to call the upstream.
 #[derive(Clone)]
 pub struct FillRequest {
     pub upstream: Arc<Upstream>,
-    pub method: &'static str,
-    pub path: String,
-    pub headers: Vec<(&'static str, String)>,
-    pub body: Option<Bytes>,
+    /// The same request a pass-through would send (`proxy::forward::request`).
+    pub request: UpstreamRequest,
+    /// The endpoint kind, for the upstream latency metric.
+    pub endpoint_kind: &'static str,
     pub tags: Tags,
     /// TTL before upstream Cache-Control: the shortest per-model TTL of what the query reads.
     pub ttl: Duration,
@@ -212,13 +212,13 @@ impl ReadCache {
         self: &Arc<Self>,
         key: KeyDigest,
         req: FillRequest,
-    ) -> (Outcome, Result<Arc<Stored>, FetchError>) {
+    ) -> (Outcome, Result<Arc<Stored>, Failure>) {
         let (outcome, mut rx) = self.join_or_lead(key, req);
         let wait = rx.wait_for(Option::is_some);
         let result = match tokio::time::timeout(self.settings.fetch_deadline, wait).await {
-            Ok(Ok(v)) => v.clone().unwrap_or(Err(FetchError::Reset)),
-            Ok(Err(_)) => Err(FetchError::Reset),
-            Err(_) => Err(FetchError::Timeout),
+            Ok(Ok(v)) => v.clone().unwrap_or(Err(Failure::Reset)),
+            Ok(Err(_)) => Err(Failure::Reset),
+            Err(_) => Err(Failure::Timeout),
         };
         (outcome, result)
     }
@@ -283,17 +283,11 @@ impl ReadCache {
 
     async fn fill(&self, req: &FillRequest) -> FlightResult {
         let started = Instant::now();
-        let out = Outgoing {
-            method: req.method,
-            path: &req.path,
-            headers: req.headers.clone(),
-            body: req.body.clone(),
-        };
         let fetched = self
             .client
             .fetch(
                 &req.upstream,
-                out,
+                &req.request,
                 // The upstream's total timeout bounds the exchange; waiters give up at the fetch
                 // deadline (whichever comes first).
                 self.settings
@@ -302,16 +296,16 @@ impl ReadCache {
                 MAX_FETCH_BYTES,
             )
             .await;
-        self.metrics
-            .upstream_duration
-            .with_label_values(&["cdn"])
-            .observe(started.elapsed().as_secs_f64());
-        let fetched = fetched.inspect_err(|e| {
-            self.metrics
-                .upstream_errors
-                .with_label_values(&[e.kind()])
-                .inc();
-        })?;
+        crate::upstream::record(
+            &self.metrics,
+            req.endpoint_kind,
+            started.elapsed(),
+            fetched
+                .as_ref()
+                .map(|f| f.header.status.as_u16())
+                .map_err(|e| *e),
+        );
+        let fetched = fetched?;
         let h = &fetched.header;
         let status = h.status.as_u16();
         let header = |name: &str| {
@@ -327,12 +321,6 @@ impl ReadCache {
             if let Ok(v) = serde_json::from_slice::<Value>(&fetched.body) {
                 collect_ids(&v, &mut tags.ids);
             }
-        }
-        if status >= 500 || status == 429 {
-            self.metrics
-                .upstream_errors
-                .with_label_values(&["status"])
-                .inc();
         }
         Ok(Arc::new(Stored {
             status,

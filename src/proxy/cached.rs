@@ -16,7 +16,7 @@ use super::{respond, Gateway};
 use crate::cache::{window, CacheKey, FillRequest, Outcome, Purge, ReadCache, Stored, Tags};
 use crate::graphql::document::OperationKind;
 use crate::schema::{MutationRoot, QueryRoot};
-use crate::upstream::FetchError;
+use crate::upstream::Failure;
 
 pub(super) async fn serve(
     gw: &Gateway,
@@ -140,8 +140,8 @@ pub(super) async fn serve(
             }
             None => {
                 let response = match err {
-                    FetchError::Busy => respond::fill_busy(),
-                    e => respond::upstream(e == FetchError::Timeout),
+                    Failure::Busy => respond::fill_busy(),
+                    e => respond::upstream(e.is_timeout()),
                 };
                 ctx.cache = CacheStatus::Miss;
                 gw.write_error(session, ctx, &response).await
@@ -161,39 +161,20 @@ fn fill_request(
     settings: &crate::config::CacheSettings,
 ) -> FillRequest {
     let upstream = endpoint.upstream.clone();
-    let method = if req.method == http::Method::GET {
-        "GET"
-    } else {
-        "POST"
-    };
-    let path = super::forward::path(&upstream, a, &req.method);
-    let mut headers = vec![("x-request-id", ctx.request_id.clone())];
-    headers.extend(
-        super::forward::context_headers(a, &snap.cms)
-            .into_iter()
-            .map(|(n, v)| (n, v.to_string())),
+    // `forward` mode: the CMS authorizes the client's own token (the key carries its digest).
+    let request = super::forward::request(
+        &upstream,
+        a,
+        &snap.cms,
+        &req.method,
+        &ctx.request_id,
+        req.headers.get(http::header::AUTHORIZATION),
     );
-    if method == "POST" {
-        headers.push(("content-type", "application/json".to_string()));
-    }
-    // `forward` mode: the CMS authorizes the client's own token (the key's permission
-    // fingerprint keeps principals with different grants apart).
-    if let crate::config::Credential::Forward = upstream.credential {
-        if let Some(auth) = req
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-        {
-            headers.push(("authorization", auth.to_string()));
-        }
-    }
     let (tags, ttl) = tags_and_ttl(a, snap.schema.as_deref(), settings);
     FillRequest {
         upstream,
-        method,
-        path,
-        headers,
-        body: ctx.body.clone(),
+        request,
+        endpoint_kind: endpoint.kind.as_str(),
         tags,
         ttl,
     }
@@ -256,8 +237,8 @@ async fn write(
         h.insert_header("retry-after", ra.as_str())?;
     }
     // Only an answer that was fit to store is known to be a complete, error-free result.
-    super::answer_headers(ctx, &mut h, !stored.ttl.is_zero())?;
-    super::add_cors(ctx, &mut h)?;
+    super::headers::answer_headers(ctx, &mut h, !stored.ttl.is_zero())?;
+    super::headers::add_cors(ctx, &mut h)?;
     ctx.own_status = Some(stored.status);
     ctx.cache = status;
     session.write_response_header(Box::new(h), false).await?;

@@ -5,8 +5,15 @@
 //! pinned by a test per variant. No message ever contains the token.
 
 use bytes::Bytes;
+use http::Method;
 use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
 use serde_json::json;
+
+use super::ctx::RequestCtx;
+use super::headers::add_cors;
+use super::Gateway;
 
 use crate::auth::AuthError;
 use crate::graphql::GraphqlError;
@@ -171,7 +178,6 @@ fn graphql(e: &GraphqlError) -> ErrorResponse {
     }
 }
 
-/// Upstream failures: timeouts are 504, everything else 502.
 /// A cache fill refused because concurrent fills already buffer `[cache] fill_buffer_bytes`.
 pub fn fill_busy() -> ErrorResponse {
     ErrorResponse::new(
@@ -181,6 +187,7 @@ pub fn fill_busy() -> ErrorResponse {
     )
 }
 
+/// Upstream failures: timeouts are 504, everything else 502.
 pub fn upstream(timeout: bool) -> ErrorResponse {
     if timeout {
         ErrorResponse::new(
@@ -194,6 +201,122 @@ pub fn upstream(timeout: bool) -> ErrorResponse {
             "UPSTREAM_ERROR",
             "the content API could not be reached",
         )
+    }
+}
+
+/// A CORS preflight the endpoint allows, answered at the edge.
+pub(super) async fn preflight(session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+    let mut h = ResponseHeader::build(204, Some(8))?;
+    if let Some((_, cors)) = &ctx.cors {
+        h.insert_header("access-control-allow-methods", cors.methods.as_str())?;
+        h.insert_header("access-control-allow-headers", cors.headers.as_str())?;
+        h.insert_header("access-control-max-age", cors.max_age.as_str())?;
+    }
+    add_cors(ctx, &mut h)?;
+    h.insert_header("x-request-id", ctx.request_id.as_str())?;
+    h.insert_header("content-length", "0")?;
+    ctx.own_status = Some(204);
+    session.write_response_header(Box::new(h), true).await
+}
+
+impl Gateway {
+    /// The one refusal boundary: counts the refusal (metric, refusal budget of the address),
+    /// writes its audit line, and returns the answer to write.
+    pub(super) fn refuse(&self, ctx: &mut RequestCtx, rejection: Rejection) -> ErrorResponse {
+        if !matches!(rejection, Rejection::RateLimited { .. }) {
+            if let Some(ip) = ctx.client_ip {
+                self.limiters.refused(ip);
+            }
+        }
+        match &rejection {
+            Rejection::Auth(e) => {
+                self.metrics
+                    .auth_results
+                    .with_label_values(&[e.reason()])
+                    .inc();
+                ctx.refusal_reason = Some(e.reason());
+                if matches!(
+                    e,
+                    crate::auth::AuthError::Revoked | crate::auth::AuthError::UnknownJti
+                ) {
+                    tracing::info!(target: "audit", event = "token_refused", request_id = %ctx.request_id, reason = e.reason(), "revoked or unknown token presented");
+                }
+            }
+            Rejection::Graphql(e) => {
+                self.metrics
+                    .graphql_rejections
+                    .with_label_values(&[e.reason()])
+                    .inc();
+                ctx.refusal_reason = Some(e.reason());
+            }
+            Rejection::Forbidden { denial: d, who } => {
+                self.metrics
+                    .permission_denials
+                    .with_label_values(&[d.action])
+                    .inc();
+                ctx.refusal_reason = Some("forbidden");
+                tracing::info!(target: "audit", event = "permission_denied", request_id = %ctx.request_id, principal = %who.name, jti = who.jti.as_deref(), action = d.action, model = d.model.as_deref(), stage = d.stage.as_ref().map(|s| s.as_str()), locale = d.locale.as_ref().map(|l| l.as_str()), field = %d.field, "permission denied");
+            }
+            Rejection::ManagementForbidden {
+                field,
+                permission,
+                who,
+            } => {
+                self.metrics
+                    .permission_denials
+                    .with_label_values(&["management"])
+                    .inc();
+                ctx.refusal_reason = Some("forbidden");
+                tracing::info!(target: "audit", event = "permission_denied", request_id = %ctx.request_id, principal = %who.name, jti = who.jti.as_deref(), action = "management", permission = *permission, field = %field, "management permission denied");
+            }
+            Rejection::NoSchema => ctx.refusal_reason = Some("no_schema"),
+            Rejection::NotFound => ctx.refusal_reason = Some("not_found"),
+            Rejection::RateLimited { scope, .. } => {
+                self.metrics
+                    .rate_limit_rejections
+                    .with_label_values(&[scope])
+                    .inc();
+                ctx.refusal_reason = Some("rate_limited");
+            }
+            Rejection::AddressDenied => ctx.refusal_reason = Some("address_denied"),
+            Rejection::HeadersTooLarge | Rejection::UriTooLong => {
+                self.metrics
+                    .graphql_rejections
+                    .with_label_values(&["limit"])
+                    .inc();
+                ctx.refusal_reason = Some("limit");
+            }
+            Rejection::CorsDenied => ctx.refusal_reason = Some("cors_denied"),
+            Rejection::BadFraming(_) => {
+                self.metrics
+                    .graphql_rejections
+                    .with_label_values(&["framing"])
+                    .inc();
+                ctx.refusal_reason = Some("framing");
+            }
+        }
+        (&rejection).into()
+    }
+
+    /// Writes an answer of the gateway's own (a refusal or an upstream failure).
+    pub(super) async fn write_error(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        err: &ErrorResponse,
+    ) -> Result<()> {
+        let body = err.body(&ctx.request_id);
+        let mut header = err.header_block(&ctx.request_id, body.len(), ctx.media);
+        add_cors(ctx, &mut header)?;
+        ctx.own_status = Some(err.status);
+        // The connection may hold an unread body or a half-parsed request: do not reuse it.
+        if session.req_header().method != Method::GET || err.status == 400 || err.status == 413 {
+            session.set_keepalive(None);
+        }
+        session
+            .write_response_header(Box::new(header), false)
+            .await?;
+        session.write_response_body(Some(body), true).await
     }
 }
 
@@ -276,6 +399,73 @@ mod tests {
         );
         assert_eq!(upstream(true).status, 504);
         assert_eq!(upstream(false).status, 502);
+    }
+
+    /// Every `Rejection` variant, pinned (the match in `From<&Rejection>` is exhaustive, so a
+    /// new variant must be added here too).
+    #[test]
+    fn every_refusal_has_its_status_and_code() {
+        use crate::permissions::authorize::Denial;
+        use crate::pipeline::Who;
+        let denial = Denial {
+            action: "read",
+            model: None,
+            stage: None,
+            locale: None,
+            field: "posts".into(),
+        };
+        let cases = [
+            (Rejection::NotFound, 404, "NOT_FOUND"),
+            (Rejection::Auth(AuthError::Revoked), 401, "UNAUTHENTICATED"),
+            (
+                Rejection::Graphql(GraphqlError::Subscription),
+                400,
+                "BAD_OPERATION",
+            ),
+            (
+                Rejection::Forbidden {
+                    denial: Box::new(denial),
+                    who: Who::default(),
+                },
+                403,
+                "FORBIDDEN",
+            ),
+            (
+                Rejection::ManagementForbidden {
+                    field: "createModel".into(),
+                    permission: Some("MODEL_CREATE"),
+                    who: Who::default(),
+                },
+                403,
+                "FORBIDDEN",
+            ),
+            (Rejection::NoSchema, 503, "SCHEMA_UNAVAILABLE"),
+            (
+                Rejection::RateLimited {
+                    retry_after: 3,
+                    scope: "ip",
+                },
+                429,
+                "RATE_LIMITED",
+            ),
+            (Rejection::AddressDenied, 403, "FORBIDDEN"),
+            (Rejection::CorsDenied, 403, "FORBIDDEN"),
+            (
+                Rejection::HeadersTooLarge,
+                431,
+                "REQUEST_HEADER_FIELDS_TOO_LARGE",
+            ),
+            (Rejection::UriTooLong, 414, "URI_TOO_LONG"),
+            (Rejection::BadFraming("x"), 400, "BAD_REQUEST"),
+        ];
+        for (r, code, name) in cases {
+            let e = ErrorResponse::from(&r);
+            assert_eq!((e.status, e.code), (code, name), "{r:?}");
+            if code == 429 {
+                assert!(e.headers.contains(&("retry-after", "3".to_string())));
+            }
+        }
+        assert_eq!(fill_busy().status, 503);
     }
 
     #[test]

@@ -1,0 +1,313 @@
+//! Admission: the edge checks of one request and the call to the decision, ending in one
+//! [`Flow`] — forward (cached read or pass-through), a refusal, or a preflight answered here.
+
+use bytes::{Bytes, BytesMut};
+use http::Method;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+use super::ctx::RequestCtx;
+use super::headers::ambiguous;
+use super::respond::{self, ErrorResponse};
+use super::Gateway;
+use crate::config::MAX_FORWARDED_BODY_BYTES;
+use crate::graphql::GraphqlError;
+use crate::pipeline::{self, Incoming, Rejection};
+
+pub enum Flow {
+    Forward,
+    Respond(ErrorResponse),
+    /// A CORS preflight the endpoint allows: answered at the edge.
+    Preflight,
+}
+
+impl Gateway {
+    /// The edge checks and the decision: framing, sizes, route, client address, CORS and
+    /// preflight, body intake, then [`pipeline::decide`] and the limits of an admitted request.
+    pub(super) async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Flow> {
+        ctx.media = respond::Media::negotiate(
+            session
+                .req_header()
+                .headers
+                .get(http::header::ACCEPT)
+                .map(|v| v.as_bytes()),
+        );
+        if let Some(why) = ambiguous(session) {
+            return Ok(self.refused(ctx, Rejection::BadFraming(why)));
+        }
+        let req = session.req_header();
+        let limits = &self.config.limits;
+        let header_bytes: usize = req
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum();
+        if header_bytes > limits.max_header_bytes {
+            return Ok(self.refused(ctx, Rejection::HeadersTooLarge));
+        }
+        if req.uri.path_and_query().map_or(0, |p| p.as_str().len()) > limits.max_uri_bytes {
+            return Ok(self.refused(ctx, Rejection::UriTooLong));
+        }
+        let Some(endpoint) = self.config.route(session.req_header().uri.path()).cloned() else {
+            return Ok(Flow::Respond((&Rejection::NotFound).into()));
+        };
+        let ip = client_ip(session, &self.config.trusted_proxies);
+        ctx.client_ip = ip;
+        if let Some(ip) = ip {
+            // An address over its refusal budget is refused before any work is done for it.
+            if let Err(wait) = self.limiters.admit_address(ip) {
+                ctx.endpoint = Some(endpoint);
+                return Ok(self.refused(
+                    ctx,
+                    Rejection::RateLimited {
+                        retry_after: crate::ratelimit::retry_after_secs(wait),
+                        scope: "refused",
+                    },
+                ));
+            }
+            if !endpoint.admits(ip) {
+                ctx.endpoint = Some(endpoint);
+                return Ok(self.refused(ctx, Rejection::AddressDenied));
+            }
+        }
+        let method = session.req_header().method.clone();
+        if let Some(cors) = endpoint.cors.clone() {
+            let origin = session
+                .req_header()
+                .headers
+                .get(http::header::ORIGIN)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let preflight = method == Method::OPTIONS
+                && session
+                    .req_header()
+                    .headers
+                    .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD);
+            match origin {
+                Some(o) if cors.allows(&o) => ctx.cors = Some((o, cors.clone())),
+                _ if preflight => {
+                    ctx.endpoint = Some(endpoint);
+                    return Ok(self.refused(ctx, Rejection::CorsDenied));
+                }
+                _ => {}
+            }
+            if preflight {
+                let wanted = session
+                    .req_header()
+                    .headers
+                    .get(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                ctx.endpoint = Some(endpoint);
+                if !cors
+                    .methods
+                    .split(", ")
+                    .any(|m| m.eq_ignore_ascii_case(wanted))
+                {
+                    return Ok(self.refused(ctx, Rejection::CorsDenied));
+                }
+                return Ok(Flow::Preflight);
+            }
+        }
+        ctx.endpoint = Some(endpoint);
+        let snap = self.store.snapshot();
+        ctx.snapshot = Some(snap.clone());
+        let limit = self.config.limits.max_body_bytes;
+        let body = if method == Method::POST {
+            match read_body(session, limit, self.config.limits.client_body_timeout).await? {
+                Ok(b) => Some(b),
+                Err(e) => return Ok(self.refused(ctx, Rejection::Graphql(e))),
+            }
+        } else {
+            if method == Method::GET && has_body(session) {
+                return Ok(self.refused(ctx, Rejection::Graphql(GraphqlError::GetWithBody)));
+            }
+            None
+        };
+        let req = session.req_header();
+        let Some(kind) = ctx.endpoint.as_ref().map(|e| e.kind) else {
+            return Ok(self.refused(ctx, Rejection::NotFound));
+        };
+        let input = Incoming {
+            method: &method,
+            endpoint: kind,
+            authorization: req
+                .headers
+                .get_all(http::header::AUTHORIZATION)
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect(),
+            content_type: req
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .map(|v| v.as_bytes()),
+            stage_header: req
+                .headers
+                .get_all("gcms-stage")
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect(),
+            locales_header: req
+                .headers
+                .get_all("gcms-locales")
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect(),
+            query_string: req.uri.query(),
+            body: body.as_deref(),
+        };
+        match pipeline::decide(&input, &snap, &self.config.limits) {
+            Ok(admitted) => {
+                let reason = match admitted.principal {
+                    crate::auth::Principal::Public(_) => "public",
+                    crate::auth::Principal::Token(_) => "ok",
+                };
+                self.metrics.auth_results.with_label_values(&[reason]).inc();
+                if admitted.stage.inject {
+                    self.metrics
+                        .stage_injections
+                        .with_label_values(&[admitted.principal.kind()])
+                        .inc();
+                }
+                let limited = match &admitted.principal {
+                    crate::auth::Principal::Token(t) => self
+                        .limiters
+                        .token(&t.jti, t.rate_limit)
+                        .err()
+                        .map(|w| (w, "token")),
+                    crate::auth::Principal::Public(_) => ctx
+                        .client_ip
+                        .and_then(|ip| self.limiters.public(ip).err())
+                        .map(|w| (w, "ip")),
+                };
+                // Only the gateway's re-serialization of what was checked goes upstream.
+                ctx.body = body.map(|_| admitted.parsed.forward.clone());
+                ctx.admitted = Some(admitted);
+                if let Some((wait, scope)) = limited {
+                    return Ok(self.refused(
+                        ctx,
+                        Rejection::RateLimited {
+                            retry_after: crate::ratelimit::retry_after_secs(wait),
+                            scope,
+                        },
+                    ));
+                }
+                Ok(Flow::Forward)
+            }
+            Err(rejection) => Ok(self.refused(ctx, rejection)),
+        }
+    }
+
+    /// Queries on cdn endpoints (and on content endpoints when `content_reads` is set).
+    fn refused(&self, ctx: &mut RequestCtx, rejection: Rejection) -> Flow {
+        Flow::Respond(self.refuse(ctx, rejection))
+    }
+
+    pub(super) fn cacheable(&self, ctx: &RequestCtx) -> bool {
+        let (Some(endpoint), Some(a)) = (&ctx.endpoint, &ctx.admitted) else {
+            return false;
+        };
+        let kind_ok = match endpoint.kind {
+            crate::config::EndpointKind::Cdn => true,
+            crate::config::EndpointKind::Content => self.config.cache.content_reads,
+            crate::config::EndpointKind::Management => false,
+        };
+        kind_ok && a.operation().kind == crate::graphql::document::OperationKind::Query
+    }
+}
+
+/// The client address: the TCP peer, or — only when the peer is a trusted proxy — the first
+/// untrusted address walking `X-Forwarded-For` from the right (each trusted hop appended the
+/// address it saw). An entry that does not parse as an address (after stripping a port or
+/// brackets) ends the walk at the peer: what lies left of it was written by the client. Every
+/// address is canonical (`::ffff:a.b.c.d` is `a.b.c.d`), so IPv4 rules hold on a dual-stack
+/// listener. Used for the per-IP limits and allow/deny lists, never for authentication or
+/// cache keys.
+fn client_ip(session: &Session, trusted: &[ipnet::IpNet]) -> Option<std::net::IpAddr> {
+    let peer = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip().to_canonical())?;
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let values: Vec<&str> = session
+        .req_header()
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| v.to_str().unwrap_or(""))
+        .collect();
+    for entry in values.iter().rev().flat_map(|v| v.rsplit(',')) {
+        match forwarded_address(entry.trim()) {
+            Some(ip) if is_trusted(&ip) => continue,
+            Some(ip) => return Some(ip),
+            None => return Some(peer),
+        }
+    }
+    Some(peer)
+}
+
+/// One `X-Forwarded-For` entry: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::7`, `[2001:db8::7]` or
+/// `[2001:db8::7]:443`, canonical.
+fn forwarded_address(entry: &str) -> Option<std::net::IpAddr> {
+    if let Ok(ip) = entry.parse::<std::net::IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    if let Ok(sa) = entry.parse::<std::net::SocketAddr>() {
+        return Some(sa.ip().to_canonical());
+    }
+    entry
+        .strip_prefix('[')
+        .and_then(|e| e.strip_suffix(']'))
+        .and_then(|e| e.parse::<std::net::IpAddr>().ok())
+        .map(|ip| ip.to_canonical())
+}
+
+/// Reads the whole request body, refusing it as soon as it exceeds `limit` (checked against
+/// Content-Length first, so an oversized upload is refused without being read).
+async fn read_body(
+    session: &mut Session,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<std::result::Result<Bytes, GraphqlError>> {
+    let limit = limit.min(MAX_FORWARDED_BODY_BYTES);
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Ok(Err(GraphqlError::BodyTooLarge { limit }));
+    }
+    session.enable_retry_buffering();
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
+    // One deadline for the whole body (a slow POST), not per read.
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let Ok(next) = tokio::time::timeout_at(deadline, session.read_request_body()).await else {
+            return Ok(Err(GraphqlError::BodyTimeout(timeout)));
+        };
+        let Some(chunk) = next? else { break };
+        if buf.len() + chunk.len() > limit {
+            return Ok(Err(GraphqlError::BodyTooLarge { limit }));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Ok(buf.freeze()))
+}
+
+/// Whether the request carries a body. HTTP/1 says so in its framing headers; an HTTP/2 stream
+/// may carry DATA frames without a `content-length`, so there the stream decides (no
+/// END_STREAM on HEADERS means a body follows).
+fn has_body(session: &mut Session) -> bool {
+    let req = session.req_header();
+    let framed = req.headers.contains_key(http::header::TRANSFER_ENCODING)
+        || req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    framed || (req.version == http::Version::HTTP_2 && !session.as_downstream_mut().is_body_empty())
+}
