@@ -38,6 +38,7 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     pub generation: IntGauge,
     pub last_reload_success: IntGauge,
+    pub config_restart_required: IntGauge,
     pub last_reload: Gauge,
     pub revocation_lag: Histogram,
     pub registry_tokens: IntGauge,
@@ -131,6 +132,10 @@ impl Metrics {
             ),
             reloads: counter("contentgate_policy_reloads_total", "Policy reload attempts, by result (applied, rejected).", &["result"]),
                         generation: gauge("contentgate_policy_generation", "Generation of the policy snapshot in use."),
+            config_restart_required: gauge(
+                "contentgate_config_restart_required",
+                "1 when gateway.toml changed outside the sections a reload applies ([auth], [cms]) since start-up.",
+            ),
             last_reload_success: gauge(
                 "contentgate_policy_last_reload_success",
                 "1 if the last policy reload attempt was applied (or changed nothing), 0 if it was rejected.",

@@ -159,9 +159,14 @@ pub fn build(rt: &Runtime, upgrade: bool) -> Result<Server, String> {
     let readiness = ReadinessTracker {
         phases: Mutex::new(Some(server.watch_execution_phase())),
         health: rt.health.clone(),
+        listeners: rt
+            .config
+            .listeners
+            .iter()
+            .filter_map(|l| l.address.parse().ok())
+            .collect(),
     };
     server.add_service(background_service("readiness", readiness));
-    rt.health.set_ready(true);
     Ok(server)
 }
 
@@ -170,6 +175,26 @@ pub fn build(rt: &Runtime, upgrade: bool) -> Result<Server, String> {
 struct ReadinessTracker {
     phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
     health: Arc<Health>,
+    /// The proxy's listening addresses: ready only once every one accepts connections.
+    listeners: Vec<std::net::SocketAddr>,
+}
+
+/// Waits until every listener accepts a TCP connection (a wildcard address is dialled on
+/// loopback). Pingora binds each service's listeners in that service's own runtime, so the
+/// snapshot being loaded says nothing about whether traffic can arrive yet.
+async fn listeners_bound(addrs: &[std::net::SocketAddr]) {
+    for addr in addrs {
+        let mut target = *addr;
+        if target.ip().is_unspecified() {
+            target.set_ip(match target {
+                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        while tokio::net::TcpStream::connect(target).await.is_err() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
 }
 
 #[async_trait]
@@ -178,6 +203,13 @@ impl BackgroundService for ReadinessTracker {
         let Some(mut phases) = self.phases.lock().ok().and_then(|mut p| p.take()) else {
             return;
         };
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = listeners_bound(&self.listeners) => {
+                tracing::info!("listeners bound: ready");
+                self.health.set_ready(true);
+            }
+        }
         loop {
             tokio::select! {
                 _ = shutdown.changed() => {

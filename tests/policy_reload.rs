@@ -253,3 +253,27 @@ async fn a_rotated_key_file_is_picked_up_without_a_restart() {
         "the old key is gone"
     );
 }
+
+#[tokio::test]
+async fn a_change_outside_the_live_sections_is_reported_as_needing_a_restart() {
+    let origin = MockOrigin::start().await;
+    let gw = GatewayBuilder::new(&origin).start().await;
+    assert_eq!(gw.metric("contentgate_config_restart_required").await, 0.0);
+    // [cms] applies live: no restart needed.
+    let path = gw.cfg.config();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let live = text.replace(
+        "locales = [\"en\", \"de\"]",
+        "locales = [\"en\", \"de\"]\ndefault_locale = \"en\"",
+    );
+    write_atomic(&path, &live);
+    gw.signal("HUP");
+    gw.wait_generation(2).await;
+    assert_eq!(gw.metric("contentgate_config_restart_required").await, 0.0);
+    // [log] does not: the reload says so instead of implying it took effect.
+    write_atomic(&path, live.replace("level = \"info\"", "level = \"debug\""));
+    gw.signal("HUP");
+    gw.wait_generation(3).await;
+    assert_eq!(gw.metric("contentgate_config_restart_required").await, 1.0);
+    assert!(gw.log().contains("restart_required"), "{}", gw.log());
+}

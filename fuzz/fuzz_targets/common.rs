@@ -166,6 +166,8 @@ fn clone(i: &Inputs) -> Inputs {
     Inputs {
         config_path: i.config_path.clone(),
         config_text: i.config_text.clone(),
+        file: i.file.clone(),
+        restart_digest: i.restart_digest,
         dir: i.dir.clone(),
         public: i.public.clone(),
         tokens: i.tokens.clone(),

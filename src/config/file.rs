@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use toml::Spanned;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     #[serde(default)]
@@ -39,7 +39,7 @@ pub struct FileConfig {
     pub webhooks: Option<FileWebhooks>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileCache {
     pub enabled: Option<bool>,
@@ -66,7 +66,7 @@ pub struct FileCache {
 #[serde(transparent)]
 pub struct FileDuration(#[serde(with = "humantime_serde")] pub Duration);
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileWebhooks {
     pub secret_env: Option<String>,
@@ -75,7 +75,7 @@ pub struct FileWebhooks {
     pub tolerance: Option<Duration>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileServer {
     pub threads: Option<usize>,
@@ -91,7 +91,7 @@ pub struct FileServer {
     pub upstream_ca_file: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileListener {
     pub address: Spanned<String>,
@@ -99,14 +99,14 @@ pub struct FileListener {
     pub tls: Option<FileTls>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileTls {
     pub cert_file: String,
     pub key_file: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileAdmin {
     pub address: Spanned<String>,
@@ -115,7 +115,7 @@ pub struct FileAdmin {
     pub token_file: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileUpstream {
     pub url: Spanned<String>,
@@ -133,7 +133,7 @@ pub struct FileUpstream {
     pub credential: Option<FileCredential>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileCredential {
     pub mode: Spanned<String>,
@@ -141,7 +141,7 @@ pub struct FileCredential {
     pub token_file: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileEndpoint {
     pub path: Spanned<String>,
@@ -156,7 +156,7 @@ pub struct FileEndpoint {
     pub deny: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileCors {
     pub allowed_origins: Vec<String>,
@@ -177,7 +177,7 @@ pub struct FileRateLimit {
     pub burst: Option<u32>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileRateLimits {
     pub token_default: Option<FileRateLimit>,
@@ -191,7 +191,7 @@ pub struct FileRateLimits {
     pub ipv6_prefix: Option<u8>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileNetwork {
     /// Proxies (CIDR) whose `X-Forwarded-For` is believed for the client address.
@@ -199,7 +199,7 @@ pub struct FileNetwork {
     pub trusted_proxies: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileAuth {
     #[serde(default)]
@@ -214,7 +214,7 @@ pub struct FileAuth {
     pub verified_cache_entries: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileKey {
     pub kid: Spanned<String>,
@@ -224,7 +224,7 @@ pub struct FileKey {
     pub secret_file: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileCms {
     pub stages: Option<Vec<String>>,
@@ -234,7 +234,7 @@ pub struct FileCms {
     pub default_locale: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilePolicies {
     pub dir: Option<String>,
@@ -242,7 +242,7 @@ pub struct FilePolicies {
     pub poll_interval: Option<Duration>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileLimits {
     pub max_body_bytes: Option<usize>,
@@ -270,7 +270,7 @@ pub struct FileLimits {
     pub client_send_timeout: Option<Duration>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileLog {
     pub level: Option<String>,

@@ -295,7 +295,6 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     pub admin: Option<String>,
     pub endpoints: Vec<Endpoint>,
-    pub cms: Cms,
     pub policies_dir: PathBuf,
     pub poll_interval: Duration,
     pub limits: Limits,
@@ -304,8 +303,6 @@ pub struct Config {
     pub secrets: AdminSecrets,
     pub rate_limits: crate::ratelimit::RateSettings,
     pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// The `[auth]` table, compiled into the policy snapshot (keys are hot-reloadable).
-    pub auth: Arc<file::FileAuth>,
 }
 
 impl Config {
@@ -358,13 +355,11 @@ pub fn resolve(base: &Path, p: &str) -> PathBuf {
 fn compile(src: &Source, base: &Path, file: FileConfig) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
 
-    let cms = match cms_from_file(&file.cms) {
-        Ok(c) => c,
-        Err(m) => {
-            errors.push(src.error(None, "cms", m));
-            Cms::fallback()
-        }
-    };
+    // `[cms]` and `[auth]` are compiled into the policy snapshot (they apply on reload); here
+    // they are only checked, so a start-up reports their errors with the rest.
+    if let Err(m) = cms_from_file(&file.cms) {
+        errors.push(src.error(None, "cms", m));
+    }
 
     let mut listeners = Vec::new();
     if file.listeners.is_empty() {
@@ -743,7 +738,6 @@ fn compile(src: &Source, base: &Path, file: FileConfig) -> Result<Config, Config
         listeners,
         admin,
         endpoints,
-        cms,
         policies_dir,
         poll_interval: file
             .policies
@@ -755,7 +749,6 @@ fn compile(src: &Source, base: &Path, file: FileConfig) -> Result<Config, Config
         secrets,
         rate_limits,
         trusted_proxies,
-        auth: Arc::new(file.auth),
     })
 }
 

@@ -43,6 +43,11 @@ const DEFAULT_VERIFIED_CACHE_ENTRIES: u64 = 100_000;
 pub struct Inputs {
     pub config_path: PathBuf,
     pub config_text: String,
+    /// gateway.toml, parsed once per reload.
+    pub file: FileConfig,
+    /// Digest of the sections of gateway.toml that only take effect at start-up (everything
+    /// but `[auth]`, `[cms]` and `limits.document_cache_bytes`).
+    pub restart_digest: [u8; 32],
     pub dir: PathBuf,
     pub public: Option<String>,
     pub tokens: Option<(PathBuf, String)>,
@@ -125,9 +130,12 @@ impl Inputs {
         let revoked_mtime = std::fs::metadata(dir.join(REVOKED_FILE))
             .and_then(|m| m.modified())
             .ok();
+        let restart_digest = restart_digest(&config_text);
         Ok(Inputs {
             config_path: config_path.to_path_buf(),
             config_text,
+            file,
+            restart_digest,
             dir,
             public,
             tokens,
@@ -165,6 +173,22 @@ impl Inputs {
 /// Compiles `inputs` into a snapshot with the given generation. `previous` guards against an
 /// emptied file wiping a populated registry and lets an unchanged verifier (and its cache) be
 /// reused.
+/// Sections of gateway.toml a reload applies; a change anywhere else needs a restart.
+pub const LIVE_SECTIONS: &[&str] = &["auth", "cms"];
+
+/// Digest of gateway.toml without its live sections (and `limits.document_cache_bytes`, also
+/// applied on reload), independent of formatting and key order.
+fn restart_digest(text: &str) -> [u8; 32] {
+    let mut table: toml::Table = text.parse().unwrap_or_default();
+    for s in LIVE_SECTIONS {
+        table.remove(*s);
+    }
+    if let Some(toml::Value::Table(limits)) = table.get_mut("limits") {
+        limits.remove("document_cache_bytes");
+    }
+    Sha256::digest(toml::to_string(&table).unwrap_or_default().as_bytes()).into()
+}
+
 /// `introspected`: the schema map fetched from the upstream, used when there is no SDL file.
 pub fn compile(
     inputs: &Inputs,
@@ -173,7 +197,7 @@ pub fn compile(
     introspected: Option<Arc<SchemaMap>>,
 ) -> Result<Snapshot, ConfigErrors> {
     let src = Source::new(&inputs.config_path, &inputs.config_text);
-    let file: FileConfig = toml::from_str(&inputs.config_text).map_err(|e| src.toml_error(&e))?;
+    let file = &inputs.file;
     let mut errors = Vec::new();
     let cms = match crate::config::cms_from_file(&file.cms) {
         Ok(c) => c,
@@ -380,6 +404,7 @@ pub fn compile(
             },
             schema,
             inputs_digest: inputs.digest(),
+            restart_digest: inputs.restart_digest,
             revoked_digest,
         }),
         _ => Err(ConfigErrors(errors)),

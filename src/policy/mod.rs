@@ -35,6 +35,8 @@ pub struct Snapshot {
     pub documents: Arc<DocumentCache>,
     /// Digest of every input file, to skip reloads that change nothing.
     pub inputs_digest: [u8; 32],
+    /// Digest of the gateway.toml sections that apply only at start-up.
+    pub restart_digest: [u8; 32],
     /// Digest of the revocation file alone (revocation-lag metric).
     pub revoked_digest: [u8; 32],
 }

@@ -24,6 +24,8 @@ pub struct PolicyStore {
     /// Inputs digest of the last rejected reload: the same broken files are not compiled (and
     /// logged) again at every poll.
     last_rejected: Mutex<Option<[u8; 32]>>,
+    /// The start-up-only sections of gateway.toml the process runs with.
+    started_with: [u8; 32],
 }
 #[derive(Debug, PartialEq, Eq)]
 pub enum ReloadOutcome {
@@ -59,6 +61,7 @@ impl PolicyStore {
             _ => None,
         };
         let snap = compile(&inputs, 1, None, introspected.clone())?;
+        let started_with = snap.restart_digest;
         let store = PolicyStore {
             current: ArcSwap::from_pointee(snap),
             config_path: config_path.to_path_buf(),
@@ -66,6 +69,7 @@ impl PolicyStore {
             reload_lock: Mutex::new(()),
             introspected,
             last_rejected: Mutex::new(None),
+            started_with,
         };
         store.publish_gauges(&store.current.load());
         store.metrics.reloads.with_label_values(&["applied"]).inc();
@@ -129,6 +133,20 @@ impl PolicyStore {
                     revoked = snap.registry.revoked.len(),
                     "policy snapshot applied"
                 );
+                // Only [auth], [cms] (and the policies folder) apply live: say so when anything
+                // else in gateway.toml changed, instead of implying it took effect.
+                let restart = snap.restart_digest != self.started_with;
+                self.metrics.config_restart_required.set(i64::from(restart));
+                if restart && snap.restart_digest != current.restart_digest {
+                    tracing::warn!(
+                        target: "audit",
+                        event = "restart_required",
+                        trigger,
+                        generation,
+                        live = ?crate::policy::compile::LIVE_SECTIONS,
+                        "gateway.toml changed outside the sections a reload applies; restart to apply it"
+                    );
+                }
                 drop(snap);
                 retire(current);
                 self.metrics.reloads.with_label_values(&["applied"]).inc();
