@@ -11,6 +11,7 @@ pub mod cache;
 pub mod check;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod graphql;
 pub mod metrics;

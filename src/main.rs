@@ -102,23 +102,43 @@ fn main() -> ExitCode {
             port,
             admin_port,
             upstream_port,
-        } => match contentgate::demo::run(port, admin_port, upstream_port) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(&e),
-        },
+        } => demo(port, admin_port, upstream_port),
         Command::SampleCms {
             port,
             root_stage_default,
             runtime_dir,
-        } => match contentgate::demo::run_sample_cms(
-            port,
-            root_stage_default.as_deref(),
-            runtime_dir,
-        ) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(&e),
-        },
+        } => sample_cms(port, root_stage_default.as_deref(), runtime_dir),
     }
+}
+
+#[cfg(feature = "demo")]
+fn demo(port: u16, admin_port: u16, upstream_port: u16) -> ExitCode {
+    match contentgate::demo::run(port, admin_port, upstream_port) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+#[cfg(feature = "demo")]
+fn sample_cms(
+    port: u16,
+    root_stage_default: Option<&str>,
+    runtime_dir: Option<std::path::PathBuf>,
+) -> ExitCode {
+    match contentgate::demo::run_sample_cms(port, root_stage_default, runtime_dir) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+#[cfg(not(feature = "demo"))]
+fn demo(_: u16, _: u16, _: u16) -> ExitCode {
+    fail("this build has no demo (built without the `demo` feature)")
+}
+
+#[cfg(not(feature = "demo"))]
+fn sample_cms(_: u16, _: Option<&str>, _: Option<std::path::PathBuf>) -> ExitCode {
+    fail("this build has no sample CMS (built without the `demo` feature)")
 }
 
 fn fail(message: &str) -> ExitCode {

@@ -734,7 +734,9 @@ async fn without_an_sdl_file_the_schema_map_is_built_by_introspecting_the_upstre
     let api = contentgate::demo::content_api::SampleContentApi::new();
     let introspection = api
         .execute(
-            async_graphql::Request::new(contentgate::schema::INTROSPECTION_QUERY),
+            contentgate::demo::content_api::async_graphql::Request::new(
+                contentgate::schema::INTROSPECTION_QUERY,
+            ),
             None,
             None,
         )

@@ -31,7 +31,7 @@ const EXPECTED = {
   '6A70': 'deliberate (policy): the audit uses `__type(...)`: introspection denied to the public policy -> 403 FORBIDDEN; GET variables checked by X-6A70',
   '572B': 'deliberate: the gateway parses every document before forwarding and refuses a syntax error itself with 400 GRAPHQL_PARSE_FAILED, whatever the Accept header',
   'FDE2': 'deliberate: the audit document `{ 8f31… }` is a syntax error (a name cannot start with a digit), so the gateway answers 400 GRAPHQL_PARSE_FAILED like 572B',
-  '86EE': 'upstream: not a gateway decision: the document passes the gateway and the CMS answers 200 with errors, which the gateway passes through unchanged',
+  '7B9B': 'deliberate: the gateway coerces variables itself before the CMS is called (a value that does not coerce never reaches the CMS) and answers 400 BAD_USER_INPUT, whatever the Accept header',
 };
 
 // What each expected deviation must look like. If an expected audit fails with a different
@@ -45,7 +45,7 @@ const DEVIATION_SHAPE = {
   '6A70': { status: 403, code: 'FORBIDDEN' },
   '572B': { status: 400, code: 'GRAPHQL_PARSE_FAILED' },
   'FDE2': { status: 400, code: 'GRAPHQL_PARSE_FAILED' },
-  '86EE': { status: 200 },
+  '7B9B': { status: 400, code: 'BAD_USER_INPUT' },
 };
 
 const TIMEOUT_MS = 10_000;

@@ -5,7 +5,8 @@
 //! Pingora server, mints demo tokens, and prints curl commands that show public access, a
 //! token's default stage, a revoked token and a refused request.
 
-pub mod content_api;
+/// The sample content API lives in its own crate (`crates/sample-cms`).
+pub use sample_cms as content_api;
 
 use std::path::{Path, PathBuf};
 

@@ -1,9 +1,12 @@
-//! A sample Hygraph-shaped GraphQL Content API, served in-process.
+//! A sample Hygraph-shaped GraphQL Content API with an access audit.
 //!
-//! `contentgate demo` starts this next to the gateway and the integration tests
-//! use it as the origin, so the whole gateway (auth, edge permissions, default
-//! stage, cached read path) can be exercised end to end without a Hygraph
-//! project, credentials or network access. Content lives in memory and is seeded
+//! Who uses it: `contentgate demo` serves it next to the gateway (the embedded default);
+//! the soundness oracle (`tests/soundness.rs`, `tests/attack.rs`, `benches/soundness.sh`) runs
+//! it as a separate process (`contentgate sample-cms`) and reads, per request id, every
+//! (action, model, stage, locale) it touched (`GET /__audit`); the GraphQL-over-HTTP audit
+//! (`scripts/graphql-http-audit`) runs against the demo; the other integration tests only print
+//! its SDL (`tests/common`). It is not part of the gateway library: the `contentgate` binary
+//! links it only with the `demo` feature (on by default). Content lives in memory and is seeded
 //! on construction; every [`SampleContentApi::new`] starts from the same seed.
 //!
 //! # Why a dynamic schema
@@ -78,6 +81,9 @@
 //! - Reverse relations (`Author.posts`) are read-only: relations are written
 //!   from the owning side (`Post.author`), which is enough to shape content.
 //! - Cursors are document ids.
+
+/// The GraphQL engine the sample is built on (its `Request` type is part of [`SampleContentApi::execute`]).
+pub use async_graphql;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
