@@ -1,0 +1,121 @@
+//! A real `contentgate serve` process started from a config directory, killed on drop.
+#![allow(unused_imports)]
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+pub struct ConfigDir {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub admin: u16,
+}
+
+impl ConfigDir {
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("gateway.toml")
+    }
+
+    pub async fn start(self) -> TestGateway {
+        let child = Command::new(env!("CARGO_BIN_EXE_contentgate"))
+            .args(["serve", "--config"])
+            .arg(self.config())
+            .env("CG_TEST_SERVICE_TOKEN", SERVICE_TOKEN)
+            .env("CG_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("CG_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET)
+            // CG_TEST_RUST_LOG=debug shows Pingora's own log in gateway.log when debugging a test.
+            .env(
+                "RUST_LOG",
+                std::env::var("CG_TEST_RUST_LOG").unwrap_or("info".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(self.dir.path().join("gateway.log")).unwrap(),
+            ))
+            .spawn()
+            .expect("spawn contentgate");
+        let gw = TestGateway {
+            cfg: self,
+            child,
+            client: reqwest::Client::new(),
+        };
+        gw.wait_ready().await;
+        gw
+    }
+}
+
+/// A running `contentgate serve` process, killed on drop.
+pub struct TestGateway {
+    pub cfg: ConfigDir,
+    pub child: Child,
+    pub client: reqwest::Client,
+}
+
+impl TestGateway {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.cfg.port)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.cfg.admin)
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(r) = self.client.get(self.admin_url("/readyz")).send().await {
+                if r.status() == 200 {
+                    // The proxy listener starts with the admin one; make sure it accepts too.
+                    if std::net::TcpStream::connect(("127.0.0.1", self.cfg.port)).is_ok() {
+                        return;
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("gateway did not become ready; log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.cfg.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    pub fn policies(&self) -> PathBuf {
+        self.cfg.path().join("policies")
+    }
+
+    /// POST a GraphQL query as JSON.
+    pub async fn query(&self, path: &str, auth: Option<&str>, query: &str) -> reqwest::Response {
+        let mut req = self
+            .client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(serde_json::json!({ "query": query }).to_string());
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        req.send().await.unwrap()
+    }
+    pub fn signal(&self, sig: &str) {
+        Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
