@@ -746,3 +746,96 @@ pub const INTROSPECTION_QUERY: &str = "query ContentgateSchemaMap { __schema { q
 types { kind name fields(includeDeprecated: true) { name args { name defaultValue type { name kind ofType { name kind ofType { name kind ofType { name kind ofType { name kind } } } } } } type { name kind ofType { name kind ofType { name kind ofType { name kind ofType { name kind } } } } } } \
 enumValues(includeDeprecated: true) { name } inputFields { name type { name kind ofType { name kind ofType { name kind ofType { name kind ofType { name kind } } } } } } \
 interfaces { name } possibleTypes { name } } } }";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> SchemaMap {
+        SchemaMap::from_sdl(include_str!("../tests/fixtures/hygraph.graphql")).unwrap()
+    }
+
+    #[test]
+    fn root_fields_are_classified_by_return_type() {
+        let s = fixture();
+        let post: Arc<str> = Arc::from("Post");
+        for (field, want) in [
+            ("posts", QueryRoot::Read(post.clone())),
+            ("post", QueryRoot::Read(post.clone())),
+            ("postsConnection", QueryRoot::Read(post.clone())),
+            ("postVersion", QueryRoot::ReadVersions(post.clone())),
+            ("assets", QueryRoot::Read(Arc::from("Asset"))),
+            ("users", QueryRoot::Read(Arc::from("User"))),
+            ("node", QueryRoot::Abstract),
+            ("entities", QueryRoot::Abstract),
+            ("__schema", QueryRoot::Introspection),
+        ] {
+            assert_eq!(s.query_roots.get(field), Some(&want), "{field}");
+        }
+        for (field, kind) in [
+            ("createPost", MutationKind::Create),
+            ("upsertPost", MutationKind::Upsert),
+            ("updateManyPostsConnection", MutationKind::Update),
+            ("deleteManyPostsConnection", MutationKind::Delete),
+            ("publishManyPostsConnection", MutationKind::Publish),
+            ("unpublishManyPostsConnection", MutationKind::Unpublish),
+        ] {
+            assert_eq!(
+                s.mutation_roots.get(field),
+                Some(&MutationRoot::Model(kind, post.clone())),
+                "{field}"
+            );
+        }
+        // Models are object types implementing Node; a union or the Version type is not one.
+        assert!(s.is_model("Asset") && s.is_model("User") && !s.is_model("Version"));
+        assert!(!s.is_model("PostRelated"));
+    }
+
+    #[test]
+    fn input_types_get_their_roles_and_arguments_their_types_and_defaults() {
+        let s = fixture();
+        let role = |t: &str| s.inputs.get(t).and_then(|d| d.role.clone());
+        let m = |n: &str| Arc::<str>::from(n);
+        assert_eq!(role("PostWhereInput"), Some((InputRole::Filter, m("Post"))));
+        assert_eq!(
+            role("PostManyWhereInput"),
+            Some((InputRole::Filter, m("Post")))
+        );
+        assert_eq!(
+            role("AuthorWhereUniqueInput"),
+            Some((InputRole::Filter, m("Author")))
+        );
+        assert_eq!(
+            role("PostCreateInput"),
+            Some((InputRole::Create, m("Post")))
+        );
+        assert_eq!(
+            role("PostUpdateManyInput"),
+            Some((InputRole::Update, m("Post")))
+        );
+        assert_eq!(
+            role("AuthorUpdateOneInlineInput"),
+            Some((InputRole::Relation, m("Author")))
+        );
+        // Localization payloads have no role: their locale sits beside them.
+        assert_eq!(role("PostCreateLocalizationDataInput"), None);
+        assert_eq!(role("EntityWhereInput"), None);
+        assert_eq!(
+            s.arg_type("Query", "posts", "where").map(|t| &**t),
+            Some("PostWhereInput")
+        );
+        assert_eq!(
+            s.arg_default("Post", "documentInStages", "stages"),
+            Some(&["PUBLISHED".to_string(), "DRAFT".to_string()][..])
+        );
+        assert_eq!(
+            s.arg_default("Query", "posts", "stage"),
+            Some(&["DRAFT".to_string()][..])
+        );
+        assert_eq!(
+            s.enums.get("Stage").map(|v| v.len()),
+            Some(2),
+            "enum values are kept for variable coercion"
+        );
+    }
+}

@@ -3,11 +3,13 @@
 //! connection) and the start-up introspection query. It uses Pingora's connector and keep-alive
 //! pool, so TLS, SNI and timeouts behave exactly as for proxied requests.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::upstreams::peer::HttpPeer;
 
 use crate::config::{Credential, Upstream};
 
@@ -310,6 +312,33 @@ pub fn query_data(upstream: &Upstream, query: &str) -> Result<serde_json::Value,
         .get_mut("data")
         .map(serde_json::Value::take)
         .ok_or_else(|| "the answer has no data".to_string())
+}
+
+/// The live part of an upstream: the peer requests are sent to, and its re-resolution.
+impl Upstream {
+    pub fn peer(&self) -> Arc<HttpPeer> {
+        self.peer.load_full()
+    }
+
+    /// Re-resolves the host; swaps in a peer for a new address. Returns the new address when it
+    /// changed. A failed lookup keeps the current peer.
+    pub async fn refresh(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        let mut addrs = tokio::net::lookup_host((host, self.port))
+            .await
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?;
+        let addr = addrs
+            .next()
+            .ok_or_else(|| format!("{host} resolves to no address"))?;
+        let current = self.peer.load();
+        if current._address.as_inet().is_some_and(|a| *a == addr) {
+            return Ok(None);
+        }
+        let mut peer = HttpPeer::new(addr, self.tls, self.host.clone());
+        peer.options = current.options.clone();
+        self.peer.store(Arc::new(peer));
+        Ok(Some(addr))
+    }
 }
 
 /// Re-resolves every upstream host on its `resolve_interval`, so a CDN-fronted CMS whose

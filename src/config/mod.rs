@@ -116,34 +116,9 @@ pub struct Upstream {
     pub host: String,
     pub port: u16,
     pub resolve_interval: Duration,
-    /// Built once per resolution (address, TLS, timeouts) and cloned per request.
-    peer: arc_swap::ArcSwap<HttpPeer>,
-}
-
-impl Upstream {
-    pub fn peer(&self) -> Arc<HttpPeer> {
-        self.peer.load_full()
-    }
-
-    /// Re-resolves the host; swaps in a peer for a new address. Returns the new address when it
-    /// changed. A failed lookup keeps the current peer.
-    pub async fn refresh(&self) -> Result<Option<SocketAddr>, String> {
-        let host = self.host.trim_start_matches('[').trim_end_matches(']');
-        let mut addrs = tokio::net::lookup_host((host, self.port))
-            .await
-            .map_err(|e| format!("cannot resolve {host}: {e}"))?;
-        let addr = addrs
-            .next()
-            .ok_or_else(|| format!("{host} resolves to no address"))?;
-        let current = self.peer.load();
-        if current._address.as_inet().is_some_and(|a| *a == addr) {
-            return Ok(None);
-        }
-        let mut peer = HttpPeer::new(addr, self.tls, self.host.clone());
-        peer.options = current.options.clone();
-        self.peer.store(Arc::new(peer));
-        Ok(Some(addr))
-    }
+    /// Built once per resolution (address, TLS, timeouts) and cloned per request; re-resolved
+    /// by `upstream::DnsRefresher` (the live part of an upstream lives in `upstream`).
+    pub(crate) peer: arc_swap::ArcSwap<HttpPeer>,
 }
 
 #[derive(Debug, Clone, Copy)]

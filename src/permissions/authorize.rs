@@ -500,3 +500,137 @@ pub fn granted(perms: &Permissions, need: &Need) -> bool {
             }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graphql::document::{parse_document, ParseLimits};
+    use crate::graphql::request::GraphqlRequest;
+    use crate::permissions::{Grant, Permissions, Scope};
+
+    fn schema() -> SchemaMap {
+        SchemaMap::from_sdl(include_str!("../../tests/fixtures/hygraph.graphql")).unwrap()
+    }
+
+    fn cms() -> Cms {
+        Cms::new(
+            vec!["DRAFT".into(), "PUBLISHED".into()],
+            vec!["en".into(), "de".into()],
+            None,
+        )
+        .unwrap()
+    }
+
+    fn only<T: Ord + Clone>(items: &[T]) -> Scope<T> {
+        Scope::Only(items.iter().cloned().collect())
+    }
+
+    /// `action:models:stages:locales`, `*` or empty = all; `;` between grants.
+    fn policy(spec: &str) -> PrincipalPolicy {
+        let grants = spec
+            .split(';')
+            .filter(|g| !g.trim().is_empty())
+            .map(|g| {
+                let p: Vec<&str> = g.trim().split(':').collect();
+                let list = |i: usize| -> Option<Vec<String>> {
+                    match p.get(i).copied().unwrap_or("*") {
+                        "*" | "" => None,
+                        s => Some(s.split(',').map(str::to_string).collect()),
+                    }
+                };
+                let stages = |i: usize| match list(i) {
+                    None => Scope::All,
+                    Some(v) => only(&v.into_iter().map(Stage::new).collect::<Vec<_>>()),
+                };
+                Grant {
+                    action: Action::parse(p[0]).unwrap(),
+                    models: list(1).map_or(Scope::All, |v| only(&v)),
+                    stages: stages(2),
+                    locales: match list(3) {
+                        None => Scope::All,
+                        Some(v) => only(&v.into_iter().map(Locale::new).collect::<Vec<_>>()),
+                    },
+                    from_stages: Scope::All,
+                    to_stages: Scope::All,
+                }
+            })
+            .collect();
+        PrincipalPolicy {
+            default_stage: Stage::new("PUBLISHED"),
+            permissions: Permissions::new(grants),
+            introspection: false,
+        }
+    }
+
+    /// Whether `query` (with `gcms-locales` = `header`) is allowed under `spec`.
+    fn allowed(spec: &str, query: &str, header: Option<&[&str]>) -> bool {
+        let schema = schema();
+        let cms = cms();
+        let req = GraphqlRequest {
+            query: query.into(),
+            operation_name: None,
+            variables: Default::default(),
+        };
+        let doc = parse_document(&req, ParseLimits::DEFAULT, Some(&schema)).unwrap();
+        let op = &doc.operation;
+        let args: Vec<Option<Stage>> = op
+            .root_fields
+            .iter()
+            .map(|f| f.stage.as_deref().map(Stage::new))
+            .collect();
+        let stage = EffectiveStage::decide(&args, None, &Stage::new("PUBLISHED"));
+        let header: Option<Vec<Locale>> =
+            header.map(|h| h.iter().map(|l| Locale::new(*l)).collect());
+        let ctx = OperationContext {
+            stage: &stage,
+            header_locales: header.as_deref(),
+        };
+        match authorize(op, &ctx, &policy(spec), &cms, &schema) {
+            Ok(()) => true,
+            Err(AuthzError::Denied(_)) => false,
+            Err(AuthzError::Invalid(e)) => panic!("{query}: invalid: {e}"),
+        }
+    }
+
+    #[test]
+    fn requirements_table() {
+        let de = Some(&["de"][..]);
+        let cases: &[(&str, &str, Option<&[&str]>, bool)] = &[
+            // Root reads: stage and locale (the default locale when none is named).
+            ("read:Post:PUBLISHED", "{ posts { title } }", None, true),
+            ("read:Post:PUBLISHED", "{ posts(stage: DRAFT) { title } }", None, false),
+            ("read:Post:*:de", "{ posts { title } }", None, false),
+            ("read:Post:*:de", "{ posts { title } }", de, true),
+            ("read:Post:*:de", "{ posts(locales: []) { title } }", None, false),
+            ("read:Post:*:de", "{ posts(locales: [de]) { title } }", None, true),
+            // Nested reads, relation filters, versions, abstract fields.
+            ("read:Post", "{ posts { author { name } } }", None, false),
+            ("read:Post", "{ posts(where: { author: { name: \"a\" } }) { title } }", None, false),
+            ("read:Post,Author", "{ posts(where: { author: { name: \"a\" } }) { title } }", None, true),
+            ("read", "{ posts { history { id } } }", None, false),
+            ("read;read_versions", "{ posts { history { id } } }", None, true),
+            ("read:Post", "{ node(id: \"x\") { ... on Post { title } } }", None, false),
+            ("read", "{ node(id: \"x\") { ... on Post { title } } }", None, true),
+            ("read:*:PUBLISHED", "{ posts { documentInStages(inheritLocale: true) { id } } }", None, false),
+            // Writes: locales of the payload, publish locales, delete everywhere.
+            ("read;update:*:*:de", "mutation { updatePost(where: {id: \"p\"}, data: {title: \"t\"}) { id } }", None, false),
+            ("read;update:*:*:de", "mutation { updatePost(where: {id: \"p\"}, data: {localizations: {update: [{locale: de, data: {title: \"t\"}}]}}) { id } }", None, true),
+            ("read;create:*:*:de", "mutation { createPost(data: {title: \"t\", slug: \"s\", localizations: {create: [{locale: de, data: {title: \"t\"}}]}}) { id } }", None, false),
+            ("read;update;create:Post", "mutation { updatePost(where: {id: \"p\"}, data: {author: {create: {name: \"n\"}}}) { id } }", None, false),
+            ("read;publish:*:*:de", "mutation { publishPost(where: {id: \"p\"}, locales: [de], withDefaultLocale: false) { id } }", None, true),
+            ("read;publish:*:*:de", "mutation { publishPost(where: {id: \"p\"}, locales: [de]) { id } }", None, false),
+            ("read;publish:*:*:de", "mutation { publishPost(where: {id: \"p\"}) { id } }", None, false),
+            ("read;unpublish;delete:*:DRAFT", "mutation { deletePost(where: {id: \"p\"}) { id } }", None, false),
+            ("read;unpublish;delete", "mutation { deletePost(where: {id: \"p\"}) { id } }", None, true),
+            // Stages named inside inputs.
+            ("read:*:PUBLISHED", "{ entities(where: [{id: \"x\", typename: Post, stage: DRAFT}]) { id } }", None, false),
+        ];
+        for (spec, query, header, want) in cases {
+            assert_eq!(
+                allowed(spec, query, *header),
+                *want,
+                "{spec} | {query} | {header:?}"
+            );
+        }
+    }
+}
