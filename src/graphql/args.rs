@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use apollo_parser::cst::{self, CstNode};
 use serde_json::{Map, Number, Value};
 
-use super::GraphqlError;
+use super::{GraphqlError, OperationError};
 use crate::schema::SchemaMap;
 
 /// Depth of a JSON value the gateway walks. serde_json refuses input nested deeper than 128
@@ -66,9 +66,7 @@ impl<'a> Resolver<'a> {
             };
             let name = name.text().to_string();
             if !seen.insert(name.clone()) {
-                return Err(GraphqlError::Operation(format!(
-                    "variable ${name} is defined more than once"
-                )));
+                return Err(OperationError::DuplicateVariable(name.clone()).into());
             }
             if let Some(value) = d.default_value().and_then(|v| v.value()) {
                 defaults.insert(name, value);
@@ -169,9 +167,7 @@ impl<'a> Resolver<'a> {
                     };
                     let name = name.text().to_string();
                     if map.contains_key(&name) {
-                        return Err(GraphqlError::Operation(format!(
-                            "input field {name:?} is given more than once"
-                        )));
+                        return Err(OperationError::DuplicateInputField(name.clone()).into());
                     }
                     let v = self.resolve_at(&v, depth + 1)?;
                     map.insert(name, v);
@@ -204,9 +200,7 @@ pub fn arguments(f: &cst::Field, resolver: &Resolver) -> Result<Vec<Argument>, G
         };
         let name = name.text().to_string();
         if out.iter().any(|a| a.name == name) {
-            return Err(GraphqlError::Operation(format!(
-                "argument {name:?} is given more than once"
-            )));
+            return Err(OperationError::DuplicateArgument(name.clone()).into());
         }
         out.push(Argument {
             unset: resolver.is_unset(&value),

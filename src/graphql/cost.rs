@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use apollo_parser::cst;
 
-use super::{fragment_name, GraphqlError};
+use super::{fragment_name, GraphqlError, OperationError};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Size {
@@ -88,14 +88,12 @@ impl<'a> Cost<'a> {
             return Ok(*c);
         }
         if self.stack.iter().any(|n| n == name) {
-            return Err(GraphqlError::Operation(format!(
-                "fragment {name:?} spreads itself (cycle)"
-            )));
+            return Err(OperationError::FragmentCycle(name.to_string()).into());
         }
         let frag = self
             .fragments
             .get(name)
-            .ok_or_else(|| GraphqlError::Operation(format!("unknown fragment {name:?}")))?;
+            .ok_or_else(|| OperationError::UnknownFragment(name.to_string()))?;
         let Some(set) = frag.selection_set() else {
             return Ok(Size::default());
         };

@@ -16,7 +16,7 @@ use super::args::{self, Resolver};
 use super::cost::Cost;
 use super::reads::{Access, Ctx, Walk};
 use super::request::GraphqlRequest;
-use super::{fragment_name, GraphqlError};
+use super::{fragment_name, GraphqlError, OperationError};
 use crate::schema::SchemaMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -165,17 +165,10 @@ pub fn parse_document(
                     .map(|n| n.text().to_string())
                     .unwrap_or_default();
                 if fragments.insert(name.clone(), f).is_some() {
-                    return Err(GraphqlError::Operation(format!(
-                        "fragment {name:?} is defined more than once"
-                    )));
+                    return Err(OperationError::DuplicateFragment(name.clone()).into());
                 }
             }
-            other => {
-                return Err(GraphqlError::Operation(format!(
-                    "a request document may contain only operations and fragments, found {}",
-                    other.kind()
-                )))
-            }
+            other => return Err(OperationError::NotExecutable(other.kind().to_string()).into()),
         }
     }
     let selected = select(&operations, req.operation_name.as_deref())?;
@@ -292,22 +285,14 @@ fn select(ops: &[cst::OperationDefinition], name: Option<&str>) -> Result<usize,
                 .filter(|(_, o)| o.name().is_some_and(|n| n.text() == wanted));
             match (found.next(), found.next()) {
                 (Some((i, _)), None) => Ok(i),
-                (Some(_), Some(_)) => Err(GraphqlError::Operation(format!(
-                    "several operations are named {wanted:?}"
-                ))),
-                (None, _) => Err(GraphqlError::Operation(format!(
-                    "no operation named {wanted:?} in the document"
-                ))),
+                (Some(_), Some(_)) => Err(OperationError::AmbiguousName(wanted.to_string()).into()),
+                (None, _) => Err(OperationError::UnknownOperation(wanted.to_string()).into()),
             }
         }
         None => match ops.len() {
-            0 => Err(GraphqlError::Operation(
-                "the document contains no operation".into(),
-            )),
+            0 => Err(OperationError::NoOperation.into()),
             1 => Ok(0),
-            _ => Err(GraphqlError::Operation(
-                "the document contains several operations; operationName is required".into(),
-            )),
+            _ => Err(OperationError::NameRequired.into()),
         },
     }
 }
@@ -354,13 +339,12 @@ impl RootCtx<'_> {
                 cst::Selection::FragmentSpread(s) => {
                     let name = fragment_name(&s);
                     if self.stack.contains(&name) {
-                        return Err(GraphqlError::Operation(format!(
-                            "fragment {name:?} spreads itself (cycle)"
-                        )));
+                        return Err(OperationError::FragmentCycle(name.to_string()).into());
                     }
-                    let frag = self.fragments.get(&name).ok_or_else(|| {
-                        GraphqlError::Operation(format!("unknown fragment {name:?}"))
-                    })?;
+                    let frag = self
+                        .fragments
+                        .get(&name)
+                        .ok_or_else(|| OperationError::UnknownFragment(name.to_string()))?;
                     if let Some(inner) = frag.selection_set() {
                         self.stack.push(name);
                         self.collect(&inner, depth + 1, out)?;

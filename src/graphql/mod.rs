@@ -57,7 +57,7 @@ pub enum GraphqlError {
     #[error("document exceeds the {what} limit of {limit}")]
     Limit { what: &'static str, limit: usize },
     #[error("{0}")]
-    Operation(String),
+    Operation(OperationError),
     #[error("subscriptions are not supported")]
     Subscription,
     #[error("mutations must be sent with POST")]
@@ -66,6 +66,39 @@ pub enum GraphqlError {
     MutationOnCdn,
     #[error("invalid {what}: {message}")]
     Argument { what: &'static str, message: String },
+}
+
+/// What is wrong with a document's operations, fragments or names (400 `BAD_OPERATION`).
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum OperationError {
+    #[error("fragment {0:?} is defined more than once")]
+    DuplicateFragment(String),
+    #[error("a request document may contain only operations and fragments, found {0}")]
+    NotExecutable(String),
+    #[error("several operations are named {0:?}")]
+    AmbiguousName(String),
+    #[error("no operation named {0:?} in the document")]
+    UnknownOperation(String),
+    #[error("the document contains no operation")]
+    NoOperation,
+    #[error("the document contains several operations; operationName is required")]
+    NameRequired,
+    #[error("fragment {0:?} spreads itself (cycle)")]
+    FragmentCycle(String),
+    #[error("unknown fragment {0:?}")]
+    UnknownFragment(String),
+    #[error("variable ${0} is defined more than once")]
+    DuplicateVariable(String),
+    #[error("argument {0:?} is given more than once")]
+    DuplicateArgument(String),
+    #[error("input field {0:?} is given more than once")]
+    DuplicateInputField(String),
+}
+
+impl From<OperationError> for GraphqlError {
+    fn from(e: OperationError) -> Self {
+        Self::Operation(e)
+    }
 }
 
 impl GraphqlError {

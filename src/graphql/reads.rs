@@ -17,7 +17,7 @@ use apollo_parser::cst;
 use serde_json::Value;
 
 use super::args::{self, Argument, Resolver, MAX_VALUE_DEPTH};
-use super::{fragment_name, GraphqlError};
+use super::{fragment_name, GraphqlError, OperationError};
 use crate::schema::{InputRole, SchemaMap};
 
 /// What the CMS does with a model.
@@ -525,9 +525,7 @@ impl Walk<'_, '_> {
                 cst::Selection::FragmentSpread(s) => {
                     let name = fragment_name(&s);
                     let Some(frag) = self.fragments.get(&name) else {
-                        return Err(GraphqlError::Operation(format!(
-                            "unknown fragment {name:?}"
-                        )));
+                        return Err(OperationError::UnknownFragment(name.to_string()).into());
                     };
                     let narrowed = match frag
                         .type_condition()
