@@ -56,7 +56,7 @@ impl Gateway {
         if let Some(ip) = ip {
             // An address over its refusal budget is refused before any work is done for it.
             if let Err(wait) = self.limiters.admit_address(ip) {
-                ctx.endpoint = Some(endpoint);
+                ctx.kind = Some(endpoint.kind);
                 return Ok(self.refused(
                     ctx,
                     Rejection::RateLimited {
@@ -66,7 +66,7 @@ impl Gateway {
                 ));
             }
             if !endpoint.admits(ip) {
-                ctx.endpoint = Some(endpoint);
+                ctx.kind = Some(endpoint.kind);
                 return Ok(self.refused(ctx, Rejection::AddressDenied));
             }
         }
@@ -86,7 +86,7 @@ impl Gateway {
             match origin {
                 Some(o) if cors.allows(&o) => ctx.cors = Some((o, cors.clone())),
                 _ if preflight => {
-                    ctx.endpoint = Some(endpoint);
+                    ctx.kind = Some(endpoint.kind);
                     return Ok(self.refused(ctx, Rejection::CorsDenied));
                 }
                 _ => {}
@@ -98,7 +98,7 @@ impl Gateway {
                     .get(http::header::ACCESS_CONTROL_REQUEST_METHOD)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
-                ctx.endpoint = Some(endpoint);
+                ctx.kind = Some(endpoint.kind);
                 if !cors
                     .methods
                     .split(", ")
@@ -109,9 +109,8 @@ impl Gateway {
                 return Ok(Flow::Preflight);
             }
         }
-        ctx.endpoint = Some(endpoint);
+        ctx.kind = Some(endpoint.kind);
         let snap = self.store.snapshot();
-        ctx.snapshot = Some(snap.clone());
         let limit = self.config.limits.max_body_bytes;
         let body = if method == Method::POST {
             match read_body(session, limit, self.config.limits.client_body_timeout).await? {
@@ -125,9 +124,7 @@ impl Gateway {
             None
         };
         let req = session.req_header();
-        let Some(kind) = ctx.endpoint.as_ref().map(|e| e.kind) else {
-            return Ok(self.refused(ctx, Rejection::NotFound));
-        };
+        let kind = endpoint.kind;
         let input = Incoming {
             method: &method,
             endpoint: kind,
@@ -182,7 +179,11 @@ impl Gateway {
                 };
                 // Only the gateway's re-serialization of what was checked goes upstream.
                 ctx.body = body.map(|_| admitted.parsed.forward.clone());
-                ctx.admitted = Some(admitted);
+                ctx.admitted = Some(super::ctx::Admitted {
+                    endpoint,
+                    snapshot: snap,
+                    decision: admitted,
+                });
                 if let Some((wait, scope)) = limited {
                     return Ok(self.refused(
                         ctx,
@@ -198,16 +199,16 @@ impl Gateway {
         }
     }
 
-    /// Queries on cdn endpoints (and on content endpoints when `content_reads` is set).
     fn refused(&self, ctx: &mut RequestCtx, rejection: Rejection) -> Flow {
         Flow::Respond(self.refuse(ctx, rejection))
     }
 
+    /// Queries on cdn endpoints (and on content endpoints when `content_reads` is set).
     pub(super) fn cacheable(&self, ctx: &RequestCtx) -> bool {
-        let (Some(endpoint), Some(a)) = (&ctx.endpoint, &ctx.admitted) else {
+        let Some(a) = &ctx.admitted else {
             return false;
         };
-        let kind_ok = match endpoint.kind {
+        let kind_ok = match a.endpoint.kind {
             crate::config::EndpointKind::Cdn => true,
             crate::config::EndpointKind::Content => self.config.cache.content_reads,
             crate::config::EndpointKind::Management => false,

@@ -24,13 +24,10 @@ pub(super) async fn serve(
     session: &mut Session,
     ctx: &mut RequestCtx,
 ) -> Result<()> {
-    let (Some(endpoint), Some(a), Some(snap)) = (
-        ctx.endpoint.clone(),
-        ctx.admitted.as_ref(),
-        ctx.snapshot.clone(),
-    ) else {
+    let Some(a) = ctx.admitted.as_ref() else {
         return Err(Error::new(ErrorType::InternalError));
     };
+    let (endpoint, snap) = (a.endpoint.clone(), a.snapshot.clone());
     let locales: Vec<&str> = a
         .header_locales
         .iter()
@@ -249,13 +246,13 @@ async fn write(
 
 /// A mutation that succeeded through the gateway purges every entry that read its model.
 pub(super) fn purge_after_mutation(gw: &Gateway, ctx: &RequestCtx) {
-    let (Some(cache), Some(a), Some(snap)) = (&gw.cache, &ctx.admitted, &ctx.snapshot) else {
+    let (Some(cache), Some(a)) = (&gw.cache, &ctx.admitted) else {
         return;
     };
     if a.operation().kind != OperationKind::Mutation {
         return;
     }
-    let Some(schema) = snap.schema.as_deref() else {
+    let Some(schema) = a.snapshot.schema.as_deref() else {
         return;
     };
     let mut models: Vec<&str> = a

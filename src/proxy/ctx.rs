@@ -6,8 +6,22 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::config::{Endpoint, EndpointKind};
-use crate::pipeline::Admitted;
 use crate::policy::Snapshot;
+
+/// An admitted request, as every later hook needs it: where it goes, the snapshot it was
+/// decided against (used to its end), and the decision.
+pub struct Admitted {
+    pub endpoint: Endpoint,
+    pub snapshot: Arc<Snapshot>,
+    pub decision: crate::pipeline::Admitted,
+}
+
+impl std::ops::Deref for Admitted {
+    type Target = crate::pipeline::Admitted;
+    fn deref(&self) -> &Self::Target {
+        &self.decision
+    }
+}
 
 /// Cache result label for the access log and metrics (closed set).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,9 +47,8 @@ impl CacheStatus {
 pub struct RequestCtx {
     pub started: Instant,
     pub request_id: String,
-    pub endpoint: Option<Endpoint>,
-    /// The snapshot taken at the start of the request and used to its end.
-    pub snapshot: Option<Arc<Snapshot>>,
+    /// The endpoint kind, once routed (refusals before admission are labelled by it too).
+    pub kind: Option<EndpointKind>,
     pub admitted: Option<Admitted>,
     /// The complete request body (POST), replayed to the upstream.
     pub body: Option<Bytes>,
@@ -61,8 +74,7 @@ impl RequestCtx {
         Self {
             started: Instant::now(),
             request_id: uuid::Uuid::new_v4().simple().to_string(),
-            endpoint: None,
-            snapshot: None,
+            kind: None,
             admitted: None,
             body: None,
             body_sent: false,
@@ -78,15 +90,66 @@ impl RequestCtx {
         }
     }
 
-    pub fn endpoint_kind(&self) -> &'static str {
-        self.endpoint
-            .as_ref()
-            .map(|e| e.kind.as_str())
-            .unwrap_or("none")
+    /// The access log line and the request metrics, once the request is done.
+    pub fn record(
+        &self,
+        metrics: &crate::metrics::Metrics,
+        session: &pingora::proxy::Session,
+        e: Option<&pingora::Error>,
+    ) {
+        let status = self
+            .own_status
+            .or_else(|| session.response_written().map(|r| r.status.as_u16()))
+            .unwrap_or(0);
+        let endpoint = self.endpoint_kind();
+        metrics
+            .requests
+            .with_label_values(&[
+                endpoint,
+                crate::metrics::status_class(status),
+                self.cache.as_str(),
+            ])
+            .inc();
+        let elapsed = self.started.elapsed();
+        metrics
+            .request_duration
+            .with_label_values(&[endpoint])
+            .observe(elapsed.as_secs_f64());
+        let upstream_ms = self
+            .upstream_started
+            .map(|s| s.elapsed().as_secs_f64() * 1000.0);
+        let (principal, jti, op_type, op_name, stage) = match &self.admitted {
+            Some(a) => (
+                a.principal.name(),
+                a.principal.jti(),
+                Some(a.operation().kind.as_str()),
+                a.operation().name.as_deref(),
+                Some(a.stage.primary().as_str()),
+            ),
+            None => ("-", None, None, None, None),
+        };
+        tracing::info!(
+            target: "access",
+            request_id = %self.request_id,
+            endpoint,
+            method = %session.req_header().method,
+            principal,
+            jti,
+            operation_type = op_type,
+            operation_name = op_name,
+            stage,
+            cache = self.cache.as_str(),
+            status,
+            refusal = self.refusal_reason,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            upstream_ms,
+            error = e.map(|e| e.etype().as_str()),
+            "request"
+        );
     }
 
-    pub fn kind(&self) -> Option<EndpointKind> {
-        self.endpoint.as_ref().map(|e| e.kind)
+    pub fn endpoint_kind(&self) -> &'static str {
+        self.kind.map(EndpointKind::as_str).unwrap_or("none")
     }
 }
 

@@ -28,10 +28,10 @@ use pingora::{Error, ErrorType};
 use crate::cache::ReadCache;
 use crate::config::Config;
 use crate::graphql::document::OperationKind;
-use crate::metrics::{status_class, Metrics};
+use crate::metrics::Metrics;
 use crate::pipeline::Rejection;
 use crate::policy::store::PolicyStore;
-use crate::upstream::{Failure, UPSTREAM_DEADLINE};
+use crate::upstream::UPSTREAM_DEADLINE;
 use admit::Flow;
 use ctx::RequestCtx;
 use headers::{add_cors, answer_headers, HOP_BY_HOP};
@@ -114,7 +114,11 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let endpoint = ctx.endpoint.as_ref().ok_or_else(missing)?;
+        let endpoint = ctx
+            .admitted
+            .as_ref()
+            .map(|a| &a.endpoint)
+            .ok_or_else(missing)?;
         let now = Instant::now();
         ctx.upstream_started = Some(now);
         ctx.upstream_deadline = Some(now + endpoint.upstream.timeouts.total);
@@ -127,14 +131,11 @@ impl ProxyHttp for Gateway {
         up: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let (Some(endpoint), Some(a), Some(snap)) = (&ctx.endpoint, &ctx.admitted, &ctx.snapshot)
-        else {
-            return Err(missing());
-        };
+        let a = ctx.admitted.as_ref().ok_or_else(missing)?;
         let req = forward::request(
-            &endpoint.upstream,
+            &a.endpoint.upstream,
             a,
-            &snap.cms,
+            &a.snapshot.cms,
             &session.req_header().method,
             &ctx.request_id,
             session
@@ -142,7 +143,7 @@ impl ProxyHttp for Gateway {
                 .headers
                 .get(http::header::AUTHORIZATION),
         );
-        forward::apply(&req, &endpoint.upstream, up)
+        forward::apply(&req, &a.endpoint.upstream, up)
     }
 
     async fn request_body_filter(
@@ -171,10 +172,10 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         past_deadline(ctx)?;
-        if let (Some(started), Some(e)) = (ctx.upstream_started, ctx.endpoint.as_ref()) {
+        if let Some(started) = ctx.upstream_started {
             crate::upstream::record(
                 &self.metrics,
-                e.kind.as_str(),
+                ctx.endpoint_kind(),
                 started.elapsed(),
                 Ok(resp.status.as_u16()),
             );
@@ -252,97 +253,11 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let downstream = matches!(e.esource(), pingora::ErrorSource::Downstream);
-        let bad_request = matches!(e.etype(), ErrorType::HTTPStatus(code) if *code < 500);
-        let failure = Failure::of(e);
-        if !downstream && !bad_request {
-            crate::upstream::record(
-                &self.metrics,
-                ctx.endpoint_kind(),
-                ctx.upstream_started
-                    .map(|s| s.elapsed())
-                    .unwrap_or_default(),
-                Err(failure),
-            );
-        }
-        let close = FailToProxy {
-            error_code: 0,
-            can_reuse_downstream: false,
-        };
-        // The upstream's header already went out: an error body now would be read as the rest
-        // of that answer. Close instead, so the client sees a truncated response.
-        if session.response_written().is_some() {
-            return close;
-        }
-        let response = match e.etype() {
-            ErrorType::HTTPStatus(code) if *code < 500 => {
-                respond::ErrorResponse::new(*code, "BAD_REQUEST", "malformed request")
-            }
-            // The client is gone: nobody to answer.
-            ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
-                if downstream =>
-            {
-                return close
-            }
-            _ if downstream => respond::ErrorResponse::new(400, "BAD_REQUEST", "malformed request"),
-            _ => respond::upstream(failure.is_timeout()),
-        };
-        let status = response.status;
-        if let Err(err) = self.write_error(session, ctx, &response).await {
-            tracing::debug!(error = %err, "could not write the error response; client gone");
-        }
-        FailToProxy {
-            error_code: status,
-            can_reuse_downstream: false,
-        }
+        self.upstream_failure(session, e, ctx).await
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         self.metrics.in_flight.dec();
-        let status = ctx
-            .own_status
-            .or_else(|| session.response_written().map(|r| r.status.as_u16()))
-            .unwrap_or(0);
-        let endpoint = ctx.endpoint_kind();
-        self.metrics
-            .requests
-            .with_label_values(&[endpoint, status_class(status), ctx.cache.as_str()])
-            .inc();
-        let elapsed = ctx.started.elapsed();
-        self.metrics
-            .request_duration
-            .with_label_values(&[endpoint])
-            .observe(elapsed.as_secs_f64());
-        let upstream_ms = ctx
-            .upstream_started
-            .map(|s| s.elapsed().as_secs_f64() * 1000.0);
-        let (principal, jti, op_type, op_name, stage) = match &ctx.admitted {
-            Some(a) => (
-                a.principal.name(),
-                a.principal.jti(),
-                Some(a.operation().kind.as_str()),
-                a.operation().name.as_deref(),
-                Some(a.stage.primary().as_str()),
-            ),
-            None => ("-", None, None, None, None),
-        };
-        tracing::info!(
-            target: "access",
-            request_id = %ctx.request_id,
-            endpoint,
-            method = %session.req_header().method,
-            principal,
-            jti,
-            operation_type = op_type,
-            operation_name = op_name,
-            stage,
-            cache = ctx.cache.as_str(),
-            status,
-            refusal = ctx.refusal_reason,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            upstream_ms,
-            error = e.map(|e| e.etype().as_str()),
-            "request"
-        );
+        ctx.record(&self.metrics, session, e);
     }
 }

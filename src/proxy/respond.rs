@@ -8,12 +8,13 @@ use bytes::Bytes;
 use http::Method;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
-use pingora::proxy::Session;
+use pingora::proxy::{FailToProxy, Session};
 use serde_json::json;
 
 use super::ctx::RequestCtx;
 use super::headers::add_cors;
 use super::Gateway;
+use crate::upstream::Failure;
 
 use crate::auth::AuthError;
 use crate::graphql::GraphqlError;
@@ -296,6 +297,60 @@ impl Gateway {
             }
         }
         (&rejection).into()
+    }
+
+    /// An upstream failure (or a client gone mid-request) as the client sees it: timeouts 504,
+    /// other upstream failures 502, counted once; a connection whose answer already began is
+    /// closed instead (an error body then would be read as the rest of that answer).
+    pub(super) async fn upstream_failure(
+        &self,
+        session: &mut Session,
+        e: &pingora::Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let downstream = matches!(e.esource(), pingora::ErrorSource::Downstream);
+        let bad_request = matches!(e.etype(), ErrorType::HTTPStatus(code) if *code < 500);
+        let failure = Failure::of(e);
+        if !downstream && !bad_request {
+            crate::upstream::record(
+                &self.metrics,
+                ctx.endpoint_kind(),
+                ctx.upstream_started
+                    .map(|s| s.elapsed())
+                    .unwrap_or_default(),
+                Err(failure),
+            );
+        }
+        let close = FailToProxy {
+            error_code: 0,
+            can_reuse_downstream: false,
+        };
+        // The upstream's header already went out: an error body now would be read as the rest
+        // of that answer. Close instead, so the client sees a truncated response.
+        if session.response_written().is_some() {
+            return close;
+        }
+        let response = match e.etype() {
+            ErrorType::HTTPStatus(code) if *code < 500 => {
+                ErrorResponse::new(*code, "BAD_REQUEST", "malformed request")
+            }
+            // The client is gone: nobody to answer.
+            ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
+                if downstream =>
+            {
+                return close
+            }
+            _ if downstream => ErrorResponse::new(400, "BAD_REQUEST", "malformed request"),
+            _ => upstream(failure.is_timeout()),
+        };
+        let status = response.status;
+        if let Err(err) = self.write_error(session, ctx, &response).await {
+            tracing::debug!(error = %err, "could not write the error response; client gone");
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
     }
 
     /// Writes an answer of the gateway's own (a refusal or an upstream failure).
