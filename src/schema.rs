@@ -15,6 +15,19 @@ use apollo_parser::cst::{self, CstNode};
 use apollo_parser::Parser;
 use serde_json::Value;
 
+/// Why a schema map could not be built.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum SchemaError {
+    #[error("SDL syntax error at byte {index}: {message}")]
+    Syntax { index: usize, message: String },
+    #[error("introspection result: {0}")]
+    Introspection(&'static str),
+    #[error("the schema has no query type {0:?}")]
+    NoQueryType(String),
+    #[error("introspecting the upstream failed: {0}")]
+    Upstream(#[from] crate::upstream::QueryError),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TypeKind {
     Object,
@@ -172,14 +185,13 @@ pub struct SchemaMap {
 }
 
 impl SchemaMap {
-    pub fn from_sdl(sdl: &str) -> Result<SchemaMap, String> {
+    pub fn from_sdl(sdl: &str) -> Result<SchemaMap, SchemaError> {
         let tree = Parser::new(sdl).parse();
         if let Some(e) = tree.errors().next() {
-            return Err(format!(
-                "SDL syntax error at byte {}: {}",
-                e.index(),
-                e.message()
-            ));
+            return Err(SchemaError::Syntax {
+                index: e.index(),
+                message: e.message().to_string(),
+            });
         }
         let mut raw: Vec<RawType> = Vec::new();
         let mut query = "Query".to_string();
@@ -343,20 +355,21 @@ impl SchemaMap {
     }
 
     /// From the `data` of an introspection query (see [`INTROSPECTION_QUERY`]).
-    pub fn from_introspection(data: &Value) -> Result<SchemaMap, String> {
+    pub fn from_introspection(data: &Value) -> Result<SchemaMap, SchemaError> {
+        use SchemaError::Introspection as Bad;
         let schema = data
             .get("__schema")
-            .ok_or("introspection result has no __schema")?;
+            .ok_or(Bad("no __schema"))?;
         let name = |v: &Value| v.get("name").and_then(Value::as_str).map(str::to_string);
         let query = schema
             .get("queryType")
             .and_then(name)
-            .ok_or("no queryType")?;
+            .ok_or(Bad("no queryType"))?;
         let mutation = schema.get("mutationType").and_then(name);
         let types = schema
             .get("types")
             .and_then(Value::as_array)
-            .ok_or("no types")?;
+            .ok_or(Bad("no types"))?;
         let mut raw = Vec::new();
         for t in types {
             let kind = match t.get("kind").and_then(Value::as_str) {
@@ -373,7 +386,7 @@ impl SchemaMap {
                     .unwrap_or_default()
             };
             raw.push(RawType {
-                name: name(t).ok_or("type without name")?,
+                name: name(t).ok_or(Bad("a type without name"))?,
                 kind: Some(kind),
                 fields: list(if kind == TypeKind::Input {
                     "inputFields"
@@ -427,7 +440,11 @@ impl SchemaMap {
         Self::build(raw, &query, mutation.as_deref())
     }
 
-    fn build(raw: Vec<RawType>, query: &str, mutation: Option<&str>) -> Result<SchemaMap, String> {
+    fn build(
+        raw: Vec<RawType>,
+        query: &str,
+        mutation: Option<&str>,
+    ) -> Result<SchemaMap, SchemaError> {
         // Merge extensions into their base definitions.
         let mut merged: HashMap<String, RawType> = HashMap::new();
         for t in raw {
@@ -446,7 +463,7 @@ impl SchemaMap {
             }
         }
         if !merged.contains_key(query) {
-            return Err(format!("the schema has no query type {query:?}"));
+            return Err(SchemaError::NoQueryType(query.to_string()));
         }
         let intern = |s: &str| -> Arc<str> { Arc::from(s) };
         let implements_node = |t: &RawType| t.interfaces.iter().any(|i| i == "Node");
@@ -734,9 +751,8 @@ fn named_type_json(t: &Value) -> Option<(String, bool)> {
 }
 
 /// Builds the schema map by introspecting the upstream (blocking; used before the server runs).
-pub fn introspect(upstream: &crate::config::Upstream) -> Result<SchemaMap, String> {
-    let data = crate::upstream::query_data(upstream, INTROSPECTION_QUERY)
-        .map_err(|e| format!("introspection: {e}"))?;
+pub fn introspect(upstream: &crate::config::Upstream) -> Result<SchemaMap, SchemaError> {
+    let data = crate::upstream::query_data(upstream, INTROSPECTION_QUERY)?;
     SchemaMap::from_introspection(&data)
 }
 

@@ -274,14 +274,31 @@ impl UpstreamClient {
     }
 }
 
+/// Why a query the gateway sends itself failed.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum QueryError {
+    #[error("cannot start a runtime: {0}")]
+    Runtime(String),
+    #[error("{} error", .0.as_str())]
+    Exchange(Failure),
+    #[error("the upstream answered HTTP {0}")]
+    Status(u16),
+    #[error("the answer is not JSON: {0}")]
+    NotJson(String),
+    #[error("the query failed: {0}")]
+    GraphqlErrors(String),
+    #[error("the answer has no data")]
+    NoData,
+}
+
 /// Sends one GraphQL query to the upstream and returns its `data` (blocking; used before the
 /// server runs, e.g. to introspect the schema).
-pub fn query_data(upstream: &Upstream, query: &str) -> Result<serde_json::Value, String> {
+pub fn query_data(upstream: &Upstream, query: &str) -> Result<serde_json::Value, QueryError> {
     let body = Bytes::from(serde_json::json!({ "query": query }).to_string());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| QueryError::Runtime(e.to_string()))?;
     let client = UpstreamClient::new();
     let mut headers = vec![(
         "content-type",
@@ -298,20 +315,20 @@ pub fn query_data(upstream: &Upstream, query: &str) -> Result<serde_json::Value,
     };
     let fetched = rt
         .block_on(client.fetch(upstream, &req, upstream.timeouts.total, 64 * 1024 * 1024))
-        .map_err(|e| format!("connect: {} error", e.as_str()))?;
+        .map_err(QueryError::Exchange)?;
     let status = fetched.header.status.as_u16();
     if status != 200 {
-        return Err(format!("the upstream answered HTTP {status}"));
+        return Err(QueryError::Status(status));
     }
     let mut value: serde_json::Value = serde_json::from_slice(&fetched.body)
-        .map_err(|e| format!("the answer is not JSON: {e}"))?;
+        .map_err(|e| QueryError::NotJson(e.to_string()))?;
     if let Some(errors) = value.get("errors") {
-        return Err(format!("the query failed: {errors}"));
+        return Err(QueryError::GraphqlErrors(errors.to_string()));
     }
     value
         .get_mut("data")
         .map(serde_json::Value::take)
-        .ok_or_else(|| "the answer has no data".to_string())
+        .ok_or(QueryError::NoData)
 }
 
 /// The live part of an upstream: the peer requests are sent to, and its re-resolution.

@@ -360,7 +360,7 @@ pub fn compile(
                         Some(Arc::new(m))
                     }
                     Err(e) => {
-                        errors.push(ConfigError::new(&schema_path, None, "", e));
+                        errors.push(ConfigError::new(&schema_path, None, "", e.to_string()));
                         None
                     }
                 },
