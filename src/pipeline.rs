@@ -345,3 +345,148 @@ fn known_locale(snap: &Snapshot, name: &str, what: &'static str) -> Result<Local
             message: format!("unknown locale {name:?}"),
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::compile::{compile, Inputs};
+
+    /// A snapshot from a real policies folder in a temp dir, with the Hygraph fixture schema.
+    fn snapshot(public: &str) -> (tempfile::TempDir, Snapshot) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::create_dir_all(p.join("policies")).unwrap();
+        std::fs::write(p.join("hs.secret"), "a-test-secret-of-at-least-32-bytes!!").unwrap();
+        std::fs::write(
+            p.join("gateway.toml"),
+            "[[listener]]\naddress = \"127.0.0.1:1\"\n[upstream.cms]\nurl = \"http://127.0.0.1:9/graphql\"\n\
+             [[endpoint]]\npath = \"/content\"\nkind = \"content\"\n\
+             [[endpoint]]\npath = \"/cdn\"\nkind = \"cdn\"\n\
+             [auth]\n[[auth.key]]\nkid = \"hs\"\nalgorithm = \"HS256\"\nsecret_file = \"hs.secret\"\n\
+             [cms]\nstages = [\"DRAFT\", \"PUBLISHED\"]\nlocales = [\"en\", \"de\"]\n",
+        )
+        .unwrap();
+        std::fs::write(p.join("policies/public.toml"), public).unwrap();
+        std::fs::write(p.join("policies/tokens.toml"), "").unwrap();
+        std::fs::write(p.join("policies/revoked.txt"), "").unwrap();
+        std::fs::write(
+            p.join("policies/schema.graphql"),
+            include_str!("../tests/fixtures/hygraph.graphql"),
+        )
+        .unwrap();
+        let inputs = Inputs::read(&p.join("gateway.toml")).unwrap();
+        let snap = compile(&inputs, 1, None, None).unwrap();
+        (dir, snap)
+    }
+
+    const PUBLIC: &str = "default_stage = \"PUBLISHED\"\n[[permission]]\naction = \"read\"\nstages = [\"PUBLISHED\"]\n";
+
+    fn post<'a>(
+        body: &'a [u8],
+        endpoint: EndpointKind,
+        headers: (&'a [u8], &'a [u8]),
+    ) -> Incoming<'a> {
+        let (stage, locales) = headers;
+        Incoming {
+            method: &Method::POST,
+            endpoint,
+            authorization: Vec::new(),
+            content_type: Some(b"application/json"),
+            stage_header: if stage.is_empty() {
+                vec![]
+            } else {
+                vec![stage]
+            },
+            locales_header: if locales.is_empty() {
+                vec![]
+            } else {
+                vec![locales]
+            },
+            query_string: None,
+            body: Some(body),
+        }
+    }
+
+    fn limits() -> Limits {
+        crate::config::Config::parse(
+            std::path::Path::new("gateway.toml"),
+            "[[listener]]\naddress = \"127.0.0.1:1\"\n[upstream.cms]\nurl = \"http://127.0.0.1:9/graphql\"\n[[endpoint]]\npath = \"/cdn\"\nkind = \"cdn\"\n",
+        )
+        .unwrap()
+        .limits
+    }
+
+    fn verdict(r: Result<Admitted, Rejection>) -> &'static str {
+        match r {
+            Ok(_) => "admitted",
+            Err(Rejection::Graphql(e)) => e.code(),
+            Err(Rejection::Forbidden { .. }) => "FORBIDDEN",
+            Err(Rejection::Auth(e)) => e.reason(),
+            Err(_) => "other",
+        }
+    }
+
+    #[test]
+    fn decide_table() {
+        let (_dir, snap) = snapshot(PUBLIC);
+        let limits = limits();
+        let q = |s: &str| serde_json::json!({ "query": s }).to_string().into_bytes();
+        let read = q("{ posts { title } }");
+        let draft = q("{ posts(stage: DRAFT) { title } }");
+        let mutation = q("mutation { deletePost(where: {id: \"p\"}) { id } }");
+        let dup = br#"{"query":"{ posts { title } }","query":"{ authors { name } }"}"#;
+        let none: (&[u8], &[u8]) = (b"", b"");
+        let cases: Vec<(Incoming, &str)> = vec![
+            (post(&read, EndpointKind::Content, none), "admitted"),
+            (post(&draft, EndpointKind::Content, none), "FORBIDDEN"),
+            (
+                post(&read, EndpointKind::Content, (b"DRAFT", b"")),
+                "FORBIDDEN",
+            ),
+            (
+                post(&read, EndpointKind::Content, (b"LIVE", b"")),
+                "BAD_USER_INPUT",
+            ),
+            (
+                post(&read, EndpointKind::Content, (b"", "de\u{a0}".as_bytes())),
+                "BAD_USER_INPUT",
+            ),
+            (
+                post(&mutation, EndpointKind::Cdn, none),
+                "METHOD_NOT_ALLOWED",
+            ),
+            (post(dup, EndpointKind::Content, none), "BAD_REQUEST"),
+            (
+                Incoming {
+                    content_type: Some(b"application/json; charset=utf-7"),
+                    ..post(&read, EndpointKind::Content, none)
+                },
+                "UNSUPPORTED_MEDIA_TYPE",
+            ),
+        ];
+        for (input, want) in cases {
+            let body = String::from_utf8_lossy(input.body.unwrap_or_default()).to_string();
+            assert_eq!(verdict(decide(&input, &snap, &limits)), want, "{body}");
+        }
+    }
+
+    #[test]
+    fn only_admitted_requests_enter_the_document_cache() {
+        let (_dir, snap) = snapshot(PUBLIC);
+        let limits = limits();
+        let denied = serde_json::json!({ "query": "{ posts(stage: DRAFT) { title } }" })
+            .to_string()
+            .into_bytes();
+        let none: (&[u8], &[u8]) = (b"", b"");
+        assert!(decide(&post(&denied, EndpointKind::Cdn, none), &snap, &limits).is_err());
+        assert_eq!(snap.documents.weighted_size(), 0);
+        let allowed = serde_json::json!({ "query": "{ posts { title } }" })
+            .to_string()
+            .into_bytes();
+        let a = decide(&post(&allowed, EndpointKind::Cdn, none), &snap, &limits).unwrap();
+        assert!(snap.documents.weighted_size() > 0);
+        // The forwarded body is the re-serialization, and the checked context is the principal's.
+        assert_eq!(&a.parsed.forward[..], br#"{"query":"{ posts { title } }"}"#);
+        assert_eq!(a.stage.fallback.as_str(), "PUBLISHED");
+    }
+}

@@ -357,9 +357,7 @@ impl SchemaMap {
     /// From the `data` of an introspection query (see [`INTROSPECTION_QUERY`]).
     pub fn from_introspection(data: &Value) -> Result<SchemaMap, SchemaError> {
         use SchemaError::Introspection as Bad;
-        let schema = data
-            .get("__schema")
-            .ok_or(Bad("no __schema"))?;
+        let schema = data.get("__schema").ok_or(Bad("no __schema"))?;
         let name = |v: &Value| v.get("name").and_then(Value::as_str).map(str::to_string);
         let query = schema
             .get("queryType")

@@ -320,8 +320,8 @@ pub fn query_data(upstream: &Upstream, query: &str) -> Result<serde_json::Value,
     if status != 200 {
         return Err(QueryError::Status(status));
     }
-    let mut value: serde_json::Value = serde_json::from_slice(&fetched.body)
-        .map_err(|e| QueryError::NotJson(e.to_string()))?;
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&fetched.body).map_err(|e| QueryError::NotJson(e.to_string()))?;
     if let Some(errors) = value.get("errors") {
         return Err(QueryError::GraphqlErrors(errors.to_string()));
     }

@@ -588,3 +588,64 @@ fn scope<T: Ord>(
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A policies folder in a temp dir: (dir, gateway.toml path).
+    fn folder(public: &str, tokens: &str, revoked: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::create_dir_all(p.join("policies")).unwrap();
+        std::fs::write(p.join("hs.secret"), "a-test-secret-of-at-least-32-bytes!!").unwrap();
+        std::fs::write(
+            p.join("gateway.toml"),
+            "[[listener]]\naddress = \"127.0.0.1:1\"\n[upstream.cms]\nurl = \"http://127.0.0.1:9/graphql\"\n\
+             [[endpoint]]\npath = \"/m\"\nkind = \"management\"\n\
+             [auth]\n[[auth.key]]\nkid = \"hs\"\nalgorithm = \"HS256\"\nsecret_file = \"hs.secret\"\n\
+             [cms]\nstages = [\"DRAFT\", \"PUBLISHED\"]\nlocales = [\"en\", \"de\"]\n",
+        )
+        .unwrap();
+        std::fs::write(p.join("policies/public.toml"), public).unwrap();
+        std::fs::write(p.join("policies/tokens.toml"), tokens).unwrap();
+        std::fs::write(p.join("policies/revoked.txt"), revoked).unwrap();
+        let config = p.join("gateway.toml");
+        (dir, config)
+    }
+
+    const PUBLIC: &str = "default_stage = \"PUBLISHED\"\n";
+    const TOKEN: &str = "[[token]]\njti = \"j1\"\nname = \"one\"\ndefault_stage = \"DRAFT\"\n";
+
+    fn errors(e: ConfigErrors) -> String {
+        e.0.iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn every_error_is_named_and_a_bad_set_compiles_to_nothing() {
+        let bad_public =
+            "default_stage = \"LIVE\"\n[[permission]]\naction = \"read\"\nlocales = [\"fr\"]\n";
+        let (_d, config) = folder(bad_public, TOKEN, "");
+        let inputs = Inputs::read(&config).unwrap();
+        let e = errors(compile(&inputs, 1, None, None).err().unwrap());
+        assert!(e.contains("LIVE") && e.contains("fr"), "{e}");
+    }
+
+    #[test]
+    fn an_emptied_registry_or_revocation_list_never_replaces_a_populated_one() {
+        let (_d, config) = folder(PUBLIC, TOKEN, "j0\n");
+        let first = compile(&Inputs::read(&config).unwrap(), 1, None, None).unwrap();
+        assert_eq!(first.registry.tokens.len(), 1);
+        let dir = config.parent().unwrap().join("policies");
+        std::fs::write(dir.join("tokens.toml"), "").unwrap();
+        let e = compile(&Inputs::read(&config).unwrap(), 2, Some(&first), None);
+        assert!(e.is_err(), "an emptied registry was accepted");
+        std::fs::write(dir.join("tokens.toml"), TOKEN).unwrap();
+        std::fs::write(dir.join("revoked.txt"), "").unwrap();
+        let e = compile(&Inputs::read(&config).unwrap(), 2, Some(&first), None);
+        assert!(e.is_err(), "an emptied revocation list was accepted");
+    }
+}
