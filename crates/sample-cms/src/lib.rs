@@ -2779,105 +2779,44 @@ fn build_schema(store: SharedStore, advertised: Option<Stage>) -> Result<Schema,
 // Seed content
 // ---------------------------------------------------------------------------
 
+/// One seeded document, as `seed.json` spells it.
 struct SeedDoc {
-    model: &'static str,
-    id: &'static str,
-    created_at: &'static str,
-    fields: &'static [(&'static str, &'static str)],
-    en: &'static [(&'static str, &'static str)],
-    de: &'static [(&'static str, &'static str)],
-    published_at: Option<&'static str>,
+    model: String,
+    id: String,
+    created_at: String,
+    fields: Vec<(String, String)>,
+    en: Vec<(String, String)>,
+    de: Vec<(String, String)>,
+    published_at: Option<String>,
 }
 
-const SEED: &[SeedDoc] = &[
-    SeedDoc {
-        model: "Author",
-        id: seed::AUTHOR_ADA,
-        created_at: "2024-01-10T08:00:00.000000+00:00",
-        fields: &[("name", "Ada Lovelace")],
-        en: &[(
-            "bio",
-            "Mathematician who wrote the first published program.",
-        )],
-        de: &[(
-            "bio",
-            "Mathematikerin, die das erste veröffentlichte Programm schrieb.",
-        )],
-        published_at: Some("2024-01-10T08:05:00.000000+00:00"),
-    },
-    SeedDoc {
-        model: "Author",
-        id: seed::AUTHOR_GRACE,
-        created_at: "2024-01-11T08:00:00.000000+00:00",
-        fields: &[("name", "Grace Hopper")],
-        en: &[("bio", "Computer scientist who built the first compiler.")],
-        de: &[("bio", "Informatikerin, die den ersten Compiler baute.")],
-        published_at: Some("2024-01-11T08:05:00.000000+00:00"),
-    },
-    SeedDoc {
-        model: "Post",
-        id: seed::POST_HELLO,
-        created_at: "2024-01-15T09:00:00.000000+00:00",
-        fields: &[("slug", "hello-edge"), ("author", seed::AUTHOR_ADA)],
-        en: &[
-            ("title", "Hello from the edge"),
-            (
-                "body",
-                "Content is served from the gateway, close to the reader.",
-            ),
-        ],
-        de: &[
-            ("title", "Hallo vom Netzwerkrand"),
-            (
-                "body",
-                "Inhalte werden vom Gateway ausgeliefert, nah bei den Lesern.",
-            ),
-        ],
-        published_at: Some("2024-01-15T09:30:00.000000+00:00"),
-    },
-    SeedDoc {
-        model: "Post",
-        id: seed::POST_CACHING,
-        created_at: "2024-02-01T10:00:00.000000+00:00",
-        fields: &[("slug", "caching-content"), ("author", seed::AUTHOR_GRACE)],
-        en: &[
-            ("title", "Caching content APIs"),
-            (
-                "body",
-                "Published content can be cached; drafts must never be.",
-            ),
-        ],
-        de: &[
-            ("title", "Inhalts-APIs zwischenspeichern"),
-            (
-                "body",
-                "Veröffentlichte Inhalte dürfen zwischengespeichert werden, Entwürfe niemals.",
-            ),
-        ],
-        published_at: Some("2024-02-01T10:30:00.000000+00:00"),
-    },
-    SeedDoc {
-        model: "Post",
-        id: seed::POST_UPCOMING,
-        created_at: "2024-03-01T11:00:00.000000+00:00",
-        fields: &[("slug", "upcoming-release"), ("author", seed::AUTHOR_ADA)],
-        en: &[
-            ("title", "Upcoming release notes"),
-            (
-                "body",
-                "Not published yet: only visible in the DRAFT stage.",
-            ),
-        ],
-        de: &[
-            ("title", "Kommende Versionshinweise"),
-            (
-                "body",
-                "Noch nicht veröffentlicht: nur in der Stufe DRAFT sichtbar.",
-            ),
-        ],
-        published_at: None,
-    },
-];
+/// The seed content: `crates/sample-cms/seed.json`, embedded at build time.
+const SEED_JSON: &str = include_str!("../seed.json");
+
+fn seed_docs() -> Vec<SeedDoc> {
+    let docs: Vec<serde_json::Value> = serde_json::from_str(SEED_JSON).unwrap_or_default();
+    let text = |d: &serde_json::Value, k: &str| d[k].as_str().unwrap_or_default().to_string();
+    let pairs = |d: &serde_json::Value, k: &str| -> Vec<(String, String)> {
+        d[k].as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    docs.iter()
+        .map(|d| SeedDoc {
+            model: text(d, "model"),
+            id: text(d, "id"),
+            created_at: text(d, "createdAt"),
+            fields: pairs(d, "fields"),
+            en: pairs(d, "en"),
+            de: pairs(d, "de"),
+            published_at: d["publishedAt"].as_str().map(str::to_string),
+        })
+        .collect()
+}
 
 /// The DRAFT of `hello-edge` carries an unpublished edit so that DRAFT and
 /// PUBLISHED reads of the same document visibly differ.
@@ -2886,19 +2825,16 @@ const HELLO_DRAFT_TITLE: &str = "Hello from the edge (draft edits)";
 impl Store {
     fn seeded() -> Self {
         let mut store = Store::default();
-        for spec in SEED {
-            let Some(model) = model_by_api_id(spec.model) else {
+        for spec in seed_docs() {
+            let Some(model) = model_by_api_id(&spec.model) else {
                 continue;
             };
-            let pairs = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-                pairs
-                    .iter()
-                    .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-                    .collect()
+            let pairs = |pairs: Vec<(String, String)>| -> BTreeMap<String, String> {
+                pairs.into_iter().collect()
             };
             let version = Version {
-                created_at: spec.created_at.to_owned(),
-                updated_at: spec.created_at.to_owned(),
+                created_at: spec.created_at.clone(),
+                updated_at: spec.created_at.clone(),
                 published_at: None,
                 fields: pairs(spec.fields),
                 localizations: BTreeMap::from([
@@ -2908,16 +2844,16 @@ impl Store {
             };
             let mut doc = Document {
                 model,
-                id: spec.id.to_owned(),
+                id: spec.id.clone(),
                 versions: BTreeMap::from([(Stage::Draft, version.clone())]),
                 history: Vec::new(),
             };
-            doc.record(Stage::Draft, spec.created_at);
-            if let Some(published_at) = spec.published_at {
+            doc.record(Stage::Draft, &spec.created_at);
+            if let Some(published_at) = &spec.published_at {
                 doc.versions.insert(
                     Stage::Published,
                     Version {
-                        published_at: Some(published_at.to_owned()),
+                        published_at: Some(published_at.clone()),
                         ..version
                     },
                 );
@@ -3328,6 +3264,22 @@ impl ServeHttp for SampleContentApi {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_seed_file_holds_every_seeded_document() {
+        let docs = super::seed_docs();
+        let ids: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
+        for id in [
+            seed::AUTHOR_ADA,
+            seed::AUTHOR_GRACE,
+            seed::POST_HELLO,
+            seed::POST_CACHING,
+            seed::POST_UPCOMING,
+        ] {
+            assert!(ids.contains(&id), "{id} missing from seed.json");
+        }
+        assert!(docs.iter().all(|d| !d.en.is_empty() && !d.de.is_empty()));
+    }
+
     use super::*;
 
     async fn run(api: &SampleContentApi, query: &str) -> serde_json::Value {
