@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Paired A/B of two contentgate builds on the cache-hit path: both gateways run at once with the
-# same config (threads = 1, core 1) in front of bench_origin (core 0); wrk (core 0) loads one at
-# a time, alternating which goes first each round; CPU per request from /proc/PID/stat.
+# Paired A/B of two contentgate builds on the cache-hit path (MODE=hit, the default: GET /cdn
+# hits) or the pass-through path (MODE=pass: POST /content, uncached): both gateways run at once
+# with the same config (threads = 1, core 1) in front of bench_origin (core 0); wrk (core 0) loads
+# one at a time, alternating which goes first each round; CPU per request from /proc/PID/stat
+# (the gateway's own CPU, not the origin's).
 #
 #   OLD_BIN=/path/old/contentgate NEW_BIN=/path/new/contentgate \
-#   ORIGIN_BIN=target/release/examples/bench_origin bash benches/ab_hit_cost.sh
+#   ORIGIN_BIN=target/release/examples/bench_origin [MODE=pass] bash benches/ab_hit_cost.sh
 #
 # Build an old binary with e.g. `git worktree add /tmp/old <commit>` and
 # `CARGO_TARGET_DIR=/tmp/old-target cargo build --release --bin contentgate` there.
@@ -15,6 +17,12 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 : "${OLD_BIN:?set OLD_BIN}" "${NEW_BIN:?set NEW_BIN}"
 ORIGIN_BIN="${ORIGIN_BIN:-$ROOT/target/release/examples/bench_origin}"
 ROUNDS="${ROUNDS:-6}"
+MODE="${MODE:-hit}"
+case "$MODE" in
+  hit) EP_PATH=/cdn; EP_KIND=cdn ;;
+  pass) EP_PATH=/content; EP_KIND=content ;;
+  *) echo "MODE is hit or pass" >&2; exit 2 ;;
+esac
 W=$(mktemp -d /tmp/ab_hit_cost.XXXX)
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
@@ -34,8 +42,8 @@ address = "127.0.0.1:$3"
 url = "http://127.0.0.1:19001/graphql"
 credential = { mode = "replace", token_env = "BENCH_SERVICE_TOKEN" }
 [[endpoint]]
-path = "/cdn"
-kind = "cdn"
+path = "$EP_PATH"
+kind = "$EP_KIND"
 [auth]
 issuers = ["bench"]
 audiences = ["bench"]
@@ -64,18 +72,32 @@ PIDS+=($P_old $P_new)
 sleep 2
 PAT=$("$NEW_BIN" token mint --alg ES256 --key $ROOT/tests/fixtures/keys/es256.key.pem --kid es --jti bench --iss bench --aud bench 2>/dev/null)
 Q='%7B%20posts%20%7B%20id%20title%20slug%20body%20%7D%20%7D'
+# MODE=pass: the same query as a POST body (wrk scripts), anonymous and with the PAT.
+cat > $W/post.lua <<'EOT'
+wrk.method = "POST"
+wrk.body = '{"query":"{ posts { id title slug body } }"}'
+wrk.headers["Content-Type"] = "application/json"
+EOT
+{ cat $W/post.lua; printf 'wrk.headers["Authorization"] = "Bearer %s"\n' "$PAT"; } > $W/post_pat.lua
+load() { # port scenario seconds
+  if [ "$MODE" = pass ]; then
+    local script=$W/post.lua; [ "$2" = pat ] && script=$W/post_pat.lua
+    taskset -c 0 wrk -t1 -c64 -d"$3"s -s "$script" "http://127.0.0.1:$1/content"
+  else
+    local hdr=(); [ "$2" = pat ] && hdr=(-H "authorization: Bearer $PAT")
+    taskset -c 0 wrk -t1 -c64 -d"$3"s "${hdr[@]}" "http://127.0.0.1:$1/cdn?query=$Q"
+  fi
+}
 declare -A PORT=([old]=19010 [new]=19020) PID=([old]=$P_old [new]=$P_new)
 cpu() { awk '{print $14+$15}' /proc/$1/stat; }
-for v in old new; do curl -s -o /dev/null "http://127.0.0.1:${PORT[$v]}/cdn?query=$Q"; curl -s -o /dev/null -H "authorization: Bearer $PAT" "http://127.0.0.1:${PORT[$v]}/cdn?query=$Q"; done
-for v in old new; do taskset -c 0 wrk -t1 -c64 -d3s "http://127.0.0.1:${PORT[$v]}/cdn?query=$Q" > /dev/null; done
+for v in old new; do load "${PORT[$v]}" get 3 > /dev/null; load "${PORT[$v]}" pat 1 > /dev/null; done
 TCK=$(getconf CLK_TCK)
 for round in $(seq "$ROUNDS"); do
   for scen in get pat; do
     for v in old new; do
       [ $((round % 2)) = 0 ] && { [ $v = old ] && v=new || v=old; }
-      hdr=(); [ $scen = pat ] && hdr=(-H "authorization: Bearer $PAT")
       c0=$(cpu ${PID[$v]})
-      out=$(taskset -c 0 wrk -t1 -c64 -d6s "${hdr[@]}" "http://127.0.0.1:${PORT[$v]}/cdn?query=$Q")
+      out=$(load "${PORT[$v]}" $scen 6)
       c1=$(cpu ${PID[$v]})
       reqs=$(echo "$out" | awk '/requests in/ {print $1}')
       rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
@@ -88,7 +110,7 @@ for scen in get pat; do
   # per round: new/old; then the median
   awk -v s=$scen '$2 == s { split($5, a, "="); us[$1 " " $3] = a[2]; rounds[$1] = 1 }
     END { for (r in rounds) printf "%.4f\n", us[r " new"] / us[r " old"] }' $W/runs.txt \
-    | sort -n | awk -v s=$scen '{ v[NR] = $1 } END {
+    | sort -n | awk -v s=$scen -v mode=$MODE '{ v[NR] = $1 } END {
         m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-        printf "%s hit: new/old CPU per request, median of %d rounds: %.3f\n", s, NR, m }'
+        printf "%s %s: new/old CPU per request, median of %d rounds: %.3f\n", s, mode, NR, m }'
 done

@@ -55,7 +55,7 @@ impl Runtime {
     }
 }
 
-/// Builds the server with the gateway's services. `extra` lets the demo add its sample API.
+/// Builds the server with the gateway's services (the demo adds its sample API to it).
 pub fn build(rt: &Runtime, upgrade: bool) -> Result<Server, String> {
     let opt = Opt {
         upgrade,

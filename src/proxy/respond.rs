@@ -1,8 +1,11 @@
-//! The one place where a refusal or failure becomes an HTTP response.
+//! The refusal boundary: the one place where a refusal or an upstream failure is counted,
+//! audited and written as an HTTP response ([`Gateway::refuse`], [`Gateway::write_error`],
+//! [`Gateway::upstream_failure`]).
 //!
 //! Every error is GraphQL-shaped: `{"errors":[{"message","extensions":{"code"}}],
-//! "extensions":{"requestId"}}` (no `data`: the request was not executed, GraphQL over HTTP). The status table below is the contract in DESIGN.md and is
-//! pinned by a test per variant. No message ever contains the token.
+//! "extensions":{"requestId"}}` (no `data`: the request was not executed, GraphQL over HTTP).
+//! The status table (`From<&Rejection>`) is the contract in DESIGN.md and is pinned by a test
+//! per variant. No message ever contains the token.
 
 use bytes::Bytes;
 use http::Method;
