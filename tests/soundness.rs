@@ -1402,6 +1402,55 @@ struct Outcome {
     /// For a 403: the direct replay succeeded and every access was covered.
     over_denied: Option<bool>,
     forwarded: bool,
+    /// A forwarded request whose stage, locales, content type or body differ from what the
+    /// gateway checked (the client's valid headers or the principal's defaults, the request
+    /// re-serialized).
+    mismatch: Option<String>,
+}
+
+/// What the gateway must have sent for a forwarded request: the checked `gcms-stage` (the
+/// client's, else the principal's default), the checked `gcms-locales` (the client's list,
+/// canonical, else the default locale), one `application/json`, and the body re-serialized.
+fn upstream_mismatch(
+    received: &Json,
+    case: &Case,
+    default_stage: &str,
+    body: &str,
+) -> Option<String> {
+    let header = |name: &str| {
+        case.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| {
+                String::from_utf8_lossy(v)
+                    .trim_matches([' ', '\t'])
+                    .to_string()
+            })
+    };
+    let stage = header("gcms-stage").unwrap_or_else(|| default_stage.to_string());
+    let locales = header("gcms-locales")
+        .map(|l| {
+            l.split(',')
+                .map(|p| p.trim_matches([' ', '\t']))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_else(|| "en".to_string());
+    let expected = json!({
+        "gcms-stage": stage,
+        "gcms-locales": locales,
+        "content-type": ["application/json"],
+        "body": body,
+    });
+    for key in ["gcms-stage", "gcms-locales", "content-type", "body"] {
+        if received[key] != expected[key] {
+            return Some(format!(
+                "{key}: the CMS received {} where the gateway checked {}",
+                received[key], expected[key]
+            ));
+        }
+    }
+    None
 }
 
 fn parse_accesses(v: &Json) -> Vec<Access> {
@@ -1488,6 +1537,13 @@ async fn evaluate(client: &reqwest::Client, pairs: &[Pair], case: &Case, serial:
     if !request_id.is_empty() {
         if let Some(accesses) = audit(client, &pair.cms, &request_id).await {
             out.forwarded = true;
+            let url = format!(
+                "{}?request_id={}",
+                pair.cms.url("/__received"),
+                url_escape(&request_id)
+            );
+            let received: Json = client.get(url).send().await.unwrap().json().await.unwrap();
+            out.mismatch = upstream_mismatch(&received, case, principal.default_stage, &body);
             out.violations = accesses
                 .iter()
                 .filter_map(|a| uncovered(a, &principal.grants).map(|why| (a.clone(), why)))
@@ -1640,6 +1696,8 @@ fn every_access_the_cms_performs_is_covered_by_the_principals_grants() {
 
     let mut serial = 0u64;
     let mut violations = 0u64;
+    let mut mismatches = 0u64;
+    let mut first_mismatch: Option<String> = None;
     let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
     let mut examples: BTreeMap<String, String> = BTreeMap::new();
     let (mut forwarded, mut denied, mut over_denied, mut statuses) =
@@ -1662,6 +1720,15 @@ fn every_access_the_cms_performs_is_covered_by_the_principals_grants() {
             );
         }
         forwarded += u64::from(outcome.forwarded);
+        if let Some(m) = &outcome.mismatch {
+            mismatches += 1;
+            if first_mismatch.is_none() {
+                first_mismatch = Some(format!(
+                    "{m}\n{}",
+                    describe(&pairs, &tree.current(), &outcome)
+                ));
+            }
+        }
         if outcome.status == 403 {
             denied += 1;
             over_denied += u64::from(outcome.over_denied == Some(true));
@@ -1725,6 +1792,12 @@ fn every_access_the_cms_performs_is_covered_by_the_principals_grants() {
         rate * 100.0
     );
     println!("SOUNDNESS cases={total} violations={violations} denied={denied} over_denied={over_denied} over_denial_rate={rate:.4}");
+    eprintln!("upstream requests differing from what was checked: {mismatches}");
+    assert!(
+        mismatches == 0,
+        "{mismatches} forwarded requests reached the CMS differently from what was checked; first:\n{}",
+        first_mismatch.unwrap_or_default()
+    );
     assert!(
         violations == 0,
         "{violations} of {total} cases let the CMS touch content the principal may not; minimal cases:\n{}",

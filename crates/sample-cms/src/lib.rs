@@ -179,6 +179,8 @@ fn record(
 struct AuditLog {
     order: std::collections::VecDeque<String>,
     entries: std::collections::HashMap<String, std::collections::BTreeSet<Access>>,
+    /// What arrived for each request id: the context headers, content types and body as read.
+    received: std::collections::HashMap<String, serde_json::Value>,
 }
 
 impl AuditLog {
@@ -190,6 +192,7 @@ impl AuditLog {
         while self.order.len() >= AUDIT_CAPACITY {
             if let Some(old) = self.order.pop_front() {
                 self.entries.remove(&old);
+                self.received.remove(&old);
             }
         }
         self.order.push_back(request_id.to_owned());
@@ -3067,6 +3070,24 @@ impl SampleContentApi {
     }
 }
 
+impl SampleContentApi {
+    /// `GET /__received?request_id=…`: what arrived for that request — `gcms-stage`,
+    /// `gcms-locales`, every `content-type`, the body, the query string — 404 if unknown.
+    fn received_response(&self, query: &str) -> http::Response<Vec<u8>> {
+        let id = url::form_urlencoded::parse(query.as_bytes())
+            .find(|(key, _)| key == "request_id")
+            .map(|(_, value)| value.into_owned());
+        let Some(id) = id else {
+            return error_response(StatusCode::BAD_REQUEST, "missing \"request_id\" parameter");
+        };
+        let log = self.audit.lock().unwrap_or_else(PoisonError::into_inner);
+        match log.received.get(&id) {
+            Some(v) => json_response(StatusCode::OK, v.to_string().into_bytes()),
+            None => error_response(StatusCode::NOT_FOUND, "unknown request id"),
+        }
+    }
+}
+
 fn json_response(status: StatusCode, body: Vec<u8>) -> http::Response<Vec<u8>> {
     let length = body.len();
     let mut response = http::Response::new(body);
@@ -3191,6 +3212,7 @@ impl ServeHttp for SampleContentApi {
         let query_string = header.uri.query().unwrap_or_default().to_owned();
         match header.uri.path() {
             "/__audit" => return self.audit_response(&query_string),
+            "/__received" => return self.received_response(&query_string),
             "/__reset" if method == Method::POST => {
                 self.reset();
                 return json_response(StatusCode::OK, b"{}".to_vec());
@@ -3198,6 +3220,13 @@ impl ServeHttp for SampleContentApi {
             _ => {}
         }
 
+        let content_types: Vec<String> = header
+            .headers
+            .get_all(CONTENT_TYPE)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        let mut received_body: Option<String> = None;
         let request = if method == Method::POST {
             if declared_length.is_some_and(|length| length > MAX_BODY_BYTES) {
                 // The unread body would be parsed as the next request.
@@ -3205,7 +3234,10 @@ impl ServeHttp for SampleContentApi {
                 return error_response(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
             }
             let body = match read_body(http_session).await {
-                Ok(body) => body,
+                Ok(body) => {
+                    received_body = Some(String::from_utf8_lossy(&body).into_owned());
+                    body
+                }
                 Err(BodyError::TooLarge) => {
                     http_session.set_keepalive(None);
                     return error_response(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
@@ -3244,10 +3276,18 @@ impl ServeHttp for SampleContentApi {
             .execute_audited(request, stage.as_deref(), locales.as_deref())
             .await;
         if let Some(id) = request_id {
-            self.audit
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .add(&id, accesses);
+            let mut log = self.audit.lock().unwrap_or_else(PoisonError::into_inner);
+            log.add(&id, accesses);
+            log.received.insert(
+                id,
+                serde_json::json!({
+                    "gcms-stage": stage,
+                    "gcms-locales": locales,
+                    "content-type": content_types,
+                    "body": received_body,
+                    "query": query_string,
+                }),
+            );
         }
         match serde_json::to_vec(&response) {
             Ok(body) => json_response(StatusCode::OK, body),
