@@ -1326,6 +1326,11 @@ struct Pair {
     gateway: TestGateway,
     principals: Vec<Principal>,
     label: &'static str,
+    /// The gateway's TLS listener (`https://localhost:PORT`), and a client that speaks HTTP/2
+    /// to it (ALPN): every other case goes this way, so the properties hold for h1 and h2.
+    tls_url: String,
+    h2: reqwest::Client,
+    _certs: tempfile::TempDir,
 }
 
 async fn start_pair(
@@ -1368,22 +1373,37 @@ async fn start_pair(
             grants,
         });
     }
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(certs.path(), label);
+    let tls_port = free_port();
     let gateway = GatewayBuilder::with_upstream(&cms.url("/v2/sample/master"))
         .public(&public)
         .tokens(&tokens)
         .schema(Some(sdl))
         // Most generated requests are refused: the refusal budget per address must not turn
         // a long run into 429s.
-        .extra(
-            "\n[rate_limits]\nrefused_per_ip = { requests_per_second = 100000, burst = 1000000 }\n",
-        )
+        .extra(&format!(
+            "\n[rate_limits]\nrefused_per_ip = {{ requests_per_second = 100000, burst = 1000000 }}\n\
+             \n[[listener]]\naddress = \"127.0.0.1:{tls_port}\"\ntls = {{ cert_file = \"{cert}\", key_file = \"{key}\" }}\n"
+        ))
         .start()
         .await;
+    let h2 = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap(),
+        )
+        .tls_built_in_root_certs(false)
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
     Pair {
         cms,
         gateway,
         principals,
         label,
+        tls_url: format!("https://localhost:{tls_port}"),
+        h2,
+        _certs: certs,
     }
 }
 
@@ -1506,10 +1526,14 @@ async fn evaluate(client: &reqwest::Client, pairs: &[Pair], case: &Case, serial:
     let rendered = render(&case.doc);
     let body = body_of(&rendered);
     client.post(pair.cms.url("/__reset")).send().await.unwrap();
-    let mut req = client
-        .post(pair.gateway.url("/content"))
-        .header("content-type", "application/json")
-        .body(body.clone());
+    // Every other case over HTTP/2 (TLS, ALPN), the rest over HTTP/1.1.
+    let mut req = if serial % 2 == 1 {
+        pair.h2.post(format!("{}/content", pair.tls_url))
+    } else {
+        client.post(pair.gateway.url("/content"))
+    }
+    .header("content-type", "application/json")
+    .body(body.clone());
     for (name, value) in &case.headers {
         req = req.header(
             *name,
@@ -1520,6 +1544,13 @@ async fn evaluate(client: &reqwest::Client, pairs: &[Pair], case: &Case, serial:
         req = req.header("authorization", b);
     }
     let resp = req.send().await.unwrap();
+    if serial % 2 == 1 {
+        assert_eq!(
+            resp.version(),
+            reqwest::Version::HTTP_2,
+            "the h2 half must be h2"
+        );
+    }
     let status = resp.status().as_u16();
     let request_id = resp
         .headers()
