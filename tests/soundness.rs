@@ -25,8 +25,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::*;
 use proptest::prelude::*;
@@ -1276,51 +1275,6 @@ fn case_strategy() -> BoxedStrategy<Case> {
 // Processes
 // ---------------------------------------------------------------------------
 
-struct SampleCms {
-    port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for SampleCms {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl SampleCms {
-    fn start(root_stage_default: Option<&str>) -> SampleCms {
-        let port = free_port();
-        let dir = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_contentgate"));
-        cmd.args(["sample-cms", "--port", &port.to_string(), "--runtime-dir"])
-            .arg(dir.path());
-        if let Some(stage) = root_stage_default {
-            cmd.args(["--root-stage-default", stage]);
-        }
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn contentgate sample-cms");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "sample-cms did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        SampleCms {
-            port,
-            child,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-}
-
 struct Pair {
     cms: SampleCms,
     gateway: TestGateway,
@@ -1460,9 +1414,9 @@ fn upstream_mismatch(
         "gcms-stage": stage,
         "gcms-locales": locales,
         "content-type": ["application/json"],
-        "body": body,
+        "body_sha256": contentgate::demo::content_api::body_digest(body.as_bytes()),
     });
-    for key in ["gcms-stage", "gcms-locales", "content-type", "body"] {
+    for key in ["gcms-stage", "gcms-locales", "content-type", "body_sha256"] {
         if received[key] != expected[key] {
             return Some(format!(
                 "{key}: the CMS received {} where the gateway checked {}",

@@ -2655,69 +2655,45 @@ fn shared_types() -> Vec<Type> {
         TypeRef::named_nn(TypeRef::INT),
         count_field,
     ));
-    let document_version = Object::new("DocumentVersion")
-        .field(Field::new("id", TypeRef::named_nn(TypeRef::ID), |ctx| {
-            done(parent::<VersionValue>(&ctx).map(|version| Some(string_value(&version.id))))
-        }))
-        .field(Field::new("stage", TypeRef::named_nn("Stage"), |ctx| {
-            done(
-                parent::<VersionValue>(&ctx)
-                    .map(|version| Some(FieldValue::value(enum_value(version.stage.name())))),
-            )
-        }))
-        .field(Field::new(
-            "revision",
-            TypeRef::named_nn(TypeRef::INT),
-            |ctx| {
+    // `DocumentVersion` (`postVersion`) and `Version` (`history`) share their identity fields.
+    let version_fields = |object: Object| {
+        object
+            .field(Field::new("id", TypeRef::named_nn(TypeRef::ID), |ctx| {
+                done(parent::<VersionValue>(&ctx).map(|version| Some(string_value(&version.id))))
+            }))
+            .field(Field::new("stage", TypeRef::named_nn("Stage"), |ctx| {
                 done(
                     parent::<VersionValue>(&ctx)
-                        .map(|version| Some(FieldValue::value(version.revision))),
+                        .map(|version| Some(FieldValue::value(enum_value(version.stage.name())))),
                 )
-            },
-        ))
-        .field(Field::new(
-            "createdAt",
-            TypeRef::named_nn(TypeRef::STRING),
-            |ctx| {
-                done(
-                    parent::<VersionValue>(&ctx)
-                        .map(|version| Some(string_value(&version.created_at))),
-                )
-            },
-        ))
-        .field(Field::new("data", string_ty(), |ctx| {
-            done(parent::<VersionValue>(&ctx).map(|version| Some(string_value(&version.data))))
-        }));
-    let version = Object::new("Version")
-        .field(Field::new("id", TypeRef::named_nn(TypeRef::ID), |ctx| {
-            done(parent::<VersionValue>(&ctx).map(|version| Some(string_value(&version.id))))
-        }))
-        .field(Field::new("stage", TypeRef::named_nn("Stage"), |ctx| {
-            done(
-                parent::<VersionValue>(&ctx)
-                    .map(|version| Some(FieldValue::value(enum_value(version.stage.name())))),
-            )
-        }))
-        .field(Field::new(
-            "revision",
-            TypeRef::named_nn(TypeRef::INT),
-            |ctx| {
-                done(
-                    parent::<VersionValue>(&ctx)
-                        .map(|version| Some(FieldValue::value(version.revision))),
-                )
-            },
-        ))
-        .field(Field::new(
-            "createdAt",
-            TypeRef::named_nn(TypeRef::STRING),
-            |ctx| {
-                done(
-                    parent::<VersionValue>(&ctx)
-                        .map(|version| Some(string_value(&version.created_at))),
-                )
-            },
-        ));
+            }))
+            .field(Field::new(
+                "revision",
+                TypeRef::named_nn(TypeRef::INT),
+                |ctx| {
+                    done(
+                        parent::<VersionValue>(&ctx)
+                            .map(|version| Some(FieldValue::value(version.revision))),
+                    )
+                },
+            ))
+            .field(Field::new(
+                "createdAt",
+                TypeRef::named_nn(TypeRef::STRING),
+                |ctx| {
+                    done(
+                        parent::<VersionValue>(&ctx)
+                            .map(|version| Some(string_value(&version.created_at))),
+                    )
+                },
+            ))
+    };
+    let document_version = version_fields(Object::new("DocumentVersion")).field(Field::new(
+        "data",
+        string_ty(),
+        |ctx| done(parent::<VersionValue>(&ctx).map(|version| Some(string_value(&version.data)))),
+    ));
+    let version = version_fields(Object::new("Version"));
     vec![
         version.into(),
         Enum::new("Stage")
@@ -3072,7 +3048,8 @@ impl SampleContentApi {
 
 impl SampleContentApi {
     /// `GET /__received?request_id=…`: what arrived for that request — `gcms-stage`,
-    /// `gcms-locales`, every `content-type`, the body, the query string — 404 if unknown.
+    /// `gcms-locales`, every `content-type`, the body's sha256 (hex), the query string — 404
+    /// if unknown.
     fn received_response(&self, query: &str) -> http::Response<Vec<u8>> {
         let id = url::form_urlencoded::parse(query.as_bytes())
             .find(|(key, _)| key == "request_id")
@@ -3086,6 +3063,15 @@ impl SampleContentApi {
             None => error_response(StatusCode::NOT_FOUND, "unknown request id"),
         }
     }
+}
+
+/// sha256 of a request body, lower-case hex.
+pub fn body_digest(body: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn json_response(status: StatusCode, body: Vec<u8>) -> http::Response<Vec<u8>> {
@@ -3235,7 +3221,8 @@ impl ServeHttp for SampleContentApi {
             }
             let body = match read_body(http_session).await {
                 Ok(body) => {
-                    received_body = Some(String::from_utf8_lossy(&body).into_owned());
+                    // A digest, not the body: the log keeps 8 192 requests of up to 4 MiB.
+                    received_body = Some(body_digest(&body));
                     body
                 }
                 Err(BodyError::TooLarge) => {
@@ -3284,7 +3271,7 @@ impl ServeHttp for SampleContentApi {
                     "gcms-stage": stage,
                     "gcms-locales": locales,
                     "content-type": content_types,
-                    "body": received_body,
+                    "body_sha256": received_body,
                     "query": query_string,
                 }),
             );
