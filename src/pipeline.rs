@@ -351,31 +351,10 @@ mod tests {
     use super::*;
     use crate::policy::compile::{compile, Inputs};
 
-    /// A snapshot from a real policies folder in a temp dir, with the Hygraph fixture schema.
+    /// A snapshot compiled from a real policies folder (`policy::fixture`).
     fn snapshot(public: &str) -> (tempfile::TempDir, Snapshot) {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path();
-        std::fs::create_dir_all(p.join("policies")).unwrap();
-        std::fs::write(p.join("hs.secret"), "a-test-secret-of-at-least-32-bytes!!").unwrap();
-        std::fs::write(
-            p.join("gateway.toml"),
-            "[[listener]]\naddress = \"127.0.0.1:1\"\n[upstream.cms]\nurl = \"http://127.0.0.1:9/graphql\"\n\
-             [[endpoint]]\npath = \"/content\"\nkind = \"content\"\n\
-             [[endpoint]]\npath = \"/cdn\"\nkind = \"cdn\"\n\
-             [auth]\n[[auth.key]]\nkid = \"hs\"\nalgorithm = \"HS256\"\nsecret_file = \"hs.secret\"\n\
-             [cms]\nstages = [\"DRAFT\", \"PUBLISHED\"]\nlocales = [\"en\", \"de\"]\n",
-        )
-        .unwrap();
-        std::fs::write(p.join("policies/public.toml"), public).unwrap();
-        std::fs::write(p.join("policies/tokens.toml"), "").unwrap();
-        std::fs::write(p.join("policies/revoked.txt"), "").unwrap();
-        std::fs::write(
-            p.join("policies/schema.graphql"),
-            include_str!("../tests/fixtures/hygraph.graphql"),
-        )
-        .unwrap();
-        let inputs = Inputs::read(&p.join("gateway.toml")).unwrap();
-        let snap = compile(&inputs, 1, None, None).unwrap();
+        let (dir, config) = crate::policy::fixture::folder(public, "", "");
+        let snap = compile(&Inputs::read(&config).unwrap(), 1, None, None).unwrap();
         (dir, snap)
     }
 

@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -22,23 +21,6 @@ use serde_json::{json, Value};
 // ---------------------------------------------------------------------------
 
 /// Peak resident memory of a process (VmHWM), KiB.
-fn peak_kib(pid: u32) -> u64 {
-    status_kib(pid, "VmHWM:")
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    status_kib(pid, "VmRSS:")
-}
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 const PUBLIC_ALL: &str = "default_stage = \"PUBLISHED\"\n\
 [[permission]]\naction = \"read\"\n[[permission]]\naction = \"read_versions\"\n";
 
@@ -60,75 +42,34 @@ async fn post_raw(gw: &TestGateway, body: String, headers: &[(&str, &str)]) -> (
     }
 }
 
-/// The sample CMS (`contentgate sample-cms`), recording every access per x-request-id.
-struct SampleCms {
-    port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for SampleCms {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl SampleCms {
-    fn start() -> SampleCms {
-        let port = free_port();
-        let dir = tempfile::tempdir().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_contentgate"))
-            .args(["sample-cms", "--port", &port.to_string(), "--runtime-dir"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn contentgate sample-cms");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "sample-cms did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        SampleCms {
-            port,
-            child,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    async fn audit(
-        &self,
-        client: &reqwest::Client,
-        id: &str,
-    ) -> Vec<(String, String, String, String)> {
-        let v: Value = client
-            .get(format!("{}?request_id={id}", self.url("/__audit")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap_or(Value::Null);
-        v.as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .map(|a| {
-                let s = |k: &str| a[k].as_str().unwrap_or("-").to_string();
-                (s("action"), s("model"), s("stage"), s("locale"))
-            })
-            .collect()
-    }
+/// What the sample CMS touched for a request id: (action, model, stage, locale).
+async fn touched(
+    cms: &SampleCms,
+    client: &reqwest::Client,
+    id: &str,
+) -> Vec<(String, String, String, String)> {
+    let v: Value = client
+        .get(format!("{}?request_id={id}", cms.url("/__audit")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap_or(Value::Null);
+    v.as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|a| {
+            let s = |k: &str| a[k].as_str().unwrap_or("-").to_string();
+            (s("action"), s("model"), s("stage"), s("locale"))
+        })
+        .collect()
 }
 
 /// A gateway in front of the sample CMS, with `tokens` as the registry.
 async fn sample_pair(public: &str, tokens: &str) -> (SampleCms, TestGateway) {
-    let cms = SampleCms::start();
+    let cms = SampleCms::start(None);
     let gw = GatewayBuilder::with_upstream(&cms.url("/v2/sample/master"))
         .public(public)
         .tokens(tokens)
@@ -282,7 +223,7 @@ async fn a_nested_connect_is_checked_in_the_locale_the_cms_looks_it_up_in() {
     let body = json!({"query": "mutation { createPost(data: {title: \"t\", slug: \"attack-s1\", \
         author: {connect: {id: \"clseedauthorada0000000001\"}}}) { id } }"});
     let (status, id, text) = through(&gw, Some(&auth), &body, &[("gcms-locales", "de")]).await;
-    let touched = cms.audit(&gw.client, &id).await;
+    let touched = touched(&cms, &gw.client, &id).await;
     eprintln!("S1: {status} {text:.200}\n    CMS touched {touched:?}");
     let uncovered: Vec<_> = touched
         .iter()

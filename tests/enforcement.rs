@@ -560,16 +560,7 @@ async fn a_fragment_chain_cannot_crash_the_gateway() {
     let gw = b.start().await;
     // The review's request: 76 fragments, each nesting 30 `author { posts {` and spreading the
     // next (≈ 36 KB). It used to overflow the proxy thread's stack.
-    let mut q = String::from("{ posts { ...f0 } }\n");
-    for i in 0..76 {
-        q.push_str(&format!(
-            "fragment f{i} on Post {{ {} ...f{} {} }}\n",
-            "author { posts { ".repeat(30),
-            i + 1,
-            "} } ".repeat(30)
-        ));
-    }
-    q.push_str("fragment f76 on Post { title }\n");
+    let q = fragment_chain(76, 30);
     assert!(q.len() > 30_000, "{}", q.len());
     for path in ["/cdn", "/content"] {
         let (status, body) = post(&gw, path, None, &json!({ "query": q }), &[]).await;
@@ -579,16 +570,6 @@ async fn a_fragment_chain_cannot_crash_the_gateway() {
     // Still up, still answering.
     expect(&gw, &origin, None, "{ posts { title } }", &[], 200).await;
     assert!(gw.log().contains("request"));
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap()
 }
 
 #[tokio::test]
@@ -809,16 +790,7 @@ async fn the_deepest_allowed_document_fits_the_stack() {
     b.limits = "\n[limits]\nmax_depth = 128\nmax_expanded_fields = 100000\n".into();
     let gw = b.start().await;
     // 124 levels across 4 fragments, each nesting 15 `author { posts {` pairs.
-    let mut q = String::from("{ posts { ...f0 } }\n");
-    for i in 0..4 {
-        q.push_str(&format!(
-            "fragment f{i} on Post {{ {} ...f{} {} }}\n",
-            "author { posts { ".repeat(15),
-            i + 1,
-            "} } ".repeat(15)
-        ));
-    }
-    q.push_str("fragment f4 on Post { title }\n");
+    let q = fragment_chain(4, 15);
     let (status, body) = post(&gw, "/content", None, &json!({ "query": q }), &[]).await;
     assert_eq!(status, 200, "{body}");
     // A value nested as deep as serde_json allows (128), through a variable.

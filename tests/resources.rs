@@ -11,15 +11,6 @@ use serde_json::json;
 
 const RSS_LIMIT_KIB: u64 = 768 * 1024;
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 const PUBLIC_ALL: &str = "default_stage = \"PUBLISHED\"\nintrospection = true\n\
 [[permission]]\naction = \"read\"\n[[permission]]\naction = \"read_versions\"\n";
 

@@ -593,26 +593,7 @@ fn scope<T: Ord>(
 mod tests {
     use super::*;
 
-    /// A policies folder in a temp dir: (dir, gateway.toml path).
-    fn folder(public: &str, tokens: &str, revoked: &str) -> (tempfile::TempDir, PathBuf) {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path();
-        std::fs::create_dir_all(p.join("policies")).unwrap();
-        std::fs::write(p.join("hs.secret"), "a-test-secret-of-at-least-32-bytes!!").unwrap();
-        std::fs::write(
-            p.join("gateway.toml"),
-            "[[listener]]\naddress = \"127.0.0.1:1\"\n[upstream.cms]\nurl = \"http://127.0.0.1:9/graphql\"\n\
-             [[endpoint]]\npath = \"/m\"\nkind = \"management\"\n\
-             [auth]\n[[auth.key]]\nkid = \"hs\"\nalgorithm = \"HS256\"\nsecret_file = \"hs.secret\"\n\
-             [cms]\nstages = [\"DRAFT\", \"PUBLISHED\"]\nlocales = [\"en\", \"de\"]\n",
-        )
-        .unwrap();
-        std::fs::write(p.join("policies/public.toml"), public).unwrap();
-        std::fs::write(p.join("policies/tokens.toml"), tokens).unwrap();
-        std::fs::write(p.join("policies/revoked.txt"), revoked).unwrap();
-        let config = p.join("gateway.toml");
-        (dir, config)
-    }
+    use crate::policy::fixture::folder;
 
     const PUBLIC: &str = "default_stage = \"PUBLISHED\"\n";
     const TOKEN: &str = "[[token]]\njti = \"j1\"\nname = \"one\"\ndefault_stage = \"DRAFT\"\n";

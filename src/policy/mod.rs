@@ -8,6 +8,8 @@
 
 pub mod compile;
 pub mod file;
+#[cfg(test)]
+pub(crate) mod fixture;
 pub mod store;
 pub mod watch;
 

@@ -305,3 +305,20 @@ pub fn self_signed(dir: &Path, name: &str) -> (String, String) {
     );
     (cert.display().to_string(), key.display().to_string())
 }
+
+/// `{ posts { ...f0 } }` and `fragments` fragments on Post, each nesting `pairs`
+/// `author { posts {` levels and spreading the next; the last selects `title`. The nesting
+/// shows only across spreads: 2 × `pairs` × `fragments` levels.
+pub fn fragment_chain(fragments: usize, pairs: usize) -> String {
+    let mut q = String::from("{ posts { ...f0 } }\n");
+    for i in 0..fragments {
+        q.push_str(&format!(
+            "fragment f{i} on Post {{ {} ...f{} {} }}\n",
+            "author { posts { ".repeat(pairs),
+            i + 1,
+            "} } ".repeat(pairs)
+        ));
+    }
+    q.push_str(&format!("fragment f{fragments} on Post {{ title }}\n"));
+    q
+}

@@ -10,9 +10,11 @@ pub mod gateway;
 pub mod metrics;
 pub mod origin;
 pub mod raw;
+pub mod sample;
 pub mod tokens;
 
 pub use config::*;
 pub use gateway::*;
 pub use origin::*;
+pub use sample::*;
 pub use tokens::*;
