@@ -21,6 +21,20 @@ use crate::schema::SchemaMap;
 /// and a variable inside a literal adds at most this.
 pub const MAX_VALUE_DEPTH: usize = 256;
 
+/// An operation's variable definitions with their names (a definition without a name, a
+/// syntax error the parser already reported, is skipped).
+fn variable_definitions(
+    op: &cst::OperationDefinition,
+) -> impl Iterator<Item = (String, cst::VariableDefinition)> {
+    op.variable_definitions()
+        .into_iter()
+        .flat_map(|v| v.variable_definitions())
+        .filter_map(|d| {
+            let name = d.variable()?.name()?.text().to_string();
+            Some((name, d))
+        })
+}
+
 pub struct Resolver<'a> {
     variables: &'a Map<String, Value>,
     defaults: HashMap<String, cst::Value>,
@@ -56,15 +70,7 @@ impl<'a> Resolver<'a> {
     ) -> Result<Self, GraphqlError> {
         let mut defaults = HashMap::new();
         let mut seen = std::collections::HashSet::new();
-        for d in op
-            .variable_definitions()
-            .iter()
-            .flat_map(|v| v.variable_definitions())
-        {
-            let Some(name) = d.variable().and_then(|v| v.name()) else {
-                continue;
-            };
-            let name = name.text().to_string();
+        for (name, d) in variable_definitions(op) {
             if !seen.insert(name.clone()) {
                 return Err(OperationError::DuplicateVariable(name.clone()).into());
             }
@@ -111,10 +117,7 @@ impl<'a> Resolver<'a> {
 
     fn resolve_at(&self, value: &cst::Value, depth: usize) -> Result<Value, GraphqlError> {
         if depth > MAX_VALUE_DEPTH {
-            return Err(GraphqlError::Limit {
-                what: "value depth",
-                limit: MAX_VALUE_DEPTH,
-            });
+            return Err(GraphqlError::value_too_deep());
         }
         self.charge(1)?;
         Ok(match value {
@@ -294,15 +297,7 @@ pub fn check_variables(
     variables: &Map<String, Value>,
     schema: &SchemaMap,
 ) -> Result<(), GraphqlError> {
-    for d in op
-        .variable_definitions()
-        .iter()
-        .flat_map(|v| v.variable_definitions())
-    {
-        let Some(name) = d.variable().and_then(|v| v.name()) else {
-            continue;
-        };
-        let name = name.text().to_string();
+    for (name, d) in variable_definitions(op) {
         let Some(ty) = d.ty().map(|t| type_ref(&t)) else {
             continue;
         };

@@ -38,10 +38,7 @@ impl<'a> Cost<'a> {
     }
 
     fn too_deep(&self) -> GraphqlError {
-        GraphqlError::Limit {
-            what: "depth",
-            limit: self.max_depth,
-        }
+        GraphqlError::too_deep(self.max_depth)
     }
 
     /// The size of a selection set at absolute nesting `depth`.

@@ -320,10 +320,7 @@ impl RootCtx<'_> {
         out: &mut Vec<RootField>,
     ) -> Result<(), GraphqlError> {
         if depth > self.max_depth {
-            return Err(GraphqlError::Limit {
-                what: "depth",
-                limit: self.max_depth,
-            });
+            return Err(GraphqlError::too_deep(self.max_depth));
         }
         for sel in set.selections() {
             match sel {
@@ -469,10 +466,7 @@ impl RootCtx<'_> {
         out: &mut std::collections::BTreeSet<String>,
     ) -> Result<(), GraphqlError> {
         if depth > self.max_depth {
-            return Err(GraphqlError::Limit {
-                what: "depth",
-                limit: self.max_depth,
-            });
+            return Err(GraphqlError::too_deep(self.max_depth));
         }
         for sel in set.selections() {
             let inner = match sel {

@@ -102,6 +102,22 @@ impl From<OperationError> for GraphqlError {
 }
 
 impl GraphqlError {
+    /// The nesting of a document, counted across fragment spreads, is over `max_depth`.
+    pub fn too_deep(limit: usize) -> Self {
+        Self::Limit {
+            what: "depth",
+            limit,
+        }
+    }
+
+    /// An argument value nests deeper than [`args::MAX_VALUE_DEPTH`].
+    pub fn value_too_deep() -> Self {
+        Self::Limit {
+            what: "value depth",
+            limit: args::MAX_VALUE_DEPTH,
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             Self::BodyNotJson(_)

@@ -154,13 +154,6 @@ fn too_many_names() -> GraphqlError {
 }
 
 impl Walk<'_, '_> {
-    fn too_deep(&self) -> GraphqlError {
-        GraphqlError::Limit {
-            what: "depth",
-            limit: self.max_depth,
-        }
-    }
-
     fn possible(&self, ty: &str) -> Vec<Arc<str>> {
         self.schema
             .types
@@ -216,10 +209,7 @@ impl Walk<'_, '_> {
         depth: usize,
     ) -> Result<(), GraphqlError> {
         if depth > MAX_VALUE_DEPTH {
-            return Err(GraphqlError::Limit {
-                what: "value depth",
-                limit: MAX_VALUE_DEPTH,
-            });
+            return Err(GraphqlError::value_too_deep());
         }
         match self.budget.get() {
             0 => {
@@ -481,7 +471,7 @@ impl Walk<'_, '_> {
         depth: usize,
     ) -> Result<(), GraphqlError> {
         if depth > self.max_depth {
-            return Err(self.too_deep());
+            return Err(GraphqlError::too_deep(self.max_depth));
         }
         for sel in set.selections() {
             match sel {
@@ -510,14 +500,7 @@ impl Walk<'_, '_> {
                     }
                 }
                 cst::Selection::InlineFragment(i) => {
-                    let narrowed = match i
-                        .type_condition()
-                        .and_then(|c| c.named_type())
-                        .and_then(|n| n.name())
-                    {
-                        Some(cond) => self.narrow(possible, &cond.text()),
-                        None => possible.to_vec(),
-                    };
+                    let narrowed = self.narrow(possible, i.type_condition());
                     if let Some(inner) = i.selection_set() {
                         self.set(&inner, &narrowed, ctx, depth + 1)?;
                     }
@@ -527,14 +510,7 @@ impl Walk<'_, '_> {
                     let Some(frag) = self.fragments.get(&name) else {
                         return Err(OperationError::UnknownFragment(name.to_string()).into());
                     };
-                    let narrowed = match frag
-                        .type_condition()
-                        .and_then(|c| c.named_type())
-                        .and_then(|n| n.name())
-                    {
-                        Some(cond) => self.narrow(possible, &cond.text()),
-                        None => possible.to_vec(),
-                    };
+                    let narrowed = self.narrow(possible, frag.type_condition());
                     if let Some(inner) = frag.selection_set() {
                         self.set(&inner, &narrowed, ctx, depth + 1)?;
                     }
@@ -544,10 +520,21 @@ impl Walk<'_, '_> {
         Ok(())
     }
 
-    /// The possible types that also satisfy a type condition; a condition the schema does not
-    /// know keeps nothing (and GraphQL validation would reject it upstream anyway).
-    fn narrow(&self, possible: &[Arc<str>], condition: &str) -> Vec<Arc<str>> {
-        let cond = self.possible(condition);
+    /// The possible types that also satisfy a fragment's type condition (none: all of them);
+    /// a condition the schema does not know keeps nothing (and GraphQL validation would reject
+    /// it upstream anyway).
+    fn narrow(
+        &self,
+        possible: &[Arc<str>],
+        condition: Option<cst::TypeCondition>,
+    ) -> Vec<Arc<str>> {
+        let Some(name) = condition
+            .and_then(|c| c.named_type())
+            .and_then(|n| n.name())
+        else {
+            return possible.to_vec();
+        };
+        let cond = self.possible(&name.text());
         possible
             .iter()
             .filter(|p| cond.contains(p))
