@@ -48,27 +48,25 @@ impl Gateway {
         if req.uri.path_and_query().map_or(0, |p| p.as_str().len()) > limits.max_uri_bytes {
             return Ok(self.refused(ctx, Rejection::UriTooLong));
         }
-        let Some(endpoint) = self.config.route(session.req_header().uri.path()).cloned() else {
-            return Ok(Flow::Respond((&Rejection::NotFound).into()));
-        };
         let ip = client_ip(session, &self.config.trusted_proxies);
         ctx.client_ip = ip;
-        if let Some(ip) = ip {
-            // An address over its refusal budget is refused before any work is done for it.
-            if let Err(wait) = self.limiters.admit_address(ip) {
-                ctx.kind = Some(endpoint.kind);
-                return Ok(self.refused(
-                    ctx,
-                    Rejection::RateLimited {
-                        retry_after: crate::ratelimit::retry_after_secs(wait),
-                        scope: "refused",
-                    },
-                ));
-            }
-            if !endpoint.admits(ip) {
-                ctx.kind = Some(endpoint.kind);
-                return Ok(self.refused(ctx, Rejection::AddressDenied));
-            }
+        // An address over its refusal budget is refused before any other work is done for it
+        // (a request to no endpoint included).
+        if let Some(wait) = ip.and_then(|ip| self.limiters.admit_address(ip).err()) {
+            return Ok(self.refused(
+                ctx,
+                Rejection::RateLimited {
+                    retry_after: crate::ratelimit::retry_after_secs(wait),
+                    scope: "refused",
+                },
+            ));
+        }
+        let Some(endpoint) = self.config.route(session.req_header().uri.path()).cloned() else {
+            return Ok(self.refused(ctx, Rejection::NotFound));
+        };
+        ctx.kind = Some(endpoint.kind);
+        if ip.is_some_and(|ip| !endpoint.admits(ip)) {
+            return Ok(self.refused(ctx, Rejection::AddressDenied));
         }
         let method = session.req_header().method.clone();
         if let Some(cors) = endpoint.cors.clone() {
@@ -85,10 +83,7 @@ impl Gateway {
                     .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD);
             match origin {
                 Some(o) if cors.allows(&o) => ctx.cors = Some((o, cors.clone())),
-                _ if preflight => {
-                    ctx.kind = Some(endpoint.kind);
-                    return Ok(self.refused(ctx, Rejection::CorsDenied));
-                }
+                _ if preflight => return Ok(self.refused(ctx, Rejection::CorsDenied)),
                 _ => {}
             }
             if preflight {
@@ -98,7 +93,6 @@ impl Gateway {
                     .get(http::header::ACCESS_CONTROL_REQUEST_METHOD)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
-                ctx.kind = Some(endpoint.kind);
                 if !cors
                     .methods
                     .split(", ")
@@ -109,7 +103,6 @@ impl Gateway {
                 return Ok(Flow::Preflight);
             }
         }
-        ctx.kind = Some(endpoint.kind);
         let snap = self.store.snapshot();
         let limit = self.config.limits.max_body_bytes;
         let body = if method == Method::POST {

@@ -132,26 +132,31 @@ pub fn ambiguous(session: &Session) -> Option<&'static str> {
 /// than the one checked. Other nominations (`keep-alive`, `close`, `upgrade`, a custom hop
 /// header) are dropped at the edge as hop-by-hop.
 fn nominates_checked_header(req: &RequestHeader) -> bool {
+    /// Headers the gateway reads besides those it forwards (and every `gcms-*`/`hyg-*`).
+    const READ: &[&str] = &[
+        "host",
+        "content-length",
+        "content-type",
+        "origin",
+        "x-forwarded-for",
+        "x-request-id",
+        "access-control-request-method",
+    ];
     req.headers
         .get_all(http::header::CONNECTION)
         .iter()
         .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .map(|t| t.trim_ascii().to_ascii_lowercase())
+        .map(<[u8]>::trim_ascii)
         .any(|name| {
-            let name = String::from_utf8_lossy(&name);
-            FORWARDED.contains(&name.as_ref())
-                || name.starts_with("gcms-")
-                || name.starts_with("hyg-")
-                || matches!(
-                    name.as_ref(),
-                    "host"
-                        | "content-length"
-                        | "content-type"
-                        | "origin"
-                        | "x-forwarded-for"
-                        | "x-request-id"
-                        | "access-control-request-method"
-                )
+            let prefixed = |p: &str| {
+                name.len() >= p.len() && name[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+            };
+            FORWARDED
+                .iter()
+                .chain(READ)
+                .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+                || prefixed("gcms-")
+                || prefixed("hyg-")
         })
 }
 
