@@ -856,3 +856,44 @@ async fn management_reads_of_credentials_under_viewer_need_the_wildcard() {
     );
     assert_eq!(origin.count(), 2);
 }
+
+/// A union whose members share a union-typed field is walked once per member at every level:
+/// without a bound on field visits, 40 levels cost 2^40 steps from a few hundred bytes
+/// (found in review). The walk has a budget checked at every field.
+#[tokio::test]
+async fn a_union_field_shared_by_its_members_cannot_multiply_the_walk() {
+    let origin = MockOrigin::start().await;
+    let sdl = hygraph_sdl("DRAFT")
+        .replace(
+            "  name: String! bio: String\n",
+            "  name: String! bio: String\n  related(locales: [Locale!]): [PostRelated!]!\n",
+        )
+        .replace(
+            "  url: String! fileName: String!\n",
+            "  url: String! fileName: String!\n  related(locales: [Locale!]): [PostRelated!]!\n",
+        );
+    assert_eq!(sdl.matches("related(locales").count(), 3, "fixture changed");
+    let gw = GatewayBuilder::new(&origin)
+        .schema(Some(sdl))
+        .public(PUBLIC_READ)
+        .start()
+        .await;
+    let q = format!(
+        "{{ posts {{ {} id {} }} }}",
+        "related { ".repeat(40),
+        "} ".repeat(40)
+    );
+    let started = std::time::Instant::now();
+    let (status, body) = post(&gw, "/content", None, &json!({ "query": q }), &[]).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "LIMIT_EXCEEDED");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(origin.count(), 0);
+    // A few levels are an ordinary document.
+    let q = "{ posts { related { ... on Author { name related { ... on Asset { url } } } } } }";
+    expect(&gw, &origin, None, q, &[], 200).await;
+}

@@ -59,6 +59,10 @@ impl ParseLimits {
     };
 }
 
+/// Schema-walk field visits allowed per expanded field (see [`super::reads::Walk::steps`]):
+/// enough for an interface field walked on several implementations, far below M^depth.
+pub const WALK_STEPS_PER_FIELD: u64 = 8;
+
 /// A root field of an operation with the arguments the gateway decides on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootField {
@@ -202,6 +206,8 @@ pub fn parse_document(
             .input_nodes
             .saturating_add(req.variables.values().map(args::nodes).sum::<u64>()),
     );
+    // Field visits of the schema walk: every expanded field once, and a few possible types each.
+    let steps = std::cell::Cell::new(limits.expanded_fields.saturating_mul(WALK_STEPS_PER_FIELD));
     let mut analyzed = Vec::with_capacity(operations.len());
     for (i, op) in operations.iter().enumerate() {
         if i == selected {
@@ -209,7 +215,7 @@ pub fn parse_document(
                 args::check_variables(op, &req.variables, schema)?;
             }
         }
-        let a = analyze_operation(op, req, &fragments, schema, &limits, &budget)?;
+        let a = analyze_operation(op, req, &fragments, schema, &limits, &budget, &steps)?;
         if a.root_fields.len() > limits.root_fields {
             return Err(GraphqlError::Limit {
                 what: "root field",
@@ -240,6 +246,7 @@ fn analyze_operation(
     schema: Option<&SchemaMap>,
     limits: &ParseLimits,
     budget: &std::cell::Cell<u64>,
+    steps: &std::cell::Cell<u64>,
 ) -> Result<Operation, GraphqlError> {
     let kind = match op.operation_type() {
         None => OperationKind::Query,
@@ -265,6 +272,7 @@ fn analyze_operation(
             root_type,
             max_depth: limits.recursion,
             budget,
+            steps,
             stack: Vec::new(),
         };
         ctx.collect(&set, 1, &mut root_fields)?;
@@ -306,6 +314,7 @@ struct RootCtx<'a> {
     root_type: Option<Arc<str>>,
     max_depth: usize,
     budget: &'a std::cell::Cell<u64>,
+    steps: &'a std::cell::Cell<u64>,
     /// Fragments being expanded at the root (cycle guard).
     stack: Vec<String>,
 }
@@ -438,6 +447,7 @@ impl RootCtx<'_> {
             accesses: &mut accesses,
             unresolved: &mut unresolved,
             budget: self.budget,
+            steps: self.steps,
             max_depth: self.max_depth,
         };
         let mut ctx = Ctx::root(field.stage.iter().cloned().collect());

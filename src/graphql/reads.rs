@@ -138,6 +138,10 @@ pub struct Walk<'a, 'b> {
     pub unresolved: &'b mut Option<String>,
     /// JSON nodes left to walk (shared with the resolver that built them).
     pub budget: &'a Cell<u64>,
+    /// Field visits left for the document: a field under an abstract type is walked once per
+    /// possible type that has it, so a union whose members share a union-typed field would
+    /// otherwise multiply at every level (M^depth from a kilobyte).
+    pub steps: &'a Cell<u64>,
     pub max_depth: usize,
 }
 
@@ -368,6 +372,15 @@ impl Walk<'_, '_> {
         outer: &Ctx,
         depth: usize,
     ) -> Result<(), GraphqlError> {
+        match self.steps.get() {
+            0 => {
+                return Err(GraphqlError::Limit {
+                    what: "schema walk step",
+                    limit: 0,
+                })
+            }
+            n => self.steps.set(n - 1),
+        }
         let name = f.name().map(|n| n.text().to_string()).unwrap_or_default();
         let arguments = args::arguments(f, self.resolver)?;
         let get = |arg: &str| -> Option<Value> {
