@@ -44,7 +44,11 @@ impl ConfigDir {
         let gw = TestGateway {
             cfg: self,
             child,
-            client: reqwest::Client::new(),
+            // A hang fails the test instead of holding CI.
+            client: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(60))
+                .build()
+                .expect("test client"),
         };
         gw.wait_ready().await;
         gw
