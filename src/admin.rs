@@ -51,7 +51,7 @@ pub struct Admin {
     pub health: Arc<Health>,
     pub cache: Option<Arc<ReadCache>>,
     pub secrets: AdminSecrets,
-    /// Digests of webhook signatures already acted on, kept for twice the replay window: a
+    /// MACs of webhook deliveries already acted on, kept for twice the replay window: a
     /// delivery captured and replayed inside the window is answered but not acted on again.
     /// Only verified signatures enter it, so it cannot be filled without the secret.
     seen_signatures: moka::sync::Cache<[u8; 32], ()>,
@@ -193,27 +193,19 @@ impl Admin {
         let Some(body) = read_body(session).await else {
             return error(413, "body too large or too slow");
         };
-        if let Err(reason) = verify_signature(
+        let mac = match verify_signature(
             &signature,
             &body,
             secret.as_bytes(),
             self.secrets.webhook_tolerance,
             SystemTime::now(),
         ) {
-            return self.webhook_refused(reason);
-        }
+            Ok(mac) => mac,
+            Err(reason) => return self.webhook_refused(reason),
+        };
         let Some(cache) = &self.cache else {
             return error(503, "the cache is disabled");
         };
-        let seen: [u8; 32] = <Sha256 as sha2::Digest>::digest(signature.as_bytes()).into();
-        if self.seen_signatures.contains_key(&seen) {
-            self.metrics
-                .webhook_rejections
-                .with_label_values(&["replayed delivery"])
-                .inc();
-            tracing::info!(target: "audit", event = "webhook_replayed", "CMS webhook delivery seen before: not acted on again");
-            return json_reply(200, json!({ "duplicate": true }));
-        }
         let payload: Value = match serde_json::from_slice(&body) {
             Ok(v) => v,
             Err(_) => return error(400, "body is not JSON"),
@@ -229,8 +221,18 @@ impl Admin {
         if purge.model.is_none() && purge.id.is_none() {
             return error(400, "payload data names no __typename or id");
         }
+        // Keyed by the verified MAC, which names (body, environment, time) whatever the header's
+        // spelling (order, spaces, extra parts); claimed before acting, so two copies of one
+        // delivery racing each other act once.
+        if !self.seen_signatures.entry(mac).or_insert(()).is_fresh() {
+            self.metrics
+                .webhook_rejections
+                .with_label_values(&["replayed delivery"])
+                .inc();
+            tracing::info!(target: "audit", event = "webhook_replayed", "CMS webhook delivery seen before: not acted on again");
+            return json_reply(200, json!({ "duplicate": true }));
+        }
         cache.purge(&purge, "webhook");
-        self.seen_signatures.insert(seen, ());
         json_reply(
             200,
             json!({ "purged": { "model": purge.model, "id": purge.id, "stage": purge.stage } }),
@@ -249,14 +251,15 @@ impl Admin {
 
 /// Verifies Hygraph's `gcms-signature: sign=<base64 HMAC-SHA256>, env=<environment>, t=<ms>`.
 /// The signed message is the JSON `{"Body":"<raw body>","EnvironmentName":"<env>","TimeStamp":<t>}`;
-/// a timestamp further than `tolerance` from now is a replay.
+/// a timestamp further than `tolerance` from now is a replay. Returns the verified MAC, the
+/// delivery's identity.
 pub fn verify_signature(
     header: &str,
     body: &[u8],
     secret: &[u8],
     tolerance: Duration,
     now: SystemTime,
-) -> Result<(), &'static str> {
+) -> Result<[u8; 32], &'static str> {
     let mut sign = None;
     let mut env = None;
     let mut t = None;
@@ -289,9 +292,10 @@ pub fn verify_signature(
     let message = json!({ "Body": body, "EnvironmentName": env, "TimeStamp": t_ms }).to_string();
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| "bad secret")?;
     mac.update(message.as_bytes());
-    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let mac: [u8; 32] = mac.finalize().into_bytes().into();
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac);
     if expected.as_bytes().ct_eq(sign.as_bytes()).unwrap_u8() == 1 {
-        Ok(())
+        Ok(mac)
     } else {
         Err("bad signature")
     }
@@ -356,7 +360,7 @@ mod tests {
         let header = sign_webhook(body, "master", t, b"secret");
         let tol = Duration::from_secs(300);
         assert_eq!(
-            verify_signature(&header, body.as_bytes(), b"secret", tol, now),
+            verify_signature(&header, body.as_bytes(), b"secret", tol, now).map(|_| ()),
             Ok(())
         );
         assert_eq!(

@@ -783,20 +783,31 @@ async fn a_webhook_delivery_replayed_inside_the_window_is_not_acted_on_again() {
     let (_origin, gw) = gateway().await;
     let body = r#"{"operation":"update","data":{"__typename":"Post","id":"p1","stage":"DRAFT"}}"#;
     let sig = contentgate::admin::sign_webhook(body, "master", now_ms(), WEBHOOK_SECRET.as_bytes());
-    let send = || {
+    let send = |sig: String| {
         gw.client
             .post(gw.admin_url("/webhooks/cms"))
-            .header("gcms-signature", sig.clone())
+            .header("gcms-signature", sig)
             .body(body)
             .send()
     };
-    let first: serde_json::Value = send().await.unwrap().json().await.unwrap();
+    let first: serde_json::Value = send(sig.clone()).await.unwrap().json().await.unwrap();
     assert!(first.get("purged").is_some(), "{first}");
     get(&gw, Some("jti-a"), Q, &[]).await;
-    let again = send().await.unwrap();
+    let again = send(sig.clone()).await.unwrap();
     assert_eq!(again.status(), 200);
     assert_eq!(
         again.json::<serde_json::Value>().await.unwrap()["duplicate"],
+        true
+    );
+    // The same delivery spelled differently (parts reversed, spaces, an extra part) still
+    // verifies, and is still the same delivery.
+    let mut parts: Vec<&str> = sig.split(',').map(str::trim).collect();
+    parts.reverse();
+    let respelled = format!("x=1 ,  {}", parts.join(" , "));
+    let third = send(respelled).await.unwrap();
+    assert_eq!(third.status(), 200);
+    assert_eq!(
+        third.json::<serde_json::Value>().await.unwrap()["duplicate"],
         true
     );
     assert_eq!(x_cache(&get(&gw, Some("jti-a"), Q, &[]).await.2), "HIT");
