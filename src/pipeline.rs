@@ -176,9 +176,21 @@ pub fn is_json(content_type: &[u8]) -> bool {
     })
 }
 
-/// Authenticates and decides. The method and content type are checked before the token so a
-/// CSRF-style form post never costs a signature verification.
+/// Authenticates and decides, with no rate limit (tools, benches, fuzzing).
 pub fn decide(input: &Incoming, snap: &Snapshot, limits: &Limits) -> Result<Admitted, Rejection> {
+    decide_limited(input, snap, limits, |_| Ok(()))
+}
+
+/// Authenticates and decides. The method and content type are checked before the token so a
+/// CSRF-style form post never costs a signature verification; `limit` is asked as soon as the
+/// principal is known, before the document is parsed or cached, so a rate-limited caller costs
+/// no parse and leaves nothing in the document cache.
+pub fn decide_limited(
+    input: &Incoming,
+    snap: &Snapshot,
+    limits: &Limits,
+    limit: impl FnOnce(&Principal) -> Result<(), Rejection>,
+) -> Result<Admitted, Rejection> {
     match (input.method, input.body) {
         (m, Some(_)) if m == Method::POST => {
             if !input.content_type.is_some_and(is_json) {
@@ -189,6 +201,7 @@ pub fn decide(input: &Incoming, snap: &Snapshot, limits: &Limits) -> Result<Admi
         (m, _) => return Err(GraphqlError::MethodNotAllowed(m.to_string()).into()),
     }
     let principal = auth::authenticate(&input.authorization, &snap.registry, &snap.verifier)?;
+    limit(&principal)?;
     let schema = match input.endpoint {
         EndpointKind::Management => None,
         _ => snap.schema.as_deref(),
@@ -401,6 +414,7 @@ mod tests {
             Err(Rejection::Graphql(e)) => e.code(),
             Err(Rejection::Forbidden { .. }) => "FORBIDDEN",
             Err(Rejection::Auth(e)) => e.reason(),
+            Err(Rejection::RateLimited { .. }) => "RATE_LIMITED",
             Err(_) => "other",
         }
     }
@@ -467,5 +481,36 @@ mod tests {
         // The forwarded body is the re-serialization, and the checked context is the principal's.
         assert_eq!(&a.parsed.forward[..], br#"{"query":"{ posts { title } }"}"#);
         assert_eq!(a.stage.fallback.as_str(), "PUBLISHED");
+    }
+
+    #[test]
+    fn a_rate_limited_caller_is_refused_before_its_document_is_parsed() {
+        let (_dir, snap) = snapshot(PUBLIC);
+        let limits = limits();
+        let none: (&[u8], &[u8]) = (b"", b"");
+        let limited = |_: &Principal| {
+            Err(Rejection::RateLimited {
+                retry_after: 1,
+                scope: "ip",
+            })
+        };
+        // Not even parsed: a document that would not parse is refused for the limit.
+        let broken = br#"{"query": "{ posts { "}"#.to_vec();
+        let input = post(&broken, EndpointKind::Cdn, none);
+        assert_eq!(
+            verdict(decide_limited(&input, &snap, &limits, limited)),
+            "RATE_LIMITED"
+        );
+        assert_eq!(
+            verdict(decide(&input, &snap, &limits)),
+            "GRAPHQL_PARSE_FAILED"
+        );
+        // Nor kept: an allowed document of a limited caller leaves the document cache empty.
+        let allowed = serde_json::json!({ "query": "{ posts { title } }" })
+            .to_string()
+            .into_bytes();
+        let input = post(&allowed, EndpointKind::Cdn, none);
+        assert!(decide_limited(&input, &snap, &limits, limited).is_err());
+        assert_eq!(snap.documents.weighted_size(), 0);
     }
 }

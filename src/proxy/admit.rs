@@ -146,7 +146,27 @@ impl Gateway {
             query_string: req.uri.query(),
             body: body.as_deref(),
         };
-        match pipeline::decide(&input, &snap, &self.config.limits) {
+        let client_ip = ctx.client_ip;
+        let limit = |principal: &crate::auth::Principal| {
+            let limited = match principal {
+                crate::auth::Principal::Token(t) => self
+                    .limiters
+                    .token(&t.jti, t.rate_limit)
+                    .err()
+                    .map(|w| (w, "token")),
+                crate::auth::Principal::Public(_) => client_ip
+                    .and_then(|ip| self.limiters.public(ip).err())
+                    .map(|w| (w, "ip")),
+            };
+            match limited {
+                Some((wait, scope)) => Err(Rejection::RateLimited {
+                    retry_after: crate::ratelimit::retry_after_secs(wait),
+                    scope,
+                }),
+                None => Ok(()),
+            }
+        };
+        match pipeline::decide_limited(&input, &snap, &self.config.limits, limit) {
             Ok(admitted) => {
                 let reason = match admitted.principal {
                     crate::auth::Principal::Public(_) => "public",
@@ -159,17 +179,6 @@ impl Gateway {
                         .with_label_values(&[admitted.principal.kind()])
                         .inc();
                 }
-                let limited = match &admitted.principal {
-                    crate::auth::Principal::Token(t) => self
-                        .limiters
-                        .token(&t.jti, t.rate_limit)
-                        .err()
-                        .map(|w| (w, "token")),
-                    crate::auth::Principal::Public(_) => ctx
-                        .client_ip
-                        .and_then(|ip| self.limiters.public(ip).err())
-                        .map(|w| (w, "ip")),
-                };
                 // Only the gateway's re-serialization of what was checked goes upstream.
                 ctx.body = body.map(|_| admitted.parsed.forward.clone());
                 ctx.admitted = Some(super::ctx::Admitted {
@@ -177,15 +186,6 @@ impl Gateway {
                     snapshot: snap,
                     decision: admitted,
                 });
-                if let Some((wait, scope)) = limited {
-                    return Ok(self.refused(
-                        ctx,
-                        Rejection::RateLimited {
-                            retry_after: crate::ratelimit::retry_after_secs(wait),
-                            scope,
-                        },
-                    ));
-                }
                 Ok(Flow::Forward)
             }
             Err(rejection) => Ok(self.refused(ctx, rejection)),
