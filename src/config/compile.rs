@@ -129,8 +129,8 @@ fn endpoints(
     file: &FileConfig,
     upstreams: &BTreeMap<String, Arc<Upstream>>,
     errors: &mut Vec<ConfigError>,
-) -> Vec<Endpoint> {
-    let mut endpoints: Vec<Endpoint> = Vec::new();
+) -> Vec<Arc<Endpoint>> {
+    let mut endpoints: Vec<Arc<Endpoint>> = Vec::new();
     if file.endpoints.is_empty() {
         errors.push(src.error(None, "endpoint", "at least one [[endpoint]] is required"));
     }
@@ -255,14 +255,14 @@ fn endpoints(
                     .to_string(),
             })
         });
-        endpoints.push(Endpoint {
+        endpoints.push(Arc::new(Endpoint {
             path,
             kind,
             upstream,
             cors,
             allow,
             deny,
-        });
+        }));
     }
     // Longest prefix first, so `/cdn/v2` wins over `/cdn`.
     endpoints.sort_by_key(|e| std::cmp::Reverse(e.path.len()));

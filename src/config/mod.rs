@@ -269,7 +269,8 @@ pub struct Config {
     pub server: ServerSettings,
     pub listeners: Vec<Listener>,
     pub admin: Option<String>,
-    pub endpoints: Vec<Endpoint>,
+    /// Shared with each request routed to one (a request holds its endpoint without copying it).
+    pub endpoints: Vec<Arc<Endpoint>>,
     pub policies_dir: PathBuf,
     pub poll_interval: Duration,
     pub limits: Limits,
@@ -303,7 +304,7 @@ impl Config {
     }
 
     /// The endpoint whose path prefix matches, longest prefix first.
-    pub fn route(&self, path: &str) -> Option<&Endpoint> {
+    pub fn route(&self, path: &str) -> Option<&Arc<Endpoint>> {
         self.endpoints.iter().find(|e| path_matches(&e.path, path))
     }
 }

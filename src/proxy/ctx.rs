@@ -11,7 +11,7 @@ use crate::policy::Snapshot;
 /// An admitted request, as every later hook needs it: where it goes, the snapshot it was
 /// decided against (used to its end), and the decision.
 pub struct Admitted {
-    pub endpoint: Endpoint,
+    pub endpoint: std::sync::Arc<Endpoint>,
     pub snapshot: Arc<Snapshot>,
     pub decision: crate::pipeline::Admitted,
 }
