@@ -139,6 +139,16 @@ pub enum Rejection {
     BadFraming(&'static str),
 }
 
+impl Rejection {
+    /// A limit of `scope` (token, ip, origin, refused) is exhausted for `wait`.
+    pub fn rate_limited(wait: std::time::Duration, scope: &'static str) -> Self {
+        Rejection::RateLimited {
+            retry_after: crate::ratelimit::retry_after_secs(wait),
+            scope,
+        }
+    }
+}
+
 impl From<AuthError> for Rejection {
     fn from(e: AuthError) -> Self {
         Self::Auth(e)

@@ -53,13 +53,7 @@ impl Gateway {
         // An address over its refusal budget is refused before any other work is done for it
         // (a request to no endpoint included).
         if let Some(wait) = ip.and_then(|ip| self.limiters.admit_address(ip).err()) {
-            return Ok(self.refused(
-                ctx,
-                Rejection::RateLimited {
-                    retry_after: crate::ratelimit::retry_after_secs(wait),
-                    scope: "refused",
-                },
-            ));
+            return Ok(self.refused(ctx, Rejection::rate_limited(wait, "refused")));
         }
         let Some(endpoint) = self.config.route(session.req_header().uri.path()).cloned() else {
             return Ok(self.refused(ctx, Rejection::NotFound));
@@ -159,10 +153,7 @@ impl Gateway {
                     .map(|w| (w, "ip")),
             };
             match limited {
-                Some((wait, scope)) => Err(Rejection::RateLimited {
-                    retry_after: crate::ratelimit::retry_after_secs(wait),
-                    scope,
-                }),
+                Some((wait, scope)) => Err(Rejection::rate_limited(wait, scope)),
                 None => Ok(()),
             }
         };

@@ -96,16 +96,11 @@ pub(super) async fn serve(
             cache.record("stale");
             return write(session, ctx, &e, CacheStatus::Stale).await;
         }
-        let rejection = crate::pipeline::Rejection::RateLimited {
-            retry_after: crate::ratelimit::retry_after_secs(wait),
-            scope: "origin",
-        };
-        gw.metrics
-            .rate_limit_rejections
-            .with_label_values(&["origin"])
-            .inc();
-        ctx.refusal_reason = Some("rate_limited");
-        return gw.write_error(session, ctx, &(&rejection).into()).await;
+        let err = gw.refuse(
+            ctx,
+            crate::pipeline::Rejection::rate_limited(wait, "origin"),
+        );
+        return gw.write_error(session, ctx, &err).await;
     }
     let fill = build_fill();
     ctx.upstream_started = Some(std::time::Instant::now());

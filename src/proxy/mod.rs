@@ -88,11 +88,7 @@ impl ProxyHttp for Gateway {
                 _ => match self.limiters.origin() {
                     Ok(()) => Ok(false),
                     Err(wait) => {
-                        let rejection = Rejection::RateLimited {
-                            retry_after: crate::ratelimit::retry_after_secs(wait),
-                            scope: "origin",
-                        };
-                        let err = self.refuse(ctx, rejection);
+                        let err = self.refuse(ctx, Rejection::rate_limited(wait, "origin"));
                         self.write_error(session, ctx, &err).await?;
                         Ok(true)
                     }
