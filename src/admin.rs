@@ -19,6 +19,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::cache::{Purge, ReadCache};
+use crate::cluster::Cluster;
 use crate::config::AdminSecrets;
 use crate::metrics::Metrics;
 use crate::policy::store::PolicyStore;
@@ -55,6 +56,9 @@ pub struct Admin {
     /// delivery captured and replayed inside the window is answered but not acted on again.
     /// Only verified signatures enter it, so it cannot be filled without the secret.
     seen_signatures: moka::sync::Cache<[u8; 32], ()>,
+    /// In a cluster: readiness waits for the first sync, and deliveries are claimed in Redis
+    /// so a replay to another replica is refused too.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// Verified webhook deliveries remembered (about 100 bytes each).
@@ -84,7 +88,12 @@ impl Admin {
             cache,
             secrets,
             seen_signatures,
+            cluster: None,
         }
+    }
+
+    pub fn in_cluster(self, cluster: Option<Arc<Cluster>>) -> Self {
+        Self { cluster, ..self }
     }
 }
 
@@ -224,12 +233,25 @@ impl Admin {
         // Keyed by the verified MAC, which names (body, environment, time) whatever the header's
         // spelling (order, spaces, extra parts); claimed before acting, so two copies of one
         // delivery racing each other act once.
-        if !self.seen_signatures.entry(mac).or_insert(()).is_fresh() {
+        let seen_here = !self.seen_signatures.entry(mac).or_insert(()).is_fresh();
+        // In a cluster the claim is also made in Redis, so a copy sent to another replica is
+        // refused there too; Redis unreachable (None): the local memory decides.
+        let seen_elsewhere = !seen_here
+            && match &self.cluster {
+                Some(cluster) => {
+                    cluster
+                        .claim_delivery(mac, self.secrets.webhook_tolerance * 2)
+                        .await
+                        == Some(false)
+                }
+                None => false,
+            };
+        if seen_here || seen_elsewhere {
             self.metrics
                 .webhook_rejections
                 .with_label_values(&["replayed delivery"])
                 .inc();
-            tracing::info!(target: "audit", event = "webhook_replayed", "CMS webhook delivery seen before: not acted on again");
+            tracing::info!(target: "audit", event = "webhook_replayed", elsewhere = seen_elsewhere, "CMS webhook delivery seen before: not acted on again");
             return json_reply(200, json!({ "duplicate": true }));
         }
         cache.purge(&purge, "webhook");
@@ -330,7 +352,14 @@ impl ServeHttp for Admin {
             }
             ("/healthz", false) => reply(200, "text/plain", b"ok\n".to_vec()),
             ("/readyz", false) => {
-                if self.health.is_ready() {
+                let synced = self.cluster.as_ref().is_none_or(|c| c.synced());
+                if !synced {
+                    reply(
+                        503,
+                        "text/plain",
+                        b"not ready: no policy set applied from Redis yet\n".to_vec(),
+                    )
+                } else if self.health.is_ready() {
                     let body = format!(
                         "ready: policy generation {}\n",
                         self.store.snapshot().generation

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -15,36 +15,41 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `--config gateway.toml` (or `CONTENTGATE_CONFIG`).
+#[derive(Args, Debug)]
+pub struct ConfigPath {
+    /// Path to gateway.toml.
+    #[arg(
+        long = "config",
+        short = 'c',
+        env = "CONTENTGATE_CONFIG",
+        default_value = "gateway.toml"
+    )]
+    pub path: PathBuf,
+}
+
 #[derive(Subcommand, Debug)]
 #[allow(clippy::large_enum_variant)] // parsed once at start-up
 pub enum Command {
     /// Run the gateway.
     Serve {
-        /// Path to gateway.toml.
-        #[arg(
-            long,
-            short,
-            env = "CONTENTGATE_CONFIG",
-            default_value = "gateway.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigPath,
         /// Take over the listening sockets of a running instance (zero-downtime upgrade).
         #[arg(long)]
         upgrade: bool,
     },
     /// Load and compile config and policies, print a summary; exit 1 listing every error.
     Check {
-        #[arg(
-            long,
-            short,
-            env = "CONTENTGATE_CONFIG",
-            default_value = "gateway.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigPath,
     },
-    /// Mint and inspect Permanent Auth Tokens.
+    /// Mint, inspect and revoke Permanent Auth Tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The cluster's shared policy set in Redis (`[cluster]`): push a folder, show its state.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Start a sample Hygraph-shaped content API and the gateway in front of it, mint demo
     /// tokens, and print ready-to-paste curl commands.
     Demo {
@@ -119,5 +124,36 @@ pub enum TokenCommand {
         jwt: String,
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+    /// Revoke jtis: in the cluster's Redis set with [cluster] (every replica within a second),
+    /// else in the policies folder's revoked.txt.
+    Revoke {
+        #[arg(required = true)]
+        jtis: Vec<String>,
+        #[command(flatten)]
+        config: ConfigPath,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Compile a policies folder as every replica will, show what changes, and write it to
+    /// Redis as the next version of the set (atomically; refused if the set moved meanwhile).
+    Push {
+        /// Folder with public.toml, tokens.toml (or tokens.json), revoked.txt, schema.graphql.
+        dir: PathBuf,
+        #[command(flatten)]
+        config: ConfigPath,
+        /// Show the difference and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow the folder to drop jtis that are revoked in Redis (un-revoke them).
+        #[arg(long)]
+        allow_unrevoke: bool,
+    },
+    /// The set's version, when it was written, and whether it compiles.
+    Status {
+        #[command(flatten)]
+        config: ConfigPath,
     },
 }

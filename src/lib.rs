@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cache;
 pub mod check;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
@@ -18,6 +19,7 @@ pub mod metrics;
 pub mod permissions;
 pub mod pipeline;
 pub mod policy;
+pub mod policyctl;
 pub mod proxy;
 pub mod ratelimit;
 pub mod schema;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use contentgate::cli::{Cli, Command, TokenCommand};
+use contentgate::cli::{Cli, Command, PolicyCommand, TokenCommand};
 use contentgate::config::Config;
 use contentgate::server::{self, Runtime};
 
@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, upgrade } => {
-            let cfg = match Config::load(&config) {
+            let cfg = match Config::load(&config.path) {
                 Ok(c) => c,
                 Err(e) => return fail(&e.to_string()),
             };
@@ -30,7 +30,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
-        Command::Check { config } => match contentgate::check::run(&config) {
+        Command::Check { config } => match contentgate::check::run(&config.path) {
             Ok(summary) => {
                 println!("{summary}");
                 ExitCode::SUCCESS
@@ -98,6 +98,24 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+        Command::Token(TokenCommand::Revoke { jtis, config }) => report(
+            contentgate::policyctl::revoke(&config.path, &jtis, &writer()),
+        ),
+        Command::Policy(PolicyCommand::Push {
+            dir,
+            config,
+            dry_run,
+            allow_unrevoke,
+        }) => report(contentgate::policyctl::push(
+            &config.path,
+            &dir,
+            dry_run,
+            allow_unrevoke,
+            &writer(),
+        )),
+        Command::Policy(PolicyCommand::Status { config }) => {
+            report(contentgate::policyctl::status(&config.path))
+        }
         Command::Demo {
             port,
             admin_port,
@@ -139,6 +157,24 @@ fn demo(_: u16, _: u16, _: u16) -> ExitCode {
 #[cfg(not(feature = "demo"))]
 fn sample_cms(_: u16, _: Option<&str>, _: Option<std::path::PathBuf>) -> ExitCode {
     fail("this build has no sample CMS (built without the `demo` feature)")
+}
+
+/// Who wrote a change, for the set's `writer` field and audit lines.
+fn writer() -> String {
+    format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    )
+}
+
+fn report(r: Result<String, String>) -> ExitCode {
+    match r {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
 }
 
 fn fail(message: &str) -> ExitCode {

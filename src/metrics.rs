@@ -44,6 +44,14 @@ pub struct Metrics {
     pub registry_tokens: IntGauge,
     pub registry_revoked: IntGauge,
     pub build_info: IntGaugeVec,
+    pub cluster_up: IntGauge,
+    pub cluster_policy_version: IntGauge,
+    pub policy_staleness: Gauge,
+    pub cluster_alarm: IntGaugeVec,
+    pub cluster_events: IntCounterVec,
+    pub cluster_purges: IntCounterVec,
+    pub cluster_errors: IntCounterVec,
+    pub rate_limit_fallbacks: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -161,8 +169,25 @@ impl Metrics {
                 &registry,
                 IntGaugeVec::new(Opts::new("contentgate_build_info", "Build information; always 1."), &["version"]).expect("valid metric"),
             ),
+            cluster_up: gauge("contentgate_cluster_redis_up", "1 when the last check reached the cluster's Redis ([cluster] only)."),
+            cluster_policy_version: gauge("contentgate_cluster_policy_version", "Version of the Redis policy set the snapshot was compiled from."),
+            policy_staleness: reg(
+                &registry,
+                Gauge::new("contentgate_policy_staleness_seconds", "Seconds since the policy version was last confirmed against Redis (since start before the first sync).").expect("valid metric"),
+            ),
+            cluster_alarm: reg(
+                &registry,
+                IntGaugeVec::new(Opts::new("contentgate_cluster_alarm", "1 while a cluster alarm holds: empty (Redis has no policy set), refused (the set in Redis does not compile or un-revokes)."), &["reason"]).expect("valid metric"),
+            ),
+            cluster_events: counter("contentgate_cluster_events_total", "Cluster events: subscribed, disconnected, policy and purge messages.", &["kind"]),
+            cluster_purges: counter("contentgate_cluster_purges_total", "Cluster purges: sent, received, caught_up (from the log after a gap), flushed (the whole cache, when the log could not tell).", &["direction"]),
+            cluster_errors: counter("contentgate_cluster_errors_total", "Redis operations that failed, by operation (sync, purge, webhook, rate_limit, purge_message).", &["op"]),
+            rate_limit_fallbacks: counter("contentgate_rate_limit_fallbacks_total", "Rate-limit checks decided locally (limit / expected_replicas) because Redis could not be asked, by scope.", &["scope"]),
             registry,
         };
+        for reason in ["empty", "refused"] {
+            m.cluster_alarm.with_label_values(&[reason]).set(0);
+        }
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);

@@ -137,6 +137,9 @@ pub enum Rejection {
     /// Ambiguous framing or target (RFC 9112): both Transfer-Encoding and Content-Length, a
     /// missing or repeated Host, an Upgrade on a request with a body.
     BadFraming(&'static str),
+    /// A replica of a cluster that cannot confirm it holds the current policy (revocations!)
+    /// refuses token requests until it can.
+    PolicyStale,
 }
 
 impl Rejection {
@@ -201,6 +204,14 @@ pub fn decide_limited(
     limits: &Limits,
     limit: impl FnOnce(&Principal) -> Result<(), Rejection>,
 ) -> Result<Admitted, Rejection> {
+    let principal = authenticate(input, snap)?;
+    limit(&principal)?;
+    decide_authenticated(input, snap, limits, principal)
+}
+
+/// The first half of [`decide_limited`]: method, content type, then the credentials. A caller
+/// whose limits are asked asynchronously (the cluster's, in Redis) asks them between the halves.
+pub fn authenticate(input: &Incoming, snap: &Snapshot) -> Result<Principal, Rejection> {
     match (input.method, input.body) {
         (m, Some(_)) if m == Method::POST => {
             if !input.content_type.is_some_and(is_json) {
@@ -210,8 +221,20 @@ pub fn decide_limited(
         (m, None) if m == Method::GET => {}
         (m, _) => return Err(GraphqlError::MethodNotAllowed(m.to_string()).into()),
     }
-    let principal = auth::authenticate(&input.authorization, &snap.registry, &snap.verifier)?;
-    limit(&principal)?;
+    Ok(auth::authenticate(
+        &input.authorization,
+        &snap.registry,
+        &snap.verifier,
+    )?)
+}
+
+/// The second half of [`decide_limited`]: parse, stage, authorize, for a known principal.
+pub fn decide_authenticated(
+    input: &Incoming,
+    snap: &Snapshot,
+    limits: &Limits,
+    principal: Principal,
+) -> Result<Admitted, Rejection> {
     let schema = match input.endpoint {
         EndpointKind::Management => None,
         _ => snap.schema.as_deref(),

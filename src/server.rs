@@ -14,7 +14,8 @@ use tokio::sync::broadcast;
 
 use crate::admin::{Admin, Health};
 use crate::cache::ReadCache;
-use crate::config::{Config, ConfigErrors};
+use crate::cluster::Cluster;
+use crate::config::{Config, ConfigError, ConfigErrors};
 use crate::metrics::Metrics;
 use crate::policy::store::PolicyStore;
 use crate::policy::watch::PolicyWatcher;
@@ -30,6 +31,8 @@ pub struct Runtime {
     pub store: Arc<PolicyStore>,
     pub health: Arc<Health>,
     pub cache: Option<Arc<ReadCache>>,
+    /// `[cluster]`: the replica's link to the others through Redis.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl Runtime {
@@ -37,7 +40,16 @@ impl Runtime {
     pub fn load(config: Config) -> Result<Runtime, ConfigErrors> {
         let metrics = Arc::new(Metrics::new());
         metrics.seed_auth_results(&crate::auth::AuthError::REASONS);
-        let store = PolicyStore::load(&config.path, metrics.clone(), config.schema_upstream())?;
+        let cluster = match &config.cluster {
+            Some(settings) => Some(Cluster::new(settings.clone(), metrics.clone()).map_err(
+                |e| ConfigErrors(vec![ConfigError::new(&config.path, None, "cluster", e)]),
+            )?),
+            None => None,
+        };
+        let store = match &cluster {
+            None => PolicyStore::load(&config.path, metrics.clone(), config.schema_upstream())?,
+            Some(cluster) => clustered_store(&config, cluster, &metrics)?,
+        };
         let cache = config.cache.enabled.then(|| {
             ReadCache::new(
                 config.cache.clone(),
@@ -51,9 +63,66 @@ impl Runtime {
             store,
             health: Arc::new(Health::default()),
             cache,
+            cluster,
         })
     }
 }
+
+/// A replica's first snapshot: from the set in Redis when it can be read and compiles; else a
+/// bootstrap that grants nothing (the replica stays unready and refuses tokens until its first
+/// sync; the policies folder is not the source of a cluster).
+fn clustered_store(
+    config: &Config,
+    cluster: &Arc<Cluster>,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<PolicyStore>, ConfigErrors> {
+    if let Some(set) = cluster.initial_set(STARTUP_SYNC_WAIT) {
+        match PolicyStore::load_with(
+            &config.path,
+            metrics.clone(),
+            config.schema_upstream(),
+            Some(set.texts.clone()),
+        ) {
+            Ok(store) => {
+                cluster.started_with(set.id(), true);
+                return Ok(store);
+            }
+            Err(e) => {
+                tracing::error!(target: "audit", event = "cluster_policy_refused", errors = %e, "the policy set in Redis does not compile; starting unready on a bootstrap policy that grants nothing");
+                cluster.started_with(set.id(), false);
+            }
+        }
+    }
+    let inputs = crate::policy::compile::Inputs::read(&config.path)?;
+    let cms = crate::config::cms_from_file(&inputs.file.cms)
+        .map_err(|m| ConfigErrors(vec![ConfigError::new(&config.path, None, "cms", m)]))?;
+    let stage = cms
+        .stages
+        .iter()
+        .find(|s| s.as_str() == "PUBLISHED")
+        .or(cms.stages.first())
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_default();
+    let bootstrap = crate::policy::PolicyTexts {
+        origin: "bootstrap (no policy set from Redis yet)".into(),
+        version: 0,
+        public: Some(format!("default_stage = {stage:?}\n")),
+        tokens: None,
+        revoked: None,
+        schema: None,
+        written_at: None,
+        unrevoked: Default::default(),
+    };
+    PolicyStore::load_with(
+        &config.path,
+        metrics.clone(),
+        config.schema_upstream(),
+        Some(bootstrap),
+    )
+}
+
+/// How long start-up waits for Redis before starting unready.
+const STARTUP_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Builds the server with the gateway's services (the demo adds its sample API to it).
 pub fn build(rt: &Runtime, upgrade: bool) -> Result<Server, String> {
@@ -70,7 +139,14 @@ pub fn build(rt: &Runtime, upgrade: bool) -> Result<Server, String> {
         metrics: rt.metrics.clone(),
         cache: rt.cache.clone(),
         limiters: Arc::new(crate::ratelimit::Limiters::new(rt.config.rate_limits)),
+        cluster: rt.cluster.clone(),
     };
+    if let Some(cluster) = &rt.cluster {
+        cluster.start(crate::cluster::sync::Targets {
+            store: rt.store.clone(),
+            cache: rt.cache.clone(),
+        });
+    }
     // Every accepted connection gets a whole-header deadline (slowloris) under the proxy.
     let header_timeout = rt.config.limits.client_header_timeout;
     let mut app = pingora::proxy::http_proxy(&server.configuration, gateway);
@@ -121,13 +197,16 @@ pub fn build(rt: &Runtime, upgrade: bool) -> Result<Server, String> {
         let mut admin = Service::new(
             "contentgate admin".to_string(),
             crate::proxy::deadline::Guarded {
-                app: Arc::new(pingora::apps::http_app::HttpServer::new_app(Admin::new(
-                    rt.metrics.clone(),
-                    rt.store.clone(),
-                    rt.health.clone(),
-                    rt.cache.clone(),
-                    rt.config.secrets.clone(),
-                ))),
+                app: Arc::new(pingora::apps::http_app::HttpServer::new_app(
+                    Admin::new(
+                        rt.metrics.clone(),
+                        rt.store.clone(),
+                        rt.health.clone(),
+                        rt.cache.clone(),
+                        rt.config.secrets.clone(),
+                    )
+                    .in_cluster(rt.cluster.clone()),
+                )),
                 header_timeout,
             },
         );

@@ -9,9 +9,13 @@ use std::path::{Path, PathBuf};
 
 /// Rows from the top (imports may only point to later rows, or within a row without a cycle).
 const LAYERS: &[(&str, &[&str])] = &[
-    ("app", &["cli", "server", "check", "token", "demo"]),
+    (
+        "app",
+        &["cli", "server", "check", "token", "demo", "policyctl"],
+    ),
     ("edges", &["proxy", "admin"]),
     ("decision", &["pipeline"]),
+    ("shared", &["cluster"]),
     ("state", &["policy", "cache"]),
     ("domain", &["auth", "permissions"]),
     ("language", &["graphql", "schema"]),

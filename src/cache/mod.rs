@@ -123,6 +123,14 @@ pub struct ReadCache {
     pub settings: CacheSettings,
     client: Arc<UpstreamClient>,
     metrics: Arc<Metrics>,
+    /// Where purges go besides this cache (the other replicas of a cluster).
+    fanout: std::sync::OnceLock<Arc<dyn PurgeFanout>>,
+}
+
+/// Sends a purge applied here on to the other replicas (implemented by the cluster; the cache
+/// does not know how).
+pub trait PurgeFanout: Send + Sync {
+    fn publish(&self, purge: &Purge);
 }
 
 /// Keeps an entry for its TTL plus the longest stale window, then moka drops it.
@@ -192,7 +200,13 @@ impl ReadCache {
             settings,
             client,
             metrics,
+            fanout: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Purges applied here are sent on through `fanout` from now on (set once).
+    pub fn set_fanout(&self, fanout: Arc<dyn PurgeFanout>) {
+        let _ = self.fanout.set(fanout);
     }
 
     /// The entry for `key` if it is still servable (fresh or inside a stale window).
@@ -394,8 +408,17 @@ impl ReadCache {
         }
     }
 
-    /// Makes every matching entry invisible to the very next lookup.
+    /// Makes every matching entry invisible to the very next lookup, here and (in a cluster)
+    /// on every other replica.
     pub fn purge(&self, purge: &Purge, source: &'static str) {
+        self.apply_purge(purge, source);
+        if let Some(f) = self.fanout.get() {
+            f.publish(purge);
+        }
+    }
+
+    /// [`Self::purge`] on this cache alone (a purge received from another replica).
+    pub fn apply_purge(&self, purge: &Purge, source: &'static str) {
         self.purge_epoch.fetch_add(1, Ordering::SeqCst);
         self.metrics.cache_purges.with_label_values(&[source]).inc();
         if purge.all {

@@ -32,6 +32,7 @@ pub(super) fn compile(src: &Source, base: &Path, file: FileConfig) -> Result<Con
     let rate_limits = rate_limits(src, &file, &mut errors);
     let trusted_proxies = network(src, &file, &mut errors);
     let secrets = secrets(src, base, &file, &mut errors);
+    let cluster = cluster(src, base, &file, &mut errors);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -52,6 +53,149 @@ pub(super) fn compile(src: &Source, base: &Path, file: FileConfig) -> Result<Con
         secrets,
         rate_limits,
         trusted_proxies,
+        cluster,
+    })
+}
+
+/// `[cluster]` alone (writers need nothing else of gateway.toml, e.g. none of its secrets).
+pub(super) fn cluster_only(
+    src: &Source,
+    base: &Path,
+    file: &FileConfig,
+) -> Result<Option<ClusterSettings>, ConfigErrors> {
+    let mut errors = Vec::new();
+    let c = cluster(src, base, file, &mut errors);
+    if errors.is_empty() {
+        Ok(c)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// `[cluster]`.
+fn cluster(
+    src: &Source,
+    base: &Path,
+    file: &FileConfig,
+    errors: &mut Vec<ConfigError>,
+) -> Option<ClusterSettings> {
+    let c = file.cluster.as_ref()?;
+    let read = |env: &Option<String>, path: &Option<String>, field: &str, errors: &mut Vec<_>| {
+        secret_value(src, base, env, path, field, errors)
+    };
+    let from_secret = read(&c.redis_env, &c.redis_file, "cluster.redis", errors);
+    let url = match (&c.redis, from_secret) {
+        (Some(u), None) => u.get_ref().clone(),
+        (None, Some(u)) => u,
+        (None, None) => {
+            errors.push(src.error(
+                None,
+                "cluster.redis",
+                "give the Redis URL: redis, redis_env or redis_file",
+            ));
+            return None;
+        }
+        (Some(u), Some(_)) => {
+            errors.push(src.error(
+                Some(u.span()),
+                "cluster.redis",
+                "give one of redis, redis_env or redis_file",
+            ));
+            return None;
+        }
+    };
+    let mut url = match url::Url::parse(&url) {
+        Ok(u) if matches!(u.scheme(), "redis" | "rediss" | "redis+unix" | "unix") => u,
+        Ok(u) => {
+            errors.push(src.error(
+                c.redis.as_ref().map(|r| r.span()),
+                "cluster.redis",
+                format!(
+                    "scheme {:?}: use redis://, rediss:// or redis+unix://",
+                    u.scheme()
+                ),
+            ));
+            return None;
+        }
+        Err(e) => {
+            errors.push(src.error(
+                c.redis.as_ref().map(|r| r.span()),
+                "cluster.redis",
+                format!("not a URL: {e}"),
+            ));
+            return None;
+        }
+    };
+    if let Some(password) = read(
+        &c.password_env,
+        &c.password_file,
+        "cluster.password",
+        errors,
+    ) {
+        if url.password().is_some() || url.query().is_some_and(|q| q.contains("pass=")) {
+            errors.push(src.error(
+                None,
+                "cluster.password",
+                "the URL already carries a password",
+            ));
+        } else if matches!(url.scheme(), "redis" | "rediss") {
+            let _ = url.set_password(Some(&password));
+        } else {
+            url.query_pairs_mut().append_pair("pass", &password);
+        }
+    }
+    let prefix = c
+        .prefix
+        .clone()
+        .unwrap_or_else(|| "contentgate".to_string());
+    if prefix.is_empty()
+        || prefix.len() > 64
+        || !prefix
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "-_.:".contains(ch))
+    {
+        errors.push(src.error(
+            None,
+            "cluster.prefix",
+            "1 to 64 characters of A-Z a-z 0-9 - _ . :",
+        ));
+    }
+    let poll_interval = c.poll_interval.unwrap_or(Duration::from_secs(1));
+    let max_staleness = c.max_staleness.unwrap_or(Duration::from_secs(10));
+    if poll_interval.is_zero() || poll_interval > Duration::from_secs(60) {
+        errors.push(src.error(None, "cluster.poll_interval", "between 1ms and 60s"));
+    }
+    if max_staleness < poll_interval * 2 {
+        errors.push(src.error(None, "cluster.max_staleness", "must be at least twice cluster.poll_interval (one missed check must not refuse tokens)"));
+    }
+    let on_stale = match c.on_stale.as_ref().map(|s| s.get_ref().as_str()) {
+        None | Some("refuse_tokens") => OnStale::RefuseTokens,
+        Some("serve") => OnStale::Serve,
+        Some(other) => {
+            errors.push(src.error(
+                c.on_stale.as_ref().map(|s| s.span()),
+                "cluster.on_stale",
+                format!("{other:?}: use \"refuse_tokens\" or \"serve\""),
+            ));
+            OnStale::RefuseTokens
+        }
+    };
+    let expected_replicas = c.expected_replicas.unwrap_or(1);
+    if expected_replicas == 0 {
+        errors.push(src.error(None, "cluster.expected_replicas", "must be at least 1"));
+    }
+    let command_timeout = c.command_timeout.unwrap_or(Duration::from_millis(250));
+    if command_timeout.is_zero() || command_timeout > Duration::from_secs(10) {
+        errors.push(src.error(None, "cluster.command_timeout", "between 1ms and 10s"));
+    }
+    Some(ClusterSettings {
+        url: url.to_string(),
+        prefix,
+        poll_interval,
+        max_staleness,
+        on_stale,
+        expected_replicas: expected_replicas.max(1),
+        command_timeout,
     })
 }
 
@@ -457,22 +601,8 @@ fn secrets(
     file: &FileConfig,
     errors: &mut Vec<ConfigError>,
 ) -> AdminSecrets {
-    let secret = |env: &Option<String>,
-                  path: &Option<String>,
-                  field: &str,
-                  errors: &mut Vec<ConfigError>|
-     -> Option<String> {
-        let path = path.as_ref().map(|p| resolve(base, p));
-        match SecretSource::of(env.as_deref(), path.as_deref()).and_then(|s| match s {
-            Some(s) => s.read().map(Some),
-            None => Ok(None),
-        }) {
-            Ok(v) => v,
-            Err(m) => {
-                errors.push(src.error(None, field, m));
-                None
-            }
-        }
+    let secret = |env: &Option<String>, path: &Option<String>, field: &str, errors: &mut Vec<_>| {
+        secret_value(src, base, env, path, field, errors)
     };
     AdminSecrets {
         purge_token: file
@@ -488,6 +618,29 @@ fn secrets(
             .as_ref()
             .and_then(|w| w.tolerance)
             .unwrap_or(Duration::from_secs(300)),
+    }
+}
+
+/// A secret from `*_env` or `*_file` (`None` when neither is set); a problem is an error on
+/// `field`.
+fn secret_value(
+    src: &Source,
+    base: &Path,
+    env: &Option<String>,
+    path: &Option<String>,
+    field: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<String> {
+    let path = path.as_ref().map(|p| resolve(base, p));
+    match SecretSource::of(env.as_deref(), path.as_deref()).and_then(|s| match s {
+        Some(s) => s.read().map(Some),
+        None => Ok(None),
+    }) {
+        Ok(v) => v,
+        Err(m) => {
+            errors.push(src.error(None, field, m));
+            None
+        }
     }
 }
 

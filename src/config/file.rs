@@ -37,6 +37,37 @@ pub struct FileConfig {
     #[serde(default)]
     pub network: FileNetwork,
     pub webhooks: Option<FileWebhooks>,
+    /// Shared state through Redis for a set of replicas; absent: every replica is on its own.
+    pub cluster: Option<FileCluster>,
+}
+
+/// `[cluster]`: the policy set, purges, webhook replays and rate limits shared through Redis.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCluster {
+    /// `redis://host:port/db`, `rediss://…` (TLS) or `redis+unix:///path/to/socket`.
+    pub redis: Option<Spanned<String>>,
+    /// The same URL from the environment or a file (when it carries a password).
+    pub redis_env: Option<String>,
+    pub redis_file: Option<String>,
+    /// The password alone, added to `redis`.
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    /// Prefix of every key and channel (several gateways can share one Redis).
+    pub prefix: Option<String>,
+    /// How often the policy version and the purge sequence are checked (pub/sub can drop).
+    #[serde(default, with = "humantime_serde::option")]
+    pub poll_interval: Option<Duration>,
+    /// Past this without a confirmed policy version, `on_stale` applies.
+    #[serde(default, with = "humantime_serde::option")]
+    pub max_staleness: Option<Duration>,
+    /// `refuse_tokens` (default: token requests get 503 POLICY_STALE) or `serve`.
+    pub on_stale: Option<Spanned<String>>,
+    /// Replicas the cluster's limits are divided by when Redis is unreachable.
+    pub expected_replicas: Option<u32>,
+    /// Every Redis command must answer within this (default 250 ms).
+    #[serde(default, with = "humantime_serde::option")]
+    pub command_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

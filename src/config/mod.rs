@@ -279,6 +279,60 @@ pub struct Config {
     pub secrets: AdminSecrets,
     pub rate_limits: crate::ratelimit::RateSettings,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `[cluster]`: shared state through Redis; `None` for a gateway on its own.
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// What a replica does when it cannot confirm the policy version for `max_staleness`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStale {
+    /// Token requests get 503 `POLICY_STALE`; public requests go on.
+    RefuseTokens,
+    /// Everything goes on with the last good snapshot.
+    Serve,
+}
+
+/// `[cluster]`, validated.
+#[derive(Clone)]
+pub struct ClusterSettings {
+    /// The Redis URL, password included: never logged (see `Debug`).
+    pub url: String,
+    pub prefix: String,
+    pub poll_interval: Duration,
+    pub max_staleness: Duration,
+    pub on_stale: OnStale,
+    pub expected_replicas: u32,
+    pub command_timeout: Duration,
+}
+
+impl std::fmt::Debug for ClusterSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSettings")
+            .field("url", &redact_url(&self.url))
+            .field("prefix", &self.prefix)
+            .field("poll_interval", &self.poll_interval)
+            .field("max_staleness", &self.max_staleness)
+            .field("on_stale", &self.on_stale)
+            .field("expected_replicas", &self.expected_replicas)
+            .field("command_timeout", &self.command_timeout)
+            .finish()
+    }
+}
+
+/// A URL with its password (and a `pass=` query parameter) replaced, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("<redacted>"));
+            }
+            if u.query().is_some_and(|q| q.contains("pass")) {
+                u.set_query(Some("<redacted>"));
+            }
+            u.to_string()
+        }
+        Err(_) => "<unparsable url>".to_string(),
+    }
 }
 
 impl Config {
@@ -293,6 +347,15 @@ impl Config {
         let file: FileConfig = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         compile::compile(&src, &base, file)
+    }
+
+    /// Only the `[cluster]` section of `path`, for the policy writers (CLI).
+    pub fn cluster_settings(path: &Path) -> Result<Option<ClusterSettings>, ConfigErrors> {
+        let text = error::read_file(path)?;
+        let src = Source::new(path, &text);
+        let file: FileConfig = toml::from_str(&text).map_err(|e| src.toml_error(&e))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        compile::cluster_only(&src, &base, &file)
     }
 
     /// The upstream introspected for the schema map: that of the first content or cdn endpoint.

@@ -147,6 +147,21 @@ impl Inputs {
         })
     }
 
+    /// The policy texts of a shared set replace the folder's (the SDL only when the set has one).
+    pub fn overlay(&mut self, texts: &super::PolicyTexts) {
+        self.dir = PathBuf::from(&texts.origin);
+        self.public = texts.public.clone();
+        self.tokens = texts
+            .tokens
+            .as_ref()
+            .map(|(name, text)| (self.dir.join(name), text.clone()));
+        self.revoked = texts.revoked.clone();
+        if texts.schema.is_some() {
+            self.schema = texts.schema.clone();
+        }
+        self.revoked_mtime = texts.written_at;
+    }
+
     pub fn digest(&self) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(self.keys_digest);

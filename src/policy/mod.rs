@@ -13,6 +13,7 @@ pub(crate) mod fixture;
 pub mod store;
 pub mod watch;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -41,6 +42,27 @@ pub struct Snapshot {
     pub restart_digest: [u8; 32],
     /// Digest of the revocation file alone (revocation-lag metric).
     pub revoked_digest: [u8; 32],
+}
+
+/// The policy files of a shared policy set (the cluster's Redis), read instead of the policies
+/// folder's: the same texts, compiled by the same [`compile::compile`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyTexts {
+    /// Where the set lives (`redis:<prefix>`); errors name `<origin>/public.toml` and so on.
+    pub origin: String,
+    /// The set's version in its store (increases with every write there).
+    pub version: u64,
+    pub public: Option<String>,
+    /// File name (`tokens.toml` or `tokens.json`) and text.
+    pub tokens: Option<(String, String)>,
+    pub revoked: Option<String>,
+    /// The SDL; `None` keeps the policies folder's (or introspection).
+    pub schema: Option<String>,
+    pub written_at: Option<SystemTime>,
+    /// jtis a writer un-revoked on purpose. A set that drops any *other* jti the live snapshot
+    /// holds as revoked is refused: a restored backup or a half-written set must not bring a
+    /// revoked token back.
+    pub unrevoked: BTreeSet<String>,
 }
 
 impl Snapshot {

@@ -7,8 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
-use super::compile::{compile, Inputs, SCHEMA_FILE};
-use super::Snapshot;
+use super::compile::{compile, Inputs, REVOKED_FILE, SCHEMA_FILE};
+use super::{PolicyTexts, Snapshot};
 use crate::config::{ConfigError, ConfigErrors, Upstream};
 use crate::metrics::Metrics;
 use crate::schema::SchemaMap;
@@ -23,9 +23,11 @@ pub struct PolicyStore {
     introspected: Option<Arc<SchemaMap>>,
     /// Inputs digest of the last rejected reload: the same broken files are not compiled (and
     /// logged) again at every poll.
-    last_rejected: Mutex<Option<[u8; 32]>>,
+    last_rejected: Mutex<Option<([u8; 32], ConfigErrors)>>,
     /// The start-up-only sections of gateway.toml the process runs with.
     started_with: [u8; 32],
+    /// The shared policy set (cluster) read instead of the folder's policy files.
+    shared: Mutex<Option<Arc<PolicyTexts>>>,
 }
 #[derive(Debug, PartialEq, Eq)]
 pub enum ReloadOutcome {
@@ -41,7 +43,20 @@ impl PolicyStore {
         metrics: Arc<Metrics>,
         schema_upstream: Option<&Upstream>,
     ) -> Result<Arc<PolicyStore>, ConfigErrors> {
-        let inputs = Inputs::read(config_path)?;
+        Self::load_with(config_path, metrics, schema_upstream, None)
+    }
+
+    /// [`Self::load`] with the policy texts of a shared set instead of the folder's files.
+    pub fn load_with(
+        config_path: &Path,
+        metrics: Arc<Metrics>,
+        schema_upstream: Option<&Upstream>,
+        shared: Option<PolicyTexts>,
+    ) -> Result<Arc<PolicyStore>, ConfigErrors> {
+        let mut inputs = Inputs::read(config_path)?;
+        if let Some(t) = &shared {
+            inputs.overlay(t);
+        }
         let introspected = match (&inputs.schema, inputs.needs_schema, schema_upstream) {
             (None, true, Some(up)) => {
                 let map = crate::schema::introspect(up).map_err(|e| {
@@ -70,6 +85,7 @@ impl PolicyStore {
             introspected,
             last_rejected: Mutex::new(None),
             started_with,
+            shared: Mutex::new(shared.map(Arc::new)),
         };
         store.publish_gauges(&store.current.load());
         store.metrics.reloads.with_label_values(&["applied"]).inc();
@@ -84,10 +100,51 @@ impl PolicyStore {
     /// Re-reads every input; compiles and swaps when anything changed. A failure keeps the
     /// current snapshot, is logged with file, line and reason, and counted as rejected.
     pub fn reload(&self, trigger: &'static str) -> Result<ReloadOutcome, ConfigErrors> {
+        // Held to the end: a file reload racing a new shared set must not compile the old one.
+        let shared = self.shared.lock();
+        self.reload_from(trigger, shared.as_deref())
+    }
+
+    /// Applies a new shared policy set (the cluster's): compiled with gateway.toml exactly as a
+    /// file reload; refused whole when it does not compile or when it would un-revoke a jti
+    /// that was not un-revoked on purpose. `Err` also when this very set was refused before.
+    pub fn apply_shared(
+        &self,
+        texts: PolicyTexts,
+        trigger: &'static str,
+    ) -> Result<ReloadOutcome, ConfigErrors> {
+        let mut shared = self.shared.lock();
+        match self.reload_from(trigger, Some(&texts)) {
+            Ok(outcome) => {
+                *shared = Some(Arc::new(texts));
+                Ok(outcome)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The version of the shared set the live snapshot was compiled from.
+    pub fn shared_version(&self) -> Option<u64> {
+        self.shared.lock().as_ref().map(|t| t.version)
+    }
+
+    fn read_inputs(&self, shared: Option<&PolicyTexts>) -> Result<Inputs, ConfigErrors> {
+        let mut inputs = Inputs::read(&self.config_path)?;
+        if let Some(t) = shared {
+            inputs.overlay(t);
+        }
+        Ok(inputs)
+    }
+
+    fn reload_from(
+        &self,
+        trigger: &'static str,
+        shared: Option<&PolicyTexts>,
+    ) -> Result<ReloadOutcome, ConfigErrors> {
         let _guard = self.reload_lock.lock();
         let current = self.current.load_full();
         let mut rejected_digest = None;
-        let result = Inputs::read(&self.config_path).and_then(|inputs| {
+        let result = self.read_inputs(shared).and_then(|inputs| {
             let digest = inputs.digest();
             if digest == current.inputs_digest {
                 // The files are back to what is live (e.g. a broken edit was reverted).
@@ -95,17 +152,26 @@ impl PolicyStore {
                 *self.last_rejected.lock() = None;
                 return Ok(None);
             }
-            if *self.last_rejected.lock() == Some(digest) {
-                return Ok(None);
+            if let Some((d, errors)) = &*self.last_rejected.lock() {
+                if *d == digest {
+                    // A file reload of the same broken files is quiet; a shared set is told.
+                    return match shared {
+                        Some(_) => Err(errors.clone()),
+                        None => Ok(None),
+                    };
+                }
             }
             rejected_digest = Some(digest);
-            compile(
+            let snap = compile(
                 &inputs,
                 current.generation + 1,
                 Some(&current),
                 self.introspected.clone(),
-            )
-            .map(|s| Some((s, inputs.revoked_mtime)))
+            )?;
+            if let Some(t) = shared {
+                unrevoked_on_purpose(&current, &snap, t, &inputs.dir.join(REVOKED_FILE))?;
+            }
+            Ok(Some((snap, inputs.revoked_mtime)))
         });
         match result {
             Ok(None) => Ok(ReloadOutcome::Unchanged),
@@ -153,7 +219,9 @@ impl PolicyStore {
                 Ok(ReloadOutcome::Applied { generation })
             }
             Err(errors) => {
-                *self.last_rejected.lock() = rejected_digest;
+                if let Some(d) = rejected_digest {
+                    *self.last_rejected.lock() = Some((d, errors.clone()));
+                }
                 self.metrics.last_reload_success.set(0);
                 self.metrics.reloads.with_label_values(&["rejected"]).inc();
                 for e in &errors.0 {
@@ -200,6 +268,40 @@ impl PolicyStore {
     pub fn config_path(&self) -> &Path {
         &self.config_path
     }
+}
+
+/// A shared set must not drop a revocation the live snapshot holds unless the writer listed
+/// the jti as un-revoked on purpose: Redis restored from an old backup, or a writer working from
+/// a stale copy, would otherwise bring revoked tokens back on every replica at once.
+fn unrevoked_on_purpose(
+    current: &Snapshot,
+    next: &Snapshot,
+    texts: &PolicyTexts,
+    revoked_path: &Path,
+) -> Result<(), ConfigErrors> {
+    let mut dropped: Vec<&str> = current
+        .registry
+        .revoked
+        .iter()
+        .filter(|j| !next.registry.revoked.contains(*j) && !texts.unrevoked.contains(&***j))
+        .map(|j| &**j)
+        .collect();
+    if dropped.is_empty() {
+        return Ok(());
+    }
+    dropped.sort_unstable();
+    let shown: Vec<&str> = dropped.iter().take(5).copied().collect();
+    Err(ConfigErrors(vec![ConfigError::new(
+        revoked_path,
+        None,
+        "",
+        format!(
+            "the set un-revokes {} jti(s) ({}{}) that no writer un-revoked on purpose (a restored or stale copy?); the last good snapshot keeps serving (`policy push --allow-unrevoke` to mean it)",
+            dropped.len(),
+            shown.join(", "),
+            if dropped.len() > shown.len() { ", …" } else { "" }
+        ),
+    )]))
 }
 
 /// Frees a replaced snapshot off the request path. Freeing a million-entry registry takes close

@@ -140,24 +140,14 @@ impl Gateway {
             query_string: req.uri.query(),
             body: body.as_deref(),
         };
-        let client_ip = ctx.client_ip;
-        let limit = |principal: &crate::auth::Principal| {
-            let limited = match principal {
-                crate::auth::Principal::Token(t) => self
-                    .limiters
-                    .token(&t.jti, t.rate_limit)
-                    .err()
-                    .map(|w| (w, "token")),
-                crate::auth::Principal::Public(_) => client_ip
-                    .and_then(|ip| self.limiters.public(ip).err())
-                    .map(|w| (w, "ip")),
-            };
-            match limited {
-                Some((wait, scope)) => Err(Rejection::rate_limited(wait, scope)),
-                None => Ok(()),
-            }
+        let principal = match pipeline::authenticate(&input, &snap) {
+            Ok(p) => p,
+            Err(rejection) => return Ok(self.refused(ctx, rejection)),
         };
-        match pipeline::decide_limited(&input, &snap, &self.config.limits, limit) {
+        if let Err(rejection) = self.limit(&principal, ctx.client_ip).await {
+            return Ok(self.refused(ctx, rejection));
+        }
+        match pipeline::decide_authenticated(&input, &snap, &self.config.limits, principal) {
             Ok(admitted) => {
                 let reason = match admitted.principal {
                     crate::auth::Principal::Public(_) => "public",

@@ -84,14 +84,14 @@ pub(super) async fn serve(
             cache.record("stale");
             // A refresh is an upstream request: it takes the origin budget, or waits for the
             // next stale hit (the client is served stale either way).
-            if cache.wants_refresh(&key) && gw.limiters.origin().is_ok() {
+            if cache.wants_refresh(&key) && gw.origin_budget().await.is_ok() {
                 cache.refresh(key, build_fill());
             }
             return write(session, ctx, e, CacheStatus::Stale).await;
         }
     }
     // The origin budget guard: over the CMS plan's rate, serve stale if there is any, else 429.
-    if let Err(wait) = gw.limiters.origin() {
+    if let Err(wait) = gw.origin_budget().await {
         if let Some(e) = existing.filter(|e| e.age() <= e.ttl + sie.max(swr)) {
             cache.record("stale");
             return write(session, ctx, &e, CacheStatus::Stale).await;

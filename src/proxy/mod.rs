@@ -12,6 +12,7 @@ pub mod ctx;
 pub mod deadline;
 pub mod forward;
 pub mod headers;
+mod limits;
 pub mod respond;
 
 use std::sync::Arc;
@@ -42,6 +43,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     pub cache: Option<Arc<ReadCache>>,
     pub limiters: Arc<crate::ratelimit::Limiters>,
+    /// `[cluster]`: limits counted in Redis, and the stale-policy rule.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 fn missing() -> Box<Error> {
@@ -85,7 +88,7 @@ impl ProxyHttp for Gateway {
                     Ok(true)
                 }
                 // The origin budget guard: uncached traffic only.
-                _ => match self.limiters.origin() {
+                _ => match self.origin_budget().await {
                     Ok(()) => Ok(false),
                     Err(wait) => {
                         let err = self.refuse(ctx, Rejection::rate_limited(wait, "origin"));

@@ -147,6 +147,8 @@ impl From<&Rejection> for ErrorResponse {
             Rejection::AddressDenied => ErrorResponse::new(403, "FORBIDDEN", "the client address is not allowed on this endpoint"),
             Rejection::CorsDenied => ErrorResponse::new(403, "FORBIDDEN", "origin or method not allowed by this endpoint's CORS policy"),
             Rejection::NoSchema => ErrorResponse::new(503, "SCHEMA_UNAVAILABLE", "the schema map is not available; requests cannot be authorized"),
+            Rejection::PolicyStale => ErrorResponse::new(503, "POLICY_STALE", "this replica cannot confirm the current token policy (revocations); token requests are refused until it can")
+                .header("retry-after", "1"),
         }
     }
 }
@@ -274,6 +276,13 @@ impl Gateway {
                 tracing::info!(target: "audit", event = "permission_denied", request_id = %ctx.request_id, principal = %who.name, jti = who.jti.as_deref(), action = "management", permission = *permission, field = %field, "management permission denied");
             }
             Rejection::NoSchema => ctx.refusal_reason = Some("no_schema"),
+            Rejection::PolicyStale => {
+                self.metrics
+                    .auth_results
+                    .with_label_values(&["policy_stale"])
+                    .inc();
+                ctx.refusal_reason = Some("policy_stale");
+            }
             Rejection::NotFound => ctx.refusal_reason = Some("not_found"),
             Rejection::RateLimited { scope, .. } => {
                 self.metrics
@@ -515,6 +524,7 @@ mod tests {
             ),
             (Rejection::UriTooLong, 414, "URI_TOO_LONG"),
             (Rejection::BadFraming("x"), 400, "BAD_REQUEST"),
+            (Rejection::PolicyStale, 503, "POLICY_STALE"),
         ];
         for (r, code, name) in cases {
             let e = ErrorResponse::from(&r);

@@ -10,6 +10,7 @@ pub mod gateway;
 pub mod metrics;
 pub mod origin;
 pub mod raw;
+pub mod redis;
 pub mod sample;
 pub mod tokens;
 

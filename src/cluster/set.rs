@@ -1,0 +1,259 @@
+//! The policy set in Redis: one hash, written whole by one Lua script (so a reader never sees
+//! half a write), versioned, and announced on the events channel.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::aio::ConnectionLike;
+use redis::Script;
+
+use super::Keys;
+use crate::policy::compile::{PUBLIC_FILE, REVOKED_FILE, TOKENS_JSON, TOKENS_TOML};
+use crate::policy::PolicyTexts;
+
+/// A set as stored, with the identity replicas compare: (epoch, version). The epoch is new
+/// whenever the hash is created (a flushed or new Redis), so a re-pushed set at a version
+/// number seen before is still told apart.
+#[derive(Debug, Clone)]
+pub struct StoredSet {
+    pub epoch: String,
+    pub texts: PolicyTexts,
+}
+
+impl StoredSet {
+    pub fn id(&self) -> (String, u64) {
+        (self.epoch.clone(), self.texts.version)
+    }
+}
+
+/// Largest set a replica reads (a million-token registry in JSON is ~300 MB; a bigger value is
+/// refused before it is parsed).
+pub const MAX_SET_BYTES: usize = 512 * 1024 * 1024;
+
+pub fn origin(keys: &Keys) -> String {
+    format!("redis:{}", keys.policy)
+}
+
+/// Reads the whole set in one command; `Ok(None)` for an empty Redis (no set written).
+pub async fn read(
+    conn: &mut impl ConnectionLike,
+    keys: &Keys,
+) -> Result<Option<StoredSet>, redis::RedisError> {
+    let mut sizes = redis::pipe();
+    for f in ["public", "tokens", "revoked", "schema", "unrevoked"] {
+        sizes.cmd("HSTRLEN").arg(&keys.policy).arg(f);
+    }
+    let sizes: Vec<u64> = sizes.query_async(conn).await?;
+    let total: u64 = sizes.iter().sum();
+    if total > MAX_SET_BYTES as u64 {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "policy set too large",
+            format!("{total} bytes, more than {MAX_SET_BYTES}"),
+        )));
+    }
+    let fields: std::collections::HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
+        .arg(&keys.policy)
+        .query_async(conn)
+        .await?;
+    Ok(parse(keys, fields))
+}
+
+/// (epoch, version) alone, for the poll: two small fields instead of the whole set.
+pub async fn head(
+    conn: &mut impl ConnectionLike,
+    keys: &Keys,
+) -> Result<(Option<(String, u64)>, u64), redis::RedisError> {
+    let (epoch, version, seq): (Option<String>, Option<u64>, Option<u64>) = redis::pipe()
+        .cmd("HGET")
+        .arg(&keys.policy)
+        .arg("epoch")
+        .cmd("HGET")
+        .arg(&keys.policy)
+        .arg("version")
+        .cmd("GET")
+        .arg(&keys.purge_seq)
+        .query_async(conn)
+        .await?;
+    Ok((epoch.zip(version), seq.unwrap_or(0)))
+}
+
+fn parse(keys: &Keys, mut f: std::collections::HashMap<String, Vec<u8>>) -> Option<StoredSet> {
+    let text = |f: &mut std::collections::HashMap<String, Vec<u8>>, k: &str| {
+        f.remove(k)
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+    };
+    let version: u64 = text(&mut f, "version")?.parse().ok()?;
+    let epoch = text(&mut f, "epoch").unwrap_or_default();
+    let tokens_file = text(&mut f, "tokens_file").unwrap_or_else(|| TOKENS_TOML.to_string());
+    let tokens = text(&mut f, "tokens").map(|t| {
+        let name = if tokens_file == TOKENS_JSON {
+            TOKENS_JSON
+        } else {
+            TOKENS_TOML
+        };
+        (name.to_string(), t)
+    });
+    let written_at = text(&mut f, "written_at")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+    let unrevoked = text(&mut f, "unrevoked")
+        .map(|t| jtis(&t).into_iter().collect())
+        .unwrap_or_default();
+    Some(StoredSet {
+        epoch,
+        texts: PolicyTexts {
+            origin: origin(keys),
+            version,
+            public: text(&mut f, "public"),
+            tokens,
+            revoked: text(&mut f, "revoked"),
+            schema: text(&mut f, "schema"),
+            written_at,
+            unrevoked,
+        },
+    })
+}
+
+/// The jtis of a revocation text (one per line, `#` comments).
+pub fn jtis(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|j| !j.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Writes a whole set if the stored version is still `expected` (`None`: whatever it is),
+/// bumps the version and announces it. KEYS[1] the hash; ARGV: expected, channel, now (ms),
+/// writer, a fresh epoch, the number of fields to delete, their names, then field/value pairs.
+static WRITE: &str = r#"
+local cur = redis.call('HGET', KEYS[1], 'version')
+if not cur then cur = '0' end
+if ARGV[1] ~= '' and cur ~= ARGV[1] then
+  return redis.error_reply('CONFLICT the policy set is at version ' .. cur .. ', not ' .. ARGV[1])
+end
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then epoch = ARGV[5] end
+local v = tonumber(cur) + 1
+local ndel = tonumber(ARGV[6])
+for i = 1, ndel do redis.call('HDEL', KEYS[1], ARGV[6 + i]) end
+for i = 7 + ndel, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[1], 'version', v, 'epoch', epoch, 'written_at', ARGV[3], 'writer', ARGV[4])
+redis.call('PUBLISH', ARGV[2], 'policy ' .. epoch .. ' ' .. v)
+return v
+"#;
+
+/// Adds jtis to the revocation text (and removes them from `unrevoked`), bumps the version and
+/// announces it; a set that holds them all already is left alone. KEYS[1] the hash; ARGV:
+/// channel, now (ms), writer, jtis. Returns {version, added}.
+static REVOKE: &str = r#"
+local cur = redis.call('HGET', KEYS[1], 'version')
+if not cur then
+  return redis.error_reply('EMPTY there is no policy set in Redis: push one first (contentgate policy push)')
+end
+local revoked = redis.call('HGET', KEYS[1], 'revoked') or ''
+local have = {}
+for line in string.gmatch(revoked, '[^\n]+') do
+  local j = string.match(line, '^%s*([^#%s]+)')
+  if j then have[j] = true end
+end
+local added = 0
+for i = 4, #ARGV do
+  if not have[ARGV[i]] then
+    if revoked ~= '' and string.sub(revoked, -1) ~= '\n' then revoked = revoked .. '\n' end
+    revoked = revoked .. ARGV[i] .. '\n'
+    have[ARGV[i]] = true
+    added = added + 1
+  end
+end
+if added == 0 then return {tonumber(cur), 0} end
+local unrevoked = redis.call('HGET', KEYS[1], 'unrevoked')
+if unrevoked then
+  local keep = {}
+  for j in string.gmatch(unrevoked, '[^\n]+') do
+    if not have[j] then table.insert(keep, j) end
+  end
+  redis.call('HSET', KEYS[1], 'unrevoked', table.concat(keep, '\n'))
+end
+local v = tonumber(cur) + 1
+local epoch = redis.call('HGET', KEYS[1], 'epoch') or ''
+redis.call('HSET', KEYS[1], 'revoked', revoked, 'version', v, 'written_at', ARGV[2], 'writer', ARGV[3])
+redis.call('PUBLISH', ARGV[1], 'policy ' .. epoch .. ' ' .. v)
+return {v, added}
+"#;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// What a writer puts in the set: the folder's texts (schema optional).
+pub struct NewSet<'a> {
+    pub public: &'a str,
+    pub tokens: Option<(&'a str, &'a str)>,
+    pub revoked: &'a str,
+    pub schema: Option<&'a str>,
+    pub unrevoked: &'a BTreeSet<String>,
+}
+
+/// Writes `set` atomically if the stored version is `expected`; returns the new version.
+pub async fn write(
+    conn: &mut impl ConnectionLike,
+    keys: &Keys,
+    set: &NewSet<'_>,
+    expected: Option<u64>,
+    writer: &str,
+) -> Result<u64, redis::RedisError> {
+    let script = Script::new(WRITE);
+    let mut inv = script.key(&keys.policy);
+    inv.arg(expected.map(|v| v.to_string()).unwrap_or_default())
+        .arg(&keys.events)
+        .arg(now_ms())
+        .arg(writer)
+        .arg(uuid::Uuid::new_v4().simple().to_string());
+    let mut delete = Vec::new();
+    if set.tokens.is_none() {
+        delete.push("tokens");
+        delete.push("tokens_file");
+    }
+    if set.schema.is_none() {
+        delete.push("schema");
+    }
+    inv.arg(delete.len());
+    for d in &delete {
+        inv.arg(*d);
+    }
+    inv.arg("public").arg(set.public);
+    inv.arg("revoked").arg(set.revoked);
+    inv.arg("unrevoked")
+        .arg(set.unrevoked.iter().cloned().collect::<Vec<_>>().join("\n"));
+    if let Some((name, text)) = set.tokens {
+        inv.arg("tokens_file").arg(name).arg("tokens").arg(text);
+    }
+    if let Some(s) = set.schema {
+        inv.arg("schema").arg(s);
+    }
+    inv.invoke_async(conn).await
+}
+
+/// Revokes `jtis` in the set; returns (new version, how many were not revoked before).
+pub async fn revoke(
+    conn: &mut impl ConnectionLike,
+    keys: &Keys,
+    jtis: &[String],
+    writer: &str,
+) -> Result<(u64, u64), redis::RedisError> {
+    let script = Script::new(REVOKE);
+    let mut inv = script.key(&keys.policy);
+    inv.arg(&keys.events).arg(now_ms()).arg(writer);
+    for j in jtis {
+        inv.arg(j);
+    }
+    inv.invoke_async(conn).await
+}
+
+/// The file names a folder push reads.
+pub const FILES: &[&str] = &[PUBLIC_FILE, TOKENS_TOML, TOKENS_JSON, REVOKED_FILE];

@@ -1,0 +1,476 @@
+//! Keeping a replica in step with the cluster: a subscriber on the events channel (policy
+//! versions, purges) and a poll of the version and the purge sequence every `poll_interval`,
+//! because pub/sub drops whatever is published while a subscriber reconnects. After every
+//! (re)subscription the replica resyncs in full: the set, then the purges it missed.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::Script;
+use serde::{Deserialize, Serialize};
+
+use super::{set, Cluster, PURGE_LOG_LEN};
+use crate::cache::{Purge, ReadCache};
+use crate::policy::store::PolicyStore;
+
+/// Takes the next purge sequence number, logs the purge under it (the log keeps the last
+/// `ARGV[3] + 1`) and announces it. KEYS: sequence, log; ARGV: channel, "<instance> <json>",
+/// last index kept.
+static PURGE: &str = r#"
+local s = redis.call('INCR', KEYS[1])
+redis.call('LPUSH', KEYS[2], s .. ' ' .. ARGV[2])
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]))
+redis.call('PUBLISH', ARGV[1], 'purge ' .. s .. ' ' .. ARGV[2])
+return s
+"#;
+
+pub static PURGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PURGE));
+
+/// A purge on the wire (JSON in the log and the message).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeWire {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    #[serde(default)]
+    pub all: bool,
+}
+
+impl From<&Purge> for PurgeWire {
+    fn from(p: &Purge) -> Self {
+        Self {
+            model: p.model.clone(),
+            id: p.id.clone(),
+            stage: p.stage.clone(),
+            all: p.all,
+        }
+    }
+}
+
+impl From<PurgeWire> for Purge {
+    fn from(p: PurgeWire) -> Self {
+        Self {
+            model: p.model,
+            id: p.id,
+            stage: p.stage,
+            all: p.all,
+        }
+    }
+}
+
+/// Purges that could not be broadcast, sent when Redis is reached again (oldest first); past
+/// this many, they are replaced by one purge of everything.
+const MAX_PENDING_PURGES: usize = 1000;
+
+/// What the loops act on.
+pub struct Targets {
+    pub store: Arc<PolicyStore>,
+    pub cache: Option<Arc<ReadCache>>,
+}
+
+/// Reading a whole set may take longer than one command (a large registry).
+const SET_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Cluster {
+    /// Starts the subscriber and the poll on the cluster's runtime.
+    pub fn start(self: &Arc<Self>, targets: Targets) {
+        let targets = Arc::new(targets);
+        if let Some(cache) = &targets.cache {
+            cache.set_fanout(self.clone());
+        }
+        self.handle.spawn(self.clone().subscriber(targets.clone()));
+        self.handle.spawn(self.clone().poller(targets));
+    }
+
+    /// Reads the set for start-up, within `wait`; `None` when Redis is unreachable or empty.
+    pub fn initial_set(self: &Arc<Self>, wait: Duration) -> Option<set::StoredSet> {
+        let me = self.clone();
+        self.block_on(async move {
+            let mut conn = me.connection();
+            match tokio::time::timeout(wait, set::read(&mut conn, &me.keys)).await {
+                Ok(Ok(s)) => {
+                    me.up.store(true, Ordering::Release);
+                    if s.is_none() {
+                        tracing::error!(target: "audit", event = "cluster_policy_missing", key = %me.keys.policy, "Redis holds no policy set: push one with `contentgate policy push`; token requests are refused until then");
+                    }
+                    s
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot read the policy set from Redis at start-up; not ready until it can");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!("Redis did not answer at start-up; not ready until it does");
+                    None
+                }
+            }
+        })
+        .flatten()
+    }
+
+    /// Records the set the start-up snapshot was compiled from (or refused).
+    pub fn started_with(&self, id: (String, u64), applied: bool) {
+        if applied {
+            self.metrics.cluster_policy_version.set(id.1 as i64);
+            *self.applied.lock() = Some(id);
+            self.synced.store(true, Ordering::Release);
+            self.confirm();
+        } else {
+            self.metrics
+                .cluster_alarm
+                .with_label_values(&["refused"])
+                .set(1);
+            *self.refused.lock() = Some(id);
+        }
+    }
+
+    async fn subscriber(self: Arc<Self>, targets: Arc<Targets>) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let connect = self.settings.command_timeout.max(Duration::from_secs(1));
+            if let Ok(Ok(mut ps)) =
+                tokio::time::timeout(connect, self.client.get_async_pubsub()).await
+            {
+                if let Ok(Ok(())) =
+                    tokio::time::timeout(connect, ps.subscribe(&self.keys.events)).await
+                {
+                    backoff = Duration::from_millis(50);
+                    self.metrics
+                        .cluster_events
+                        .with_label_values(&["subscribed"])
+                        .inc();
+                    // Subscribed first, then resynced: nothing published in between is lost.
+                    self.sync_once(&targets).await;
+                    let mut stream = ps.into_on_message();
+                    loop {
+                        tokio::select! {
+                            m = stream.next() => match m {
+                                Some(m) => self.on_event(&targets, m.get_payload_bytes()).await,
+                                None => break,
+                            },
+                            _ = self.resubscribe.notified() => break,
+                        }
+                    }
+                }
+            }
+            self.metrics
+                .cluster_events
+                .with_label_values(&["disconnected"])
+                .inc();
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    async fn poller(self: Arc<Self>, targets: Arc<Targets>) {
+        let mut tick = tokio::time::interval(self.settings.poll_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failed = false;
+        loop {
+            tick.tick().await;
+            let reached = self.sync_once(&targets).await;
+            if reached && failed {
+                // The subscriber may hold a connection that died silently (a partition):
+                // make it subscribe again, which resyncs.
+                self.resubscribe.notify_one();
+            }
+            failed = !reached;
+            self.metrics.policy_staleness.set(
+                self.staleness()
+                    .unwrap_or_else(|| self.started.elapsed())
+                    .as_secs_f64(),
+            );
+            self.metrics.cluster_up.set(i64::from(reached));
+        }
+    }
+
+    async fn on_event(&self, targets: &Targets, payload: &[u8]) {
+        let text = String::from_utf8_lossy(payload);
+        let mut parts = text.splitn(2, ' ');
+        match (parts.next(), parts.next()) {
+            (Some("policy"), _) => {
+                self.metrics
+                    .cluster_events
+                    .with_label_values(&["policy"])
+                    .inc();
+                self.sync_once(targets).await;
+            }
+            (Some("purge"), Some(rest)) => {
+                self.metrics
+                    .cluster_events
+                    .with_label_values(&["purge"])
+                    .inc();
+                let Some((seq, entry)) = rest.split_once(' ') else {
+                    return;
+                };
+                let Ok(seq) = seq.parse::<u64>() else {
+                    return;
+                };
+                let _g = self.purge_lock.lock().await;
+                let seen = self.purge_seen.load(Ordering::Acquire);
+                if seq <= seen {
+                    return; // applied already, by a catch-up
+                }
+                if seq == seen + 1 {
+                    self.apply_purge_entry(targets, entry, "received");
+                    self.purge_seen.store(seq, Ordering::Release);
+                } else {
+                    // A gap: the log has the missing ones and this one.
+                    self.catch_up_locked(targets, seq).await;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// One check against Redis: the set's identity and the purge sequence; reads and applies
+    /// a new set, catches up on purges. Returns whether Redis answered.
+    async fn sync_once(&self, targets: &Targets) -> bool {
+        let mut conn = self.connection();
+        let head = tokio::time::timeout(
+            self.settings.command_timeout,
+            set::head(&mut conn, &self.keys),
+        )
+        .await;
+        let (id, seq) = match head {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => {
+                self.unreachable(&e.to_string());
+                return false;
+            }
+            Err(_) => {
+                self.unreachable("timed out");
+                return false;
+            }
+        };
+        if !self.up.swap(true, Ordering::AcqRel) {
+            tracing::info!(target: "audit", event = "cluster_reachable", "Redis reachable");
+        }
+        self.send_pending_purges().await;
+        {
+            let _g = self.purge_lock.lock().await;
+            self.catch_up_locked(targets, seq).await;
+        }
+        let Some(id) = id else {
+            // An empty Redis (flushed, or a new instance) is never read as "no tokens, no
+            // revocations": the last good snapshot keeps serving, unconfirmed.
+            if self
+                .metrics
+                .cluster_alarm
+                .with_label_values(&["empty"])
+                .get()
+                == 0
+            {
+                tracing::error!(target: "audit", event = "cluster_policy_missing", key = %self.keys.policy, "Redis holds no policy set (flushed or new?): keeping the last good snapshot; token requests are refused after max_staleness until a set is pushed");
+            }
+            self.metrics
+                .cluster_alarm
+                .with_label_values(&["empty"])
+                .set(1);
+            return true;
+        };
+        self.metrics
+            .cluster_alarm
+            .with_label_values(&["empty"])
+            .set(0);
+        if self.applied.lock().as_ref() == Some(&id) {
+            self.confirm();
+            return true;
+        }
+        if self.refused.lock().as_ref() == Some(&id) {
+            return true;
+        }
+        // A new set: read it whole on its own connection (it may be large).
+        let read = async {
+            let mut c = self.client.get_multiplexed_async_connection().await?;
+            set::read(&mut c, &self.keys).await
+        };
+        let stored = match tokio::time::timeout(SET_READ_TIMEOUT, read).await {
+            Ok(Ok(Some(s))) => s,
+            Ok(Ok(None)) => return true, // emptied in between; the next check says so
+            Ok(Err(e)) => {
+                self.unreachable(&e.to_string());
+                return false;
+            }
+            Err(_) => {
+                self.unreachable("reading the policy set timed out");
+                return false;
+            }
+        };
+        let id = stored.id();
+        let store = targets.store.clone();
+        let texts = stored.texts;
+        let applied =
+            tokio::task::spawn_blocking(move || store.apply_shared(texts, "cluster")).await;
+        match applied {
+            Ok(Ok(_)) => {
+                self.metrics.cluster_policy_version.set(id.1 as i64);
+                self.metrics
+                    .cluster_alarm
+                    .with_label_values(&["refused"])
+                    .set(0);
+                tracing::info!(target: "audit", event = "cluster_policy_applied", epoch = %id.0, version = id.1, "policy set from Redis applied");
+                *self.applied.lock() = Some(id);
+                self.synced.store(true, Ordering::Release);
+                self.confirm();
+            }
+            Ok(Err(errors)) => {
+                // Logged with file, line and reason by the store; the last good snapshot serves.
+                self.metrics
+                    .cluster_alarm
+                    .with_label_values(&["refused"])
+                    .set(1);
+                tracing::error!(target: "audit", event = "cluster_policy_refused", epoch = %id.0, version = id.1, errors = errors.0.len(), "policy set in Redis refused; the last good snapshot keeps serving, unconfirmed");
+                *self.refused.lock() = Some(id);
+            }
+            Err(e) => tracing::error!(error = %e, "applying the policy set failed"),
+        }
+        true
+    }
+
+    fn unreachable(&self, why: &str) {
+        self.metrics
+            .cluster_errors
+            .with_label_values(&["sync"])
+            .inc();
+        if self.up.swap(false, Ordering::AcqRel) {
+            tracing::warn!(target: "audit", event = "cluster_unreachable", error = why, "Redis unreachable: serving the last good snapshot; token requests are refused after max_staleness");
+        }
+    }
+
+    /// Brings the purges applied here up to `seq`: from the log when it reaches back far
+    /// enough, else by purging everything. A sequence lower than what was seen means Redis lost
+    /// it (flushed or replaced): purges may be lost with it, so everything is purged.
+    async fn catch_up_locked(&self, targets: &Targets, seq: u64) {
+        let seen = self.purge_seen.load(Ordering::Acquire);
+        if !self.purges_started.swap(true, Ordering::AcqRel) {
+            // Start-up: nothing is cached yet that an earlier purge could concern.
+            self.purge_seen.store(seq, Ordering::Release);
+            return;
+        }
+        if seq == seen {
+            return;
+        }
+        if seq < seen {
+            self.purge_everything(targets, "sequence went back (Redis flushed or replaced)");
+            self.purge_seen.store(seq, Ordering::Release);
+            return;
+        }
+        let missing = seq - seen;
+        let mut conn = self.connection();
+        let want = missing.min(PURGE_LOG_LEN as u64) as isize;
+        let log: Result<Result<Vec<String>, _>, _> = tokio::time::timeout(
+            self.settings.command_timeout,
+            redis::cmd("LRANGE")
+                .arg(&self.keys.purge_log)
+                .arg(0)
+                .arg(want - 1)
+                .query_async(&mut conn),
+        )
+        .await;
+        let Ok(Ok(log)) = log else {
+            // Try again at the next check; nothing is marked seen.
+            return;
+        };
+        let mut found = 0u64;
+        // Newest first in the log: apply oldest first.
+        for entry in log.iter().rev() {
+            let Some((s, rest)) = entry.split_once(' ') else {
+                continue;
+            };
+            match s.parse::<u64>() {
+                Ok(s) if s > seen && s <= seq => {
+                    found += 1;
+                    self.apply_purge_entry(targets, rest, "caught_up");
+                }
+                _ => {}
+            }
+        }
+        if found < missing {
+            self.purge_everything(targets, "purges missed beyond the log");
+        }
+        self.purge_seen.store(seq, Ordering::Release);
+    }
+
+    /// "<instance> <json>": applied unless this replica sent it (it applied it already).
+    fn apply_purge_entry(&self, targets: &Targets, entry: &str, how: &'static str) {
+        let Some((instance, json)) = entry.split_once(' ') else {
+            return;
+        };
+        if instance == self.instance {
+            return;
+        }
+        let Ok(wire) = serde_json::from_str::<PurgeWire>(json) else {
+            self.metrics
+                .cluster_errors
+                .with_label_values(&["purge_message"])
+                .inc();
+            return;
+        };
+        if let Some(cache) = &targets.cache {
+            cache.apply_purge(&wire.into(), "cluster");
+        }
+        self.metrics.cluster_purges.with_label_values(&[how]).inc();
+    }
+
+    fn purge_everything(&self, targets: &Targets, why: &str) {
+        if let Some(cache) = &targets.cache {
+            cache.apply_purge(
+                &Purge {
+                    all: true,
+                    ..Purge::default()
+                },
+                "cluster",
+            );
+        }
+        self.metrics
+            .cluster_purges
+            .with_label_values(&["flushed"])
+            .inc();
+        tracing::warn!(target: "audit", event = "cluster_purge_flush", reason = why, "purged the whole local cache to catch up with the cluster");
+    }
+
+    /// A purge that could not be broadcast waits here for the next contact with Redis.
+    pub(super) fn hold_purge(&self, json: String) {
+        let mut pending = self.pending.lock();
+        if pending.len() >= MAX_PENDING_PURGES {
+            pending.clear();
+            pending.push_back(r#"{"all":true}"#.to_string());
+        } else {
+            pending.push_back(json);
+        }
+    }
+
+    async fn send_pending_purges(&self) {
+        let held: VecDeque<String> = std::mem::take(&mut *self.pending.lock());
+        for (i, json) in held.iter().enumerate() {
+            if let Err(e) = self.broadcast(json).await {
+                tracing::warn!(error = %e, "held purges still not broadcast");
+                let mut pending = self.pending.lock();
+                for j in held.iter().skip(i).rev() {
+                    pending.push_front(j.clone());
+                }
+                return;
+            }
+        }
+    }
+
+    pub(super) async fn broadcast(&self, json: &str) -> Result<u64, redis::RedisError> {
+        let mut conn = self.connection();
+        PURGE_SCRIPT
+            .key(&self.keys.purge_seq)
+            .key(&self.keys.purge_log)
+            .arg(&self.keys.events)
+            .arg(format!("{} {json}", self.instance))
+            .arg(PURGE_LOG_LEN - 1)
+            .invoke_async(&mut conn)
+            .await
+    }
+}

@@ -1,0 +1,602 @@
+//! Many replicas, one truth: three real gateway processes sharing one real `redis-server`
+//! (a unix socket in a temp dir). Revocations, purges and webhook replays reach every replica;
+//! an invalid or empty set never replaces a good snapshot; a Redis that hangs or dies makes
+//! token requests fail closed after `max_staleness` while public reads go on; rate limits are
+//! the cluster's.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
+
+mod common;
+
+use std::process::Output;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::redis::RedisServer;
+use common::*;
+
+const Q: &str = "{ posts { id title } }";
+
+fn cluster_section(redis: &RedisServer, extra: &str) -> String {
+    format!(
+        "\n[cluster]\nredis = \"{}\"\nprefix = \"t\"\npoll_interval = \"200ms\"\nmax_staleness = \"2s\"\ncommand_timeout = \"150ms\"\nexpected_replicas = 3\n{extra}\n[cache]\ncontent_reads = true\n\n[webhooks]\nsecret_env = \"CG_TEST_WEBHOOK_SECRET\"\n",
+        redis.url()
+    )
+}
+
+fn cli(args: &[&str], config: &std::path::Path) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_contentgate"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+struct Replicas {
+    gws: Vec<TestGateway>,
+    /// The folder pushed first (a copy of the first replica's policies).
+    origin: MockOrigin,
+}
+
+impl Replicas {
+    fn config(&self) -> std::path::PathBuf {
+        self.gws[0].cfg.config()
+    }
+
+    fn policies(&self) -> std::path::PathBuf {
+        self.gws[0].policies()
+    }
+}
+
+/// Pushes `builder`'s folder into Redis, then starts `n` replicas on it.
+async fn replicas(_redis: &RedisServer, n: usize, builder: GatewayBuilder) -> Replicas {
+    let mut dirs: Vec<ConfigDir> = (0..n).map(|_| builder.write()).collect();
+    let first = &dirs[0];
+    ok(&cli(
+        &[
+            "policy",
+            "push",
+            first.path().join("policies").to_str().unwrap(),
+        ],
+        &first.config(),
+    ));
+    let mut gws = Vec::new();
+    for d in dirs.drain(..) {
+        gws.push(d.start().await);
+    }
+    Replicas {
+        gws,
+        origin: MockOrigin::start().await,
+    }
+}
+
+async fn builder(redis: &RedisServer, extra: &str) -> (MockOrigin, GatewayBuilder) {
+    let origin = MockOrigin::start().await;
+    origin.reply_with(Reply {
+        body: r#"{"data":{"posts":[{"id":"p1","title":"t"}]}}"#.into(),
+        ..Reply::default()
+    });
+    let b = GatewayBuilder::new(&origin).extra(&cluster_section(redis, extra));
+    (origin, b)
+}
+
+async fn status_of(gw: &TestGateway, path: &str, auth: Option<&str>) -> (u16, String, String) {
+    let r = gw.query(path, auth, Q).await;
+    let s = r.status().as_u16();
+    let cache = r
+        .headers()
+        .get("x-cache")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (s, cache, r.text().await.unwrap())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test]
+async fn a_revocation_is_refused_on_every_replica_within_a_second() {
+    let redis = RedisServer::start(false);
+    let (_o, b) = builder(&redis, "").await;
+    let r = replicas(&redis, 3, b).await;
+    let jwt = bearer(&es("jti-reader"));
+    for gw in &r.gws {
+        assert_eq!(status_of(gw, "/content", Some(&jwt)).await.0, 200);
+    }
+    let out = ok(&cli(&["token", "revoke", "jti-reader"], &r.config()));
+    assert!(out.contains("revoked 1 new jti"), "{out}");
+    let written = Instant::now();
+    let mut lag = Vec::new();
+    for gw in &r.gws {
+        loop {
+            let (s, _, body) = status_of(gw, "/content", Some(&jwt)).await;
+            if s == 401 {
+                assert!(body.contains("revoked"), "{body}");
+                lag.push(written.elapsed());
+                break;
+            }
+            assert!(
+                written.elapsed() < Duration::from_secs(1),
+                "replica still accepts a revoked jti after 1 s; log:\n{}",
+                gw.log()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    // Every replica applied it from Redis, counted, and says which version it runs.
+    for gw in &r.gws {
+        assert_eq!(gw.metric("contentgate_cluster_policy_version").await, 2.0);
+        assert_eq!(gw.metric("contentgate_registry_revoked_jtis").await, 1.0);
+    }
+    // Revoking again is a no-op that writes nothing.
+    let out = ok(&cli(&["token", "revoke", "jti-reader"], &r.config()));
+    assert!(out.contains("revoked 0 new jti"), "{out}");
+    assert_eq!(redis.cli(&["HGET", "{t}:policy", "version"]).trim(), "2");
+    eprintln!("revocation lag per replica: {lag:?}");
+}
+
+#[tokio::test]
+async fn a_purge_on_one_replica_is_a_miss_on_the_others() {
+    let redis = RedisServer::start(false);
+    let (origin, b) = builder(&redis, "").await;
+    let b = b.tokens(&token_entry(
+        "jti-writer",
+        "writer",
+        "PUBLISHED",
+        "[[token.permission]]\naction = \"read\"\n[[token.permission]]\naction = \"update\"\n",
+    ));
+    let r = replicas(&redis, 3, b).await;
+    for gw in &r.gws {
+        assert_eq!(status_of(gw, "/cdn", None).await.1, "MISS");
+        assert_eq!(status_of(gw, "/cdn", None).await.1, "HIT");
+    }
+    let before = origin.count();
+    let body =
+        r#"{"operation":"publish","data":{"__typename":"Post","id":"p1","stage":"PUBLISHED"}}"#;
+    let sig = contentgate::admin::sign_webhook(body, "master", now_ms(), WEBHOOK_SECRET.as_bytes());
+    let hook = |gw: &TestGateway| {
+        gw.client
+            .post(gw.admin_url("/webhooks/cms"))
+            .header("gcms-signature", sig.clone())
+            .body(body)
+            .send()
+    };
+    let resp = hook(&r.gws[0]).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.unwrap().contains("purged"));
+    // The replay of that delivery to another replica is refused there (remembered in Redis).
+    let replay = hook(&r.gws[1]).await.unwrap();
+    assert_eq!(replay.status(), 200);
+    assert!(replay.text().await.unwrap().contains("duplicate"));
+    let sent = Instant::now();
+    for gw in &r.gws[1..] {
+        loop {
+            let (_, cache, _) = status_of(gw, "/cdn", None).await;
+            if cache == "MISS" {
+                break;
+            }
+            assert!(
+                sent.elapsed() < Duration::from_secs(1),
+                "purge not applied within 1 s; log:\n{}",
+                gw.log()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            gw.metric("contentgate_cluster_purges_total{direction=\"received\"}")
+                .await
+                >= 1.0
+        );
+    }
+    assert_eq!(status_of(&r.gws[0], "/cdn", None).await.1, "MISS");
+    assert_eq!(origin.count(), before + 3);
+    // A mutation through one replica's content endpoint purges on all of them.
+    for gw in &r.gws {
+        status_of(gw, "/cdn", None).await;
+        assert_eq!(status_of(gw, "/cdn", None).await.1, "HIT");
+    }
+    origin.reply_with(Reply {
+        body: r#"{"data":{"updatePost":{"id":"p1"}}}"#.into(),
+        ..Reply::default()
+    });
+    let reader = bearer(&es("jti-writer"));
+    let m = r.gws[2]
+        .query(
+            "/content",
+            Some(&reader),
+            r#"mutation { updatePost(where: { id: "p1" }, data: { title: "x" }) { id } }"#,
+        )
+        .await;
+    assert_eq!(m.status(), 200, "{}", m.text().await.unwrap());
+    let sent = Instant::now();
+    for gw in &r.gws[..2] {
+        while status_of(gw, "/cdn", None).await.1 != "MISS" {
+            assert!(
+                sent.elapsed() < Duration::from_secs(1),
+                "mutation purge not broadcast"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    drop(r.origin);
+}
+
+#[tokio::test]
+async fn a_replica_that_missed_a_purge_message_catches_up_from_the_log() {
+    let redis = RedisServer::start(false);
+    let (_origin, b) = builder(&redis, "").await;
+    let r = replicas(&redis, 2, b).await;
+    for gw in &r.gws {
+        status_of(gw, "/cdn", None).await;
+        assert_eq!(status_of(gw, "/cdn", None).await.1, "HIT");
+    }
+    // A purge whose message every subscriber missed (pub/sub drops what is published while a
+    // subscriber reconnects): logged under the next sequence number, never published.
+    redis.cli(&[
+        "EVAL",
+        "local s = redis.call('INCR', KEYS[1]) redis.call('LPUSH', KEYS[2], s .. ' elsewhere {\"model\":\"Post\"}') return s",
+        "2",
+        "{t}:purge:seq",
+        "{t}:purge:log",
+    ]);
+    let sent = Instant::now();
+    for gw in &r.gws {
+        while status_of(gw, "/cdn", None).await.1 != "MISS" {
+            assert!(
+                sent.elapsed() < Duration::from_secs(2),
+                "missed purge not caught up; log:\n{}",
+                gw.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            gw.metric("contentgate_cluster_purges_total{direction=\"caught_up\"}")
+                .await,
+            1.0
+        );
+    }
+    // A sequence that went back (Redis replaced) purges everything: nothing stale survives.
+    for gw in &r.gws {
+        status_of(gw, "/cdn", None).await;
+        assert_eq!(status_of(gw, "/cdn", None).await.1, "HIT");
+    }
+    redis.cli(&["DEL", "{t}:purge:seq", "{t}:purge:log"]);
+    let sent = Instant::now();
+    for gw in &r.gws {
+        while status_of(gw, "/cdn", None).await.1 != "MISS" {
+            assert!(
+                sent.elapsed() < Duration::from_secs(2),
+                "no flush after the sequence went back"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            gw.metric("contentgate_cluster_purges_total{direction=\"flushed\"}")
+                .await,
+            1.0
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_invalid_set_is_refused_whole_and_every_replica_keeps_serving() {
+    let redis = RedisServer::start(false);
+    let (_o, b) = builder(&redis, "").await;
+    let r = replicas(&redis, 3, b).await;
+    let jwt = bearer(&es("jti-reader"));
+    // The CLI compiles the folder first: a bad stage is refused with file, line and field,
+    // and nothing is written.
+    let dir = tempfile::tempdir().unwrap();
+    for f in [
+        "public.toml",
+        "tokens.toml",
+        "revoked.txt",
+        "schema.graphql",
+    ] {
+        std::fs::copy(r.policies().join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("public.toml"),
+        "default_stage = \"PUBLISHED\"\n[[permission]]\naction = \"read\"\nstages = [\"NOPE\"]\n",
+    )
+    .unwrap();
+    let out = cli(
+        &["policy", "push", dir.path().to_str().unwrap()],
+        &r.config(),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("public.toml:") && err.contains("unknown stage \"NOPE\""),
+        "{err}"
+    );
+    assert_eq!(redis.cli(&["HGET", "{t}:policy", "version"]).trim(), "1");
+    // --dry-run shows the difference and writes nothing.
+    std::fs::write(dir.path().join("revoked.txt"), "jti-other\n").unwrap();
+    std::fs::copy(
+        r.policies().join("public.toml"),
+        dir.path().join("public.toml"),
+    )
+    .unwrap();
+    let out = ok(&cli(
+        &["policy", "push", dir.path().to_str().unwrap(), "--dry-run"],
+        &r.config(),
+    ));
+    assert!(
+        out.contains("+1 revoked (jti-other)") && out.contains("dry run"),
+        "{out}"
+    );
+    assert_eq!(redis.cli(&["HGET", "{t}:policy", "version"]).trim(), "1");
+    // A set written behind the CLI's back (redis-cli) that does not compile: refused by every
+    // replica, which keeps its snapshot and raises the alarm.
+    redis.cli(&[
+        "EVAL",
+        "redis.call('HSET', KEYS[1], 'public', 'default_stage = 3') local v = redis.call('HINCRBY', KEYS[1], 'version', 1) redis.call('PUBLISH', '{t}:events', 'policy x ' .. v) return v",
+        "1",
+        "{t}:policy",
+    ]);
+    for gw in &r.gws {
+        gw.wait_metric("contentgate_cluster_alarm{reason=\"refused\"}", 1.0)
+            .await;
+        assert_eq!(status_of(gw, "/cdn", None).await.0, 200);
+        assert_eq!(status_of(gw, "/content", Some(&jwt)).await.0, 200);
+        assert_eq!(gw.metric("contentgate_cluster_policy_version").await, 1.0);
+    }
+    // Unconfirmed past max_staleness: tokens fail closed, public reads go on.
+    tokio::time::sleep(Duration::from_millis(2_300)).await;
+    for gw in &r.gws {
+        let (s, _, body) = status_of(gw, "/content", Some(&jwt)).await;
+        assert_eq!(s, 503, "{body}");
+        assert!(body.contains("POLICY_STALE"), "{body}");
+        assert_eq!(status_of(gw, "/cdn", None).await.0, 200);
+    }
+    // A good push heals every replica.
+    ok(&cli(
+        &["policy", "push", r.policies().to_str().unwrap()],
+        &r.config(),
+    ));
+    for gw in &r.gws {
+        gw.wait_metric("contentgate_cluster_policy_version", 3.0)
+            .await;
+        assert_eq!(status_of(gw, "/content", Some(&jwt)).await.0, 200);
+        assert_eq!(
+            gw.metric("contentgate_cluster_alarm{reason=\"refused\"}")
+                .await,
+            0.0
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_hung_then_dead_redis_fails_tokens_closed_and_recovers_without_a_restart() {
+    let mut redis = RedisServer::start(true);
+    let (_o, b) = builder(&redis, "").await;
+    let r = replicas(&redis, 3, b).await;
+    let jwt = bearer(&es("jti-reader"));
+    redis.freeze();
+    let frozen = Instant::now();
+    // Within max_staleness everything is served from the last good snapshot.
+    for gw in &r.gws {
+        assert_eq!(status_of(gw, "/content", Some(&jwt)).await.0, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(2_500).saturating_sub(frozen.elapsed())).await;
+    for gw in &r.gws {
+        let (s, _, body) = status_of(gw, "/content", Some(&jwt)).await;
+        assert_eq!(s, 503, "{body}");
+        assert!(body.contains("POLICY_STALE"));
+        assert_eq!(
+            status_of(gw, "/cdn", None).await.0,
+            200,
+            "public reads go on"
+        );
+        assert!(gw.metric("contentgate_policy_staleness_seconds").await >= 2.0);
+        assert_eq!(gw.metric("contentgate_cluster_redis_up").await, 0.0);
+    }
+    redis.kill();
+    for gw in &r.gws {
+        assert_eq!(status_of(gw, "/cdn", None).await.0, 200);
+        assert_eq!(status_of(gw, "/content", Some(&jwt)).await.0, 503);
+    }
+    // Back with its data (append-only file): every replica confirms again, no restart.
+    redis.restart(true);
+    let back = Instant::now();
+    for gw in &r.gws {
+        while status_of(gw, "/content", Some(&jwt)).await.0 != 200 {
+            assert!(
+                back.elapsed() < Duration::from_secs(5),
+                "no recovery; log:\n{}",
+                gw.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_redis_restarted_empty_never_reads_as_no_revocations() {
+    let mut redis = RedisServer::start(false);
+    let (_o, b) = builder(&redis, "").await;
+    let r = replicas(&redis, 3, b.revoked("jti-gone\n")).await;
+    let jwt = bearer(&es("jti-reader"));
+    let gone = bearer(&es("jti-gone"));
+    for gw in &r.gws {
+        assert_eq!(status_of(gw, "/content", Some(&gone)).await.0, 401);
+    }
+    redis.restart(false);
+    for gw in &r.gws {
+        gw.wait_metric("contentgate_cluster_alarm{reason=\"empty\"}", 1.0)
+            .await;
+        // Last good snapshot: the revocation holds, the reader still works (until stale).
+        assert_eq!(status_of(gw, "/content", Some(&gone)).await.0, 401);
+        assert_eq!(status_of(gw, "/content", Some(&jwt)).await.0, 200);
+        assert!(gw.log().contains("cluster_policy_missing"));
+    }
+    // A folder that dropped the revocation, pushed onto the empty Redis: the CLI cannot know
+    // (Redis forgot), but every replica refuses the set that un-revokes what it enforces.
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["public.toml", "tokens.toml", "schema.graphql"] {
+        std::fs::copy(r.policies().join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::write(dir.path().join("revoked.txt"), "# none\n").unwrap();
+    ok(&cli(
+        &["policy", "push", dir.path().to_str().unwrap()],
+        &r.config(),
+    ));
+    for gw in &r.gws {
+        gw.wait_metric("contentgate_cluster_alarm{reason=\"refused\"}", 1.0)
+            .await;
+        assert_eq!(status_of(gw, "/content", Some(&gone)).await.0, 401);
+        assert!(gw.log().contains("un-revokes 1 jti"), "{}", gw.log());
+    }
+    // The full folder again: accepted everywhere.
+    ok(&cli(
+        &["policy", "push", r.policies().to_str().unwrap()],
+        &r.config(),
+    ));
+    for gw in &r.gws {
+        gw.wait_metric("contentgate_cluster_policy_version", 2.0)
+            .await;
+        assert_eq!(
+            gw.metric("contentgate_cluster_alarm{reason=\"refused\"}")
+                .await,
+            0.0
+        );
+        assert_eq!(
+            gw.metric("contentgate_cluster_alarm{reason=\"empty\"}")
+                .await,
+            0.0
+        );
+        assert_eq!(status_of(gw, "/content", Some(&gone)).await.0, 401);
+        assert_eq!(status_of(gw, "/content", Some(&jwt)).await.0, 200);
+    }
+}
+
+#[tokio::test]
+async fn a_replica_is_not_ready_until_it_has_synced_once() {
+    let redis = RedisServer::start(false);
+    let (_o, b) = builder(&redis, "").await;
+    // Nothing pushed: the replica starts, but is not ready and refuses tokens.
+    let dir = b.write();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_contentgate"))
+        .args(["serve", "--config"])
+        .arg(dir.config())
+        .env("CG_TEST_SERVICE_TOKEN", SERVICE_TOKEN)
+        .env("CG_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("CG_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET)
+        .stderr(std::fs::File::create(dir.path().join("gateway.log")).unwrap())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(child);
+    let client = reqwest::Client::new();
+    let readyz = format!("http://127.0.0.1:{}/readyz", dir.admin);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        if let Ok(r) = client.get(&readyz).send().await {
+            assert_eq!(r.status(), 503);
+            break r.text().await.unwrap();
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(body.contains("no policy set"), "{body}");
+    ok(&cli(
+        &[
+            "policy",
+            "push",
+            dir.path().join("policies").to_str().unwrap(),
+        ],
+        &dir.config(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while client.get(&readyz).send().await.unwrap().status() != 200 {
+        assert!(Instant::now() < deadline, "not ready after the push");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = ok(&cli(&["policy", "status"], &dir.config()));
+    assert!(
+        status.contains("version 1") && status.contains("compiles"),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn a_token_rate_limit_is_the_clusters_number() {
+    let redis = RedisServer::start(false);
+    let (_o, b) = builder(&redis, "").await;
+    let b = b.tokens(&token_entry(
+        "jti-limited",
+        "limited",
+        "PUBLISHED",
+        "rate_limit = { requests_per_second = 40, burst = 1 }\n[[token.permission]]\naction = \"read\"\n",
+    ));
+    let r = replicas(&redis, 3, b).await;
+    let jwt = bearer(&es("jti-limited"));
+    // 3 replicas, each hammered by its own client for 3 s: the cluster admits 40/s in all.
+    let run = Duration::from_secs(3);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for gw in &r.gws {
+        for _ in 0..4 {
+            let client = gw.client.clone();
+            let url = gw.url("/cdn");
+            let jwt = jwt.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut accepted = 0u32;
+                while started.elapsed() < run {
+                    let r = client
+                        .post(&url)
+                        .header("authorization", &jwt)
+                        .header("content-type", "application/json")
+                        .body(serde_json::json!({ "query": Q }).to_string())
+                        .send()
+                        .await
+                        .unwrap();
+                    if r.status() == 200 {
+                        accepted += 1;
+                    } else {
+                        assert_eq!(r.status(), 429);
+                    }
+                }
+                accepted
+            }));
+        }
+    }
+    let mut accepted = 0;
+    for t in tasks {
+        accepted += t.await.unwrap();
+    }
+    let expected = 40.0 * run.as_secs_f64() + 1.0;
+    let ratio = f64::from(accepted) / expected;
+    eprintln!("accepted {accepted} of an expected {expected} ({ratio:.3})");
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "accepted {accepted}, expected ~{expected}"
+    );
+    for gw in &r.gws {
+        assert_eq!(
+            gw.metric("contentgate_rate_limit_fallbacks_total{scope=\"token\"}")
+                .await,
+            0.0
+        );
+    }
+}

@@ -1,0 +1,124 @@
+//! A real `redis-server` per test, on a unix socket in a temp dir (port 0: no TCP at all),
+//! stopped, killed and restarted by the cluster tests.
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct RedisServer {
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    /// Append-only file with fsync on every write: a killed server comes back with its data.
+    persistent: bool,
+}
+
+impl RedisServer {
+    pub fn start(persistent: bool) -> RedisServer {
+        let mut r = RedisServer {
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+            persistent,
+        };
+        r.spawn();
+        r
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("redis.sock")
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis+unix://{}", self.socket().display())
+    }
+
+    fn spawn(&mut self) {
+        let _ = std::fs::remove_file(self.socket());
+        let mut cmd = Command::new("redis-server");
+        cmd.arg("--port")
+            .arg("0")
+            .arg("--unixsocket")
+            .arg(self.socket())
+            .arg("--unixsocketperm")
+            .arg("700")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(["--save", ""])
+            .args(["--daemonize", "no"]);
+        if self.persistent {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            cmd.args(["--appendonly", "no"]);
+        }
+        let child = cmd
+            .stdout(Stdio::from(
+                std::fs::File::create(self.dir.path().join("redis.log")).unwrap(),
+            ))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (Debian: redis-server; .ci/run installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.cli(&["PING"]).trim() != "PONG" {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `redis-cli -s <socket> args…`, its stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .arg("-s")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            Command::new("kill")
+                .args([&format!("-{sig}"), &c.id().to_string()])
+                .status()
+                .unwrap();
+        }
+    }
+
+    /// SIGSTOP: the server holds its connections and answers nothing (a hung Redis).
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
+    /// SIGKILL, then wait for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// A new process on the same socket: with its data when persistent, else empty.
+    pub fn restart(&mut self, keep_data: bool) {
+        self.kill();
+        if !keep_data {
+            for f in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
+                let name = f.file_name().to_string_lossy().into_owned();
+                if name.starts_with("appendonly") || name.ends_with(".rdb") {
+                    let _ = std::fs::remove_dir_all(f.path());
+                    let _ = std::fs::remove_file(f.path());
+                }
+            }
+        }
+        self.spawn();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.thaw();
+        self.kill();
+    }
+}
