@@ -52,6 +52,7 @@ pub struct Metrics {
     pub cluster_purges: IntCounterVec,
     pub cluster_errors: IntCounterVec,
     pub rate_limit_fallbacks: IntCounterVec,
+    pub cache_l2: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -183,6 +184,7 @@ impl Metrics {
             cluster_purges: counter("contentgate_cluster_purges_total", "Cluster purges: sent, received, caught_up (from the log after a gap), flushed (the whole cache, when the log could not tell).", &["direction"]),
             cluster_errors: counter("contentgate_cluster_errors_total", "Redis operations that failed, by operation (sync, purge, webhook, rate_limit, purge_message).", &["op"]),
             rate_limit_fallbacks: counter("contentgate_rate_limit_fallbacks_total", "Rate-limit checks decided locally (limit / expected_replicas) because Redis could not be asked, by scope.", &["scope"]),
+            cache_l2: counter("contentgate_cache_l2_total", "Second-level (Redis) cache operations: hit, miss, stored, skipped (a purge since the fill began), waited (another replica's fill), error.", &["result"]),
             registry,
         };
         for reason in ["empty", "refused"] {

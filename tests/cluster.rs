@@ -15,9 +15,10 @@ use common::*;
 
 const Q: &str = "{ posts { id title } }";
 
-fn cluster_section(redis: &RedisServer, extra: &str) -> String {
+/// `cache_extra`: more keys of the `[cache]` table.
+fn cluster_section(redis: &RedisServer, cache_extra: &str) -> String {
     format!(
-        "\n[cluster]\nredis = \"{}\"\nprefix = \"t\"\npoll_interval = \"200ms\"\nmax_staleness = \"2s\"\ncommand_timeout = \"150ms\"\nexpected_replicas = 3\n{extra}\n[cache]\ncontent_reads = true\n\n[webhooks]\nsecret_env = \"CG_TEST_WEBHOOK_SECRET\"\n",
+        "\n[cluster]\nredis = \"{}\"\nprefix = \"t\"\npoll_interval = \"200ms\"\nmax_staleness = \"2s\"\ncommand_timeout = \"150ms\"\nexpected_replicas = 3\n\n[cache]\ncontent_reads = true\n{cache_extra}\n\n[webhooks]\nsecret_env = \"CG_TEST_WEBHOOK_SECRET\"\n",
         redis.url()
     )
 }
@@ -79,13 +80,13 @@ async fn replicas(_redis: &RedisServer, n: usize, builder: GatewayBuilder) -> Re
     }
 }
 
-async fn builder(redis: &RedisServer, extra: &str) -> (MockOrigin, GatewayBuilder) {
+async fn builder(redis: &RedisServer, cache_extra: &str) -> (MockOrigin, GatewayBuilder) {
     let origin = MockOrigin::start().await;
     origin.reply_with(Reply {
         body: r#"{"data":{"posts":[{"id":"p1","title":"t"}]}}"#.into(),
         ..Reply::default()
     });
-    let b = GatewayBuilder::new(&origin).extra(&cluster_section(redis, extra));
+    let b = GatewayBuilder::new(&origin).extra(&cluster_section(redis, cache_extra));
     (origin, b)
 }
 
@@ -599,4 +600,105 @@ async fn a_token_rate_limit_is_the_clusters_number() {
             0.0
         );
     }
+}
+
+#[tokio::test]
+async fn the_second_level_serves_one_replicas_fill_to_the_others_and_purges_precisely() {
+    let redis = RedisServer::start(false);
+    let (origin, b) = builder(&redis, "l2 = \"redis\"").await;
+    let r = replicas(&redis, 3, b).await;
+    // Filled by A; B and C answer it from Redis without the upstream.
+    assert_eq!(status_of(&r.gws[0], "/cdn", None).await.1, "MISS");
+    assert_eq!(origin.count(), 1);
+    for gw in &r.gws[1..] {
+        let (s, _, body) = status_of(gw, "/cdn", None).await;
+        assert_eq!(s, 200);
+        assert!(body.contains("p1"), "{body}");
+        assert_eq!(
+            gw.metric("contentgate_cache_l2_total{result=\"hit\"}")
+                .await,
+            1.0
+        );
+        // ... and from their own L1 afterwards.
+        assert_eq!(status_of(gw, "/cdn", None).await.1, "HIT");
+    }
+    assert_eq!(origin.count(), 1);
+    assert_eq!(
+        r.gws[0]
+            .metric("contentgate_cache_l2_total{result=\"stored\"}")
+            .await,
+        1.0
+    );
+    // A purge by model on C deletes the entry in Redis too: the next fill is upstream.
+    let resp = r.gws[2]
+        .client
+        .post(r.gws[2].admin_url("/admin/purge"))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(r#"{"model":"Post"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let sent = Instant::now();
+    while status_of(&r.gws[1], "/cdn", None).await.1 != "MISS" {
+        assert!(sent.elapsed() < Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(origin.count(), 2, "the purged entry was served from L2");
+    // A purge that names another model leaves it.
+    r.gws[2]
+        .client
+        .post(r.gws[2].admin_url("/admin/purge"))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(r#"{"model":"Author"}"#)
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(status_of(&r.gws[0], "/cdn", None).await.1, "MISS");
+    assert_eq!(origin.count(), 2, "an unrelated purge emptied L2");
+}
+
+#[tokio::test]
+async fn identical_misses_across_three_replicas_make_one_upstream_request() {
+    let redis = RedisServer::start(false);
+    let (origin, b) = builder(&redis, "l2 = \"redis\"").await;
+    origin.reply_with(Reply {
+        body: r#"{"data":{"posts":[{"id":"p1","title":"t"}]}}"#.into(),
+        delay: Duration::from_millis(300),
+        ..Reply::default()
+    });
+    let r = replicas(&redis, 3, b).await;
+    let mut tasks = Vec::new();
+    for gw in &r.gws {
+        for _ in 0..200 {
+            let client = gw.client.clone();
+            let url = gw.url("/cdn");
+            tasks.push(tokio::spawn(async move {
+                client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(serde_json::json!({ "query": Q }).to_string())
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }));
+        }
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert_eq!(origin.count(), 1, "600 identical misses on 3 replicas");
+    let mut waited = 0.0;
+    for gw in &r.gws {
+        waited += gw
+            .metric("contentgate_cache_l2_total{result=\"waited\"}")
+            .await;
+    }
+    assert_eq!(
+        waited, 2.0,
+        "the two other replicas' fills waited for the first"
+    );
 }

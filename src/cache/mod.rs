@@ -10,6 +10,7 @@
 //! headers that belong to the content.
 
 pub mod key;
+pub mod l2;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -125,6 +126,8 @@ pub struct ReadCache {
     metrics: Arc<Metrics>,
     /// Where purges go besides this cache (the other replicas of a cluster).
     fanout: std::sync::OnceLock<Arc<dyn PurgeFanout>>,
+    /// The shared second level (`[cache] l2`), consulted by a fill before the upstream.
+    l2: std::sync::OnceLock<Arc<dyn l2::SecondLevel>>,
 }
 
 /// Sends a purge applied here on to the other replicas (implemented by the cluster; the cache
@@ -201,7 +204,13 @@ impl ReadCache {
             client,
             metrics,
             fanout: std::sync::OnceLock::new(),
+            l2: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Fills look in `l2` before calling the upstream, and write what they fetch to it.
+    pub fn set_second_level(&self, l2: Arc<dyn l2::SecondLevel>) {
+        let _ = self.l2.set(l2);
     }
 
     /// Purges applied here are sent on through `fanout` from now on (set once).
@@ -268,7 +277,10 @@ impl ReadCache {
         // Its own task: the fill finishes (and stores) even if every waiting client goes away.
         tokio::spawn(async move {
             let epoch = this.purge_epoch.load(Ordering::SeqCst);
-            let result = this.fill(&req).await;
+            let result = match this.l2.get() {
+                Some(l2) => this.fill_shared(l2.as_ref(), &key, &req).await,
+                None => this.fill(&req).await,
+            };
             match &result {
                 Ok(stored) if stored.status >= 500 || stored.status == 429 => {
                     this.backoff.insert(key, ());
@@ -293,6 +305,48 @@ impl ReadCache {
             let _ = tx.send(Some(result));
         });
         (Outcome::Miss, rx)
+    }
+
+    /// A fill in a cluster with a second level: the entry another replica stored, else the
+    /// upstream — by one replica at a time (the others wait for its entry, up to the fill lock's
+    /// hold, then fetch themselves). Redis errors make it a plain fill.
+    async fn fill_shared(
+        &self,
+        l2: &dyn l2::SecondLevel,
+        key: &KeyDigest,
+        req: &FillRequest,
+    ) -> FlightResult {
+        if let Some(stored) = l2.get(key).await {
+            return Ok(Arc::new(stored));
+        }
+        let hold = self
+            .settings
+            .fetch_deadline
+            .min(req.upstream.timeouts.total);
+        let ticket = match l2.lock(key, hold).await {
+            l2::Lock::Acquired(ticket) => Some(ticket),
+            l2::Lock::Unavailable => None,
+            l2::Lock::Held(ticket) => {
+                let deadline = Instant::now() + hold;
+                while Instant::now() < deadline {
+                    tokio::time::sleep(l2::WAIT_POLL).await;
+                    if let Some(stored) = l2.get(key).await {
+                        l2.waited();
+                        return Ok(Arc::new(stored));
+                    }
+                }
+                Some(ticket)
+            }
+        };
+        let result = self.fill(req).await;
+        if let (Ok(stored), Some(ticket)) = (&result, ticket) {
+            if stored.ttl > Duration::ZERO && stored.body.len() <= self.settings.l2_max_entry_bytes
+            {
+                l2.put(key, stored, ticket).await;
+            }
+        }
+        l2.unlock(key).await;
+        result
     }
 
     async fn fill(&self, req: &FillRequest) -> FlightResult {

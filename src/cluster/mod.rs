@@ -11,6 +11,7 @@
 //! revoked, schema, unrevoked), `{prefix}:purge:seq` and `{prefix}:purge:log`, `{prefix}:webhook:<mac>`,
 //! `{prefix}:rl:<scope>:<key>`; pub/sub channel `{prefix}:events`.
 
+pub mod l2;
 pub mod limits;
 pub mod set;
 pub mod sync;

@@ -17,12 +17,21 @@ use crate::cache::{Purge, ReadCache};
 use crate::policy::store::PolicyStore;
 
 /// Takes the next purge sequence number, logs the purge under it (the log keeps the last
-/// `ARGV[3] + 1`) and announces it. KEYS: sequence, log; ARGV: channel, "<instance> <json>",
-/// last index kept.
+/// `ARGV[3] + 1`), applies it to the second level (the purge-all mark, or the tag sets and the
+/// entries they name) and announces it. KEYS: sequence, log, purge-all mark; ARGV: channel,
+/// "<instance> <json>", last index kept, "all" or "tags", then the tag sets.
 static PURGE: &str = r#"
 local s = redis.call('INCR', KEYS[1])
 redis.call('LPUSH', KEYS[2], s .. ' ' .. ARGV[2])
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]))
+if ARGV[4] == 'all' then
+  redis.call('SET', KEYS[3], s)
+else
+  for i = 5, #ARGV do
+    for _, k in ipairs(redis.call('SMEMBERS', ARGV[i])) do redis.call('UNLINK', k) end
+    redis.call('UNLINK', ARGV[i])
+  end
+end
 redis.call('PUBLISH', ARGV[1], 'purge ' .. s .. ' ' .. ARGV[2])
 return s
 "#;
@@ -84,6 +93,16 @@ impl Cluster {
         let targets = Arc::new(targets);
         if let Some(cache) = &targets.cache {
             cache.set_fanout(self.clone());
+            if cache.settings.l2 {
+                cache.set_second_level(Arc::new(super::l2::RedisL2 {
+                    cluster: self.clone(),
+                    max_entry_bytes: cache.settings.l2_max_entry_bytes,
+                    grace: cache
+                        .settings
+                        .stale_while_revalidate
+                        .max(cache.settings.stale_if_error),
+                }));
+            }
         }
         self.handle.spawn(self.clone().subscriber(targets.clone()));
         self.handle.spawn(self.clone().poller(targets));
@@ -463,14 +482,23 @@ impl Cluster {
     }
 
     pub(super) async fn broadcast(&self, json: &str) -> Result<u64, redis::RedisError> {
+        let purge: Purge = serde_json::from_str::<PurgeWire>(json)
+            .map(Into::into)
+            .unwrap_or(Purge {
+                all: true,
+                ..Purge::default()
+            });
         let mut conn = self.connection();
-        PURGE_SCRIPT
-            .key(&self.keys.purge_seq)
-            .key(&self.keys.purge_log)
+        let mut inv = PURGE_SCRIPT.key(&self.keys.purge_seq);
+        inv.key(&self.keys.purge_log)
+            .key(self.l2_all_key())
             .arg(&self.keys.events)
             .arg(format!("{} {json}", self.instance))
             .arg(PURGE_LOG_LEN - 1)
-            .invoke_async(&mut conn)
-            .await
+            .arg(if purge.all { "all" } else { "tags" });
+        for t in self.l2_purge_tags(&purge) {
+            inv.arg(t);
+        }
+        inv.invoke_async(&mut conn).await
     }
 }

@@ -28,7 +28,7 @@ pub(super) fn compile(src: &Source, base: &Path, file: FileConfig) -> Result<Con
     let log = log(src, &file, &mut errors);
     let server = server(src, base, &file, &mut errors);
     let limits = limits(src, &file, &mut errors);
-    let cache = cache(&file);
+    let cache = cache(src, &file, &mut errors);
     let rate_limits = rate_limits(src, &file, &mut errors);
     let trusted_proxies = network(src, &file, &mut errors);
     let secrets = secrets(src, base, &file, &mut errors);
@@ -529,9 +529,40 @@ fn limits(src: &Source, file: &FileConfig, errors: &mut Vec<ConfigError>) -> Lim
 }
 
 /// `[cache]`.
-fn cache(file: &FileConfig) -> CacheSettings {
+fn cache(src: &Source, file: &FileConfig, errors: &mut Vec<ConfigError>) -> CacheSettings {
     let c = &file.cache;
+    let l2 = match c.l2.as_ref().map(|l| (l.get_ref().as_str(), l.span())) {
+        None => false,
+        Some(("redis", span)) => {
+            if file.cluster.is_none() {
+                errors.push(src.error(
+                    Some(span),
+                    "cache.l2",
+                    "a Redis second level needs the [cluster] section",
+                ));
+            }
+            true
+        }
+        Some((other, span)) => {
+            errors.push(src.error(
+                Some(span),
+                "cache.l2",
+                format!("{other:?}: the only second level is \"redis\""),
+            ));
+            false
+        }
+    };
+    let l2_max_entry_bytes = c.l2_max_entry_bytes.unwrap_or(256 * 1024);
+    if l2_max_entry_bytes > MAX_L2_ENTRY_BYTES {
+        errors.push(src.error(
+            None,
+            "cache.l2_max_entry_bytes",
+            format!("at most {}", MAX_L2_ENTRY_BYTES),
+        ));
+    }
     CacheSettings {
+        l2,
+        l2_max_entry_bytes: l2_max_entry_bytes.min(MAX_L2_ENTRY_BYTES),
         enabled: c.enabled.unwrap_or(true),
         max_bytes: c.max_bytes.unwrap_or(256 * 1024 * 1024),
         max_entry_bytes: c.max_entry_bytes.unwrap_or(1024 * 1024),

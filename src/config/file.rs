@@ -90,6 +90,10 @@ pub struct FileCache {
     pub fetch_deadline: Option<Duration>,
     /// Also cache reads on `content` endpoints (cdn endpoints are always cached).
     pub content_reads: Option<bool>,
+    /// `"redis"`: a second level shared by the replicas of a `[cluster]`.
+    pub l2: Option<Spanned<String>>,
+    /// Largest answer written to the second level (default 256 KiB).
+    pub l2_max_entry_bytes: Option<usize>,
 }
 
 /// A duration value in a map (`model_ttl = { Post = "30s" }`).

@@ -35,6 +35,9 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 /// Pingora replays a request body to the upstream from its retry buffer, which holds 64 KiB;
 /// the gateway must read the whole body before deciding, so this bounds what it can forward.
 pub const MAX_FORWARDED_BODY_BYTES: usize = 64 * 1024;
+/// The largest `[cache] l2_max_entry_bytes` accepted: an entry is read whole from Redis on a
+/// miss, within one command timeout.
+pub const MAX_L2_ENTRY_BYTES: usize = 8 * 1024 * 1024;
 /// Nesting of a document, counted across fragment spreads; every walk over a document recurses
 /// at most this deep.
 pub const DEFAULT_MAX_DEPTH: usize = 64;
@@ -237,6 +240,9 @@ pub struct CacheSettings {
     pub stale_if_error: Duration,
     pub fetch_deadline: Duration,
     pub content_reads: bool,
+    /// Second level in the cluster's Redis (`[cache] l2 = "redis"`).
+    pub l2: bool,
+    pub l2_max_entry_bytes: usize,
 }
 
 /// Secrets of the admin listener.

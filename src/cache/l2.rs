@@ -1,0 +1,39 @@
+//! The second level: entries shared by the replicas of a cluster, looked up on an L1 miss and
+//! written by fills. The cache knows only this interface; the cluster implements it in Redis
+//! (`cluster::l2`), so the cache never depends on the cluster.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{KeyDigest, Stored};
+
+/// How often a replica waiting for another replica's fill looks for the entry.
+pub const WAIT_POLL: Duration = Duration::from_millis(10);
+
+/// The purge sequence a fill started at: an entry is stored only if no purge happened since
+/// (a purge on another replica while this one fetched must win).
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket(pub u64);
+
+pub enum Lock {
+    /// This replica fills; store under the ticket.
+    Acquired(Ticket),
+    /// Another replica is filling; wait for its entry.
+    Held(Ticket),
+    /// The second level cannot be asked: fill without it.
+    Unavailable,
+}
+
+#[async_trait]
+pub trait SecondLevel: Send + Sync {
+    /// The entry for `key`, if stored and not purged (age kept: `stored_at` is backdated).
+    async fn get(&self, key: &KeyDigest) -> Option<Stored>;
+    /// Takes the fill lock for `key` for at most `hold`.
+    async fn lock(&self, key: &KeyDigest, hold: Duration) -> Lock;
+    async fn unlock(&self, key: &KeyDigest);
+    /// Stores a fetched answer, unless a purge happened since `ticket`.
+    async fn put(&self, key: &KeyDigest, stored: &Stored, ticket: Ticket);
+    /// A waiter found the entry another replica stored (counted).
+    fn waited(&self);
+}

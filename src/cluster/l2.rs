@@ -1,0 +1,298 @@
+//! The second-level cache in Redis (`[cache] l2 = "redis"`): entries under the same versioned
+//! key digest as L1, tagged by model and entry id in sets that purges delete precisely, a
+//! purge-all mark, and a short fill lock (`SET NX PX`) so identical misses across the replicas
+//! make one upstream request. Every operation is one script (one round trip) within
+//! `command_timeout`; an error is a miss, never an error for the client.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redis::Script;
+use serde::{Deserialize, Serialize};
+
+use super::Cluster;
+use crate::cache::l2::{Lock, SecondLevel, Ticket};
+use crate::cache::{KeyDigest, Purge, Stored, Tags};
+
+/// Entry ids tagged per entry; an entry reading more is tagged "many ids" and goes with any
+/// purge by id.
+const MAX_TAGGED_IDS: usize = 64;
+
+static GET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local v = redis.call('HMGET', KEYS[1], 'seq', 'meta', 'body')
+if not v[1] then return false end
+local all = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tonumber(v[1]) < all then return false end
+return {v[2], v[3]}
+"#,
+    )
+});
+
+static LOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local ok = redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1])
+local s = tonumber(redis.call('GET', KEYS[2]) or '0')
+if ok then return {1, s} end
+return {0, s}
+"#,
+    )
+});
+
+static PUT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local s = tonumber(redis.call('GET', KEYS[2]) or '0')
+if s ~= tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'meta', ARGV[3], 'body', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+for i = 5, #ARGV do
+  redis.call('SADD', ARGV[i], KEYS[1])
+  if redis.call('PTTL', ARGV[i]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', ARGV[i], ARGV[2]) end
+end
+return 1
+"#,
+    )
+});
+
+/// What an entry holds besides its body.
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    status: u16,
+    content_type: Option<String>,
+    retry_after: Option<String>,
+    ttl_ms: u64,
+    stored_ms: u64,
+    models: Vec<String>,
+    stages: Vec<String>,
+    ids: Vec<String>,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Cluster {
+    fn l2_key(&self, key: &KeyDigest) -> String {
+        format!("{{{}}}:l2:{}", self.settings.prefix, hex::encode(key))
+    }
+
+    fn l2_lock_key(&self, key: &KeyDigest) -> String {
+        format!("{{{}}}:l2lock:{}", self.settings.prefix, hex::encode(key))
+    }
+
+    pub(super) fn l2_all_key(&self) -> String {
+        format!("{{{}}}:l2:all", self.settings.prefix)
+    }
+
+    fn l2_tag_model(&self, model: &str) -> String {
+        format!("{{{}}}:l2t:m:{model}", self.settings.prefix)
+    }
+
+    fn l2_tag_id(&self, id: &str) -> String {
+        format!("{{{}}}:l2t:i:{id}", self.settings.prefix)
+    }
+
+    /// The tag sets a purge empties (with the entries they name).
+    pub(super) fn l2_purge_tags(&self, p: &Purge) -> Vec<String> {
+        let mut tags = Vec::new();
+        if let Some(m) = &p.model {
+            tags.push(self.l2_tag_model(m));
+        }
+        if let Some(id) = &p.id {
+            tags.push(self.l2_tag_id(id));
+            tags.push(self.l2_tag_id("*"));
+        }
+        tags
+    }
+
+    fn l2_count(&self, result: &'static str) {
+        self.metrics.cache_l2.with_label_values(&[result]).inc();
+    }
+}
+
+/// The cluster as the cache's second level.
+pub struct RedisL2 {
+    pub cluster: Arc<Cluster>,
+    /// Largest body written or accepted.
+    pub max_entry_bytes: usize,
+    /// Kept past the TTL for the stale windows, as in L1.
+    pub grace: Duration,
+}
+
+impl RedisL2 {
+    /// Runs `script` on the cluster's runtime within the command timeout; `None` on any error.
+    async fn call<T: redis::FromRedisValue + Send + 'static>(
+        &self,
+        inv: impl FnOnce() -> redis::ScriptInvocation<'static> + Send + 'static,
+    ) -> Option<T> {
+        let c = &self.cluster;
+        if !c.up.load(Ordering::Acquire) {
+            c.l2_count("error");
+            return None;
+        }
+        let mut conn = c.connection();
+        let timeout = c.settings.command_timeout;
+        let r = c
+            .run(async move {
+                let inv = inv();
+                tokio::time::timeout(timeout, inv.invoke_async::<T>(&mut conn)).await
+            })
+            .await;
+        match r {
+            Some(Ok(Ok(v))) => Some(v),
+            _ => {
+                c.metrics.cluster_errors.with_label_values(&["l2"]).inc();
+                c.l2_count("error");
+                None
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl SecondLevel for RedisL2 {
+    async fn get(&self, key: &KeyDigest) -> Option<Stored> {
+        let (k, all) = (self.cluster.l2_key(key), self.cluster.l2_all_key());
+        let got: Option<(Vec<u8>, Vec<u8>)> = self
+            .call(move || {
+                let mut inv = GET.key(k);
+                inv.key(all);
+                inv
+            })
+            .await?;
+        let Some((meta, body)) = got else {
+            self.cluster.l2_count("miss");
+            return None;
+        };
+        let Ok(meta) = serde_json::from_slice::<Meta>(&meta) else {
+            self.cluster.l2_count("error");
+            return None;
+        };
+        if body.len() > self.max_entry_bytes {
+            self.cluster.l2_count("error");
+            return None;
+        }
+        let age = Duration::from_millis(unix_ms(SystemTime::now()).saturating_sub(meta.stored_ms));
+        let ttl = Duration::from_millis(meta.ttl_ms);
+        if age > ttl + self.grace {
+            self.cluster.l2_count("miss");
+            return None;
+        }
+        self.cluster.l2_count("hit");
+        Some(Stored {
+            status: meta.status,
+            content_type: meta.content_type,
+            retry_after: meta.retry_after,
+            body: Bytes::from(body),
+            stored_at: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
+            ttl,
+            tags: Tags {
+                models: meta.models.into_iter().map(Arc::from).collect(),
+                stages: meta.stages,
+                ids: meta.ids.into_iter().collect(),
+            },
+        })
+    }
+
+    async fn lock(&self, key: &KeyDigest, hold: Duration) -> Lock {
+        let (k, seq) = (
+            self.cluster.l2_lock_key(key),
+            self.cluster.keys.purge_seq.clone(),
+        );
+        let ms = hold.as_millis().max(1) as u64;
+        let r: Option<(u8, u64)> = self
+            .call(move || {
+                let mut inv = LOCK.key(k);
+                inv.key(seq).arg(ms);
+                inv
+            })
+            .await;
+        match r {
+            Some((1, s)) => Lock::Acquired(Ticket(s)),
+            Some((_, s)) => Lock::Held(Ticket(s)),
+            None => Lock::Unavailable,
+        }
+    }
+
+    async fn unlock(&self, key: &KeyDigest) {
+        let k = self.cluster.l2_lock_key(key);
+        let mut conn = self.cluster.connection();
+        let timeout = self.cluster.settings.command_timeout;
+        let _ = self
+            .cluster
+            .run(async move {
+                tokio::time::timeout(
+                    timeout,
+                    redis::cmd("DEL").arg(k).query_async::<()>(&mut conn),
+                )
+                .await
+            })
+            .await;
+    }
+
+    async fn put(&self, key: &KeyDigest, stored: &Stored, ticket: Ticket) {
+        if stored.body.len() > self.max_entry_bytes {
+            return;
+        }
+        let mut ids: Vec<String> = stored.tags.ids.iter().cloned().collect();
+        ids.sort_unstable();
+        let mut tags: Vec<String> = stored
+            .tags
+            .models
+            .iter()
+            .map(|m| self.cluster.l2_tag_model(m))
+            .collect();
+        if ids.len() > MAX_TAGGED_IDS {
+            tags.push(self.cluster.l2_tag_id("*"));
+        } else {
+            tags.extend(ids.iter().map(|i| self.cluster.l2_tag_id(i)));
+        }
+        let meta = Meta {
+            status: stored.status,
+            content_type: stored.content_type.clone(),
+            retry_after: stored.retry_after.clone(),
+            ttl_ms: stored.ttl.as_millis() as u64,
+            stored_ms: unix_ms(SystemTime::now()).saturating_sub(stored.age().as_millis() as u64),
+            models: stored.tags.models.iter().map(|m| m.to_string()).collect(),
+            stages: stored.tags.stages.clone(),
+            ids,
+        };
+        let Ok(meta) = serde_json::to_vec(&meta) else {
+            return;
+        };
+        let px = (stored.ttl + self.grace).as_millis().max(1) as u64;
+        let (k, seq, body) = (
+            self.cluster.l2_key(key),
+            self.cluster.keys.purge_seq.clone(),
+            stored.body.to_vec(),
+        );
+        let r: Option<u8> = self
+            .call(move || {
+                let mut inv = PUT.key(k);
+                inv.key(seq).arg(ticket.0).arg(px).arg(meta).arg(body);
+                for t in tags {
+                    inv.arg(t);
+                }
+                inv
+            })
+            .await;
+        match r {
+            Some(1) => self.cluster.l2_count("stored"),
+            Some(_) => self.cluster.l2_count("skipped"),
+            None => {}
+        }
+    }
+
+    fn waited(&self) {
+        self.cluster.l2_count("waited");
+    }
+}
