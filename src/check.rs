@@ -13,7 +13,14 @@ pub fn run(config_path: &Path) -> Result<String, String> {
         .map_err(|e| errors.extend(e.0))
         .ok();
     let snap = Inputs::read(config_path)
-        .and_then(|i| {
+        .and_then(|mut i| {
+            // A cluster's policies live in Redis (`policy status` checks those); without a
+            // folder set, gateway.toml is checked against a set that grants nothing.
+            if i.file.cluster.is_some() && i.public.is_none() {
+                if let Ok(cms) = crate::config::cms_from_file(&i.file.cms) {
+                    i.overlay(&crate::policy::PolicyTexts::bootstrap(&cms));
+                }
+            }
             // Without an SDL file the schema map comes from the upstream, as at start-up.
             let introspected = match (&i.schema, i.needs_schema, config.as_ref()) {
                 (None, true, Some(c)) => c
@@ -104,6 +111,16 @@ pub fn run(config_path: &Path) -> Result<String, String> {
             ""
         }
     );
+    if let Some(c) = &config.cluster {
+        let _ = writeln!(
+            out,
+            "cluster: {} prefix {:?}, max_staleness {:?} ({:?}); the policy set lives in Redis: `contentgate policy status` checks it",
+            crate::config::redact_url(&c.url),
+            c.prefix,
+            c.max_staleness,
+            c.on_stale
+        );
+    }
     let _ = writeln!(
         out,
         "stages: {:?}, locales: {:?}",

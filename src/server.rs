@@ -96,23 +96,7 @@ fn clustered_store(
     let inputs = crate::policy::compile::Inputs::read(&config.path)?;
     let cms = crate::config::cms_from_file(&inputs.file.cms)
         .map_err(|m| ConfigErrors(vec![ConfigError::new(&config.path, None, "cms", m)]))?;
-    let stage = cms
-        .stages
-        .iter()
-        .find(|s| s.as_str() == "PUBLISHED")
-        .or(cms.stages.first())
-        .map(|s| s.as_str().to_string())
-        .unwrap_or_default();
-    let bootstrap = crate::policy::PolicyTexts {
-        origin: "bootstrap (no policy set from Redis yet)".into(),
-        version: 0,
-        public: Some(format!("default_stage = {stage:?}\n")),
-        tokens: None,
-        revoked: None,
-        schema: None,
-        written_at: None,
-        unrevoked: Default::default(),
-    };
+    let bootstrap = crate::policy::PolicyTexts::bootstrap(&cms);
     PolicyStore::load_with(
         &config.path,
         metrics.clone(),

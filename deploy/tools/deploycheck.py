@@ -578,7 +578,10 @@ def cmd_lint(args) -> int:
             f"policies ConfigMap {name!r} exists and has no name hash (edits hot-reload)")
         if pcm:
             files = set(pcm.get("data", {})) | set(pcm.get("binaryData", {}))
-            (ok if "public.toml" in files else fail)("policies hold public.toml")
+            if "cluster" in cfg:
+                ok("policies come from the cluster's Redis ([cluster]): the folder need not hold public.toml")
+            else:
+                (ok if "public.toml" in files else fail)("policies hold public.toml")
             stray = files - POLICY_FILES
             (ok if not stray else fail)("policies hold only files the gateway reads" + (f" (stray: {sorted(stray)})" if stray else ""))
             size = sum(len(x.encode()) for x in pcm.get("data", {}).values())
@@ -600,8 +603,11 @@ def cmd_lint(args) -> int:
         refs.append((f"[[auth.key]] {key.get('kid')}", key))
     if cfg.get("auth", {}).get("jwks_file"):
         refs.append(("[auth] jwks_file", {"jwks_file": cfg["auth"]["jwks_file"]}))
+    cl = cfg.get("cluster", {})
+    refs.append(("[cluster]", {"password_file": cl.get("password_file"), "redis_file": cl.get("redis_file")}))
     for what, ref in refs:
-        for field in ("token_file", "secret_file", "public_key_file", "jwks_file"):
+        for field in ("token_file", "secret_file", "public_key_file", "jwks_file", "password_file",
+                      "redis_file"):
             p = ref.get(field)
             if not p:
                 continue
@@ -853,7 +859,8 @@ def cmd_materialize(args) -> int:
         p = up.get("credential", {}).get("token_file")
         if p:
             Path(f"{root}{p}").write_text("stand-in-service-token\n")
-    for p in (cfg.get("admin", {}).get("token_file"), cfg.get("webhooks", {}).get("secret_file")):
+    for p in (cfg.get("admin", {}).get("token_file"), cfg.get("webhooks", {}).get("secret_file"),
+              cfg.get("cluster", {}).get("password_file")):
         if p:
             Path(f"{root}{p}").write_text("stand-in-secret\n")
     for key in cfg.get("auth", {}).get("key", []):

@@ -44,22 +44,33 @@ impl Cluster {
         let redis_key = self.keys.rate(scope, key);
         let mut conn = self.connection();
         let timeout = self.settings.command_timeout;
-        let asked = self
-            .run(async move {
-                tokio::time::timeout(
-                    timeout,
-                    GCRA.key(&redis_key)
-                        .arg(interval)
-                        .arg(tolerance)
-                        .invoke_async::<u64>(&mut conn),
-                )
+        // While the poll finds Redis unreachable, no request waits a command timeout for it.
+        let asked = match self.up.load(std::sync::atomic::Ordering::Acquire) {
+            true => {
+                self.run(async move {
+                    tokio::time::timeout(
+                        timeout,
+                        GCRA.key(&redis_key)
+                            .arg(interval)
+                            .arg(tolerance)
+                            .invoke_async::<u64>(&mut conn),
+                    )
+                    .await
+                })
                 .await
-            })
-            .await;
+            }
+            false => None,
+        };
         match asked {
             Some(Ok(Ok(0))) => Ok(()),
             Some(Ok(Ok(wait_us))) => Err(Duration::from_micros(wait_us)),
-            _ => {
+            failed => {
+                if failed.is_some() {
+                    self.metrics
+                        .cluster_errors
+                        .with_label_values(&["rate_limit"])
+                        .inc();
+                }
                 self.metrics
                     .rate_limit_fallbacks
                     .with_label_values(&[scope])

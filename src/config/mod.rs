@@ -330,7 +330,7 @@ pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) => {
             if u.password().is_some() {
-                let _ = u.set_password(Some("<redacted>"));
+                let _ = u.set_password(Some("REDACTED"));
             }
             if u.query().is_some_and(|q| q.contains("pass")) {
                 u.set_query(Some("<redacted>"));

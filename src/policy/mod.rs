@@ -65,6 +65,31 @@ pub struct PolicyTexts {
     pub unrevoked: BTreeSet<String>,
 }
 
+impl PolicyTexts {
+    /// A set that grants nothing (public requests refused, no tokens): what a replica of a
+    /// cluster runs before its first sync, and what `check` compiles gateway.toml against when
+    /// the policies live in Redis.
+    pub fn bootstrap(cms: &Cms) -> PolicyTexts {
+        let stage = cms
+            .stages
+            .iter()
+            .find(|s| s.as_str() == "PUBLISHED")
+            .or(cms.stages.first())
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default();
+        PolicyTexts {
+            origin: "bootstrap (no policy set from Redis yet)".into(),
+            version: 0,
+            public: Some(format!("default_stage = {stage:?}\n")),
+            tokens: None,
+            revoked: None,
+            schema: None,
+            written_at: None,
+            unrevoked: BTreeSet::new(),
+        }
+    }
+}
+
 impl Snapshot {
     pub fn summary(&self) -> String {
         format!(
