@@ -25,6 +25,19 @@ pub enum Lock {
     Unavailable,
 }
 
+/// What a replica waiting for another replica's fill finds.
+pub enum Peek {
+    /// The entry is there.
+    Entry(Box<Stored>),
+    /// Still being filled (the lock is held).
+    Filling,
+    /// The lock is gone and nothing was stored (the fill failed, or a purge skipped its put):
+    /// try to fill.
+    Released,
+    /// The second level cannot be asked.
+    Unavailable,
+}
+
 #[async_trait]
 pub trait SecondLevel: Send + Sync {
     /// The entry for `key`, if stored and not purged (age kept: `stored_at` is backdated).
@@ -32,6 +45,8 @@ pub trait SecondLevel: Send + Sync {
     /// Takes the fill lock for `key` for at most `hold`.
     async fn lock(&self, key: &KeyDigest, hold: Duration) -> Lock;
     async fn unlock(&self, key: &KeyDigest);
+    /// The entry, or whether its fill lock is still held (one round trip).
+    async fn peek(&self, key: &KeyDigest) -> Peek;
     /// Stores a fetched answer, unless a purge happened since `ticket`.
     async fn put(&self, key: &KeyDigest, stored: &Stored, ticket: Ticket);
     /// A waiter found the entry another replica stored (counted).

@@ -319,33 +319,52 @@ impl ReadCache {
         if let Some(stored) = l2.get(key).await {
             return Ok(Arc::new(stored));
         }
+        // Waiting for another replica's fill takes at most half the fetch deadline, so a waiter
+        // that ends up fetching itself still answers inside it.
         let hold = self
             .settings
             .fetch_deadline
-            .min(req.upstream.timeouts.total);
-        let ticket = match l2.lock(key, hold).await {
-            l2::Lock::Acquired(ticket) => Some(ticket),
-            l2::Lock::Unavailable => None,
-            l2::Lock::Held(ticket) => {
-                let deadline = Instant::now() + hold;
-                while Instant::now() < deadline {
-                    tokio::time::sleep(l2::WAIT_POLL).await;
-                    if let Some(stored) = l2.get(key).await {
-                        l2.waited();
-                        return Ok(Arc::new(stored));
-                    }
+            .min(req.upstream.timeouts.total)
+            / 2;
+        let deadline = Instant::now() + hold;
+        let ticket = loop {
+            match l2.lock(key, hold).await {
+                l2::Lock::Acquired(ticket) => break Some(ticket),
+                l2::Lock::Unavailable => break None,
+                l2::Lock::Held(_) => {}
+            }
+            // Another replica fills: wait for its entry while its lock is held.
+            let released = loop {
+                if Instant::now() >= deadline {
+                    break false;
                 }
-                Some(ticket)
+                tokio::time::sleep(l2::WAIT_POLL).await;
+                match l2.peek(key).await {
+                    l2::Peek::Entry(stored) => {
+                        l2.waited();
+                        return Ok(Arc::from(stored));
+                    }
+                    l2::Peek::Filling => {}
+                    l2::Peek::Released => break true,
+                    l2::Peek::Unavailable => break false,
+                }
+            };
+            if !released {
+                break None; // fetch without the lock; another replica's entry may win
             }
         };
         let result = self.fill(req).await;
-        if let (Ok(stored), Some(ticket)) = (&result, ticket) {
-            if stored.ttl > Duration::ZERO && stored.body.len() <= self.settings.l2_max_entry_bytes
-            {
-                l2.put(key, stored, ticket).await;
+        if let Some(ticket) = ticket {
+            if let Ok(stored) = &result {
+                if stored.ttl > Duration::ZERO
+                    && stored.body.len() <= self.settings.l2_max_entry_bytes
+                {
+                    l2.put(key, stored, ticket).await;
+                }
             }
+            // Released whatever the outcome: waiters see it and fill themselves.
+            l2.unlock(key).await;
         }
-        l2.unlock(key).await;
         result
     }
 

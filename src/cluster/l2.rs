@@ -14,7 +14,7 @@ use redis::Script;
 use serde::{Deserialize, Serialize};
 
 use super::Cluster;
-use crate::cache::l2::{Lock, SecondLevel, Ticket};
+use crate::cache::l2::{Lock, Peek, SecondLevel, Ticket};
 use crate::cache::{KeyDigest, Purge, Stored, Tags};
 
 /// Entry ids tagged per entry; an entry reading more is tagged "many ids" and goes with any
@@ -29,6 +29,21 @@ if not v[1] then return false end
 local all = tonumber(redis.call('GET', KEYS[2]) or '0')
 if tonumber(v[1]) < all then return false end
 return {v[2], v[3]}
+"#,
+    )
+});
+
+/// KEYS: entry, purge-all mark, lock. The entry as GET does, else {0} while the lock is held, {1}
+/// once it is gone.
+static PEEK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local v = redis.call('HMGET', KEYS[1], 'seq', 'meta', 'body')
+if v[1] and tonumber(v[1]) >= tonumber(redis.call('GET', KEYS[2]) or '0') then
+  return {v[2], v[3]}
+end
+if redis.call('EXISTS', KEYS[3]) == 1 then return {0} end
+return {1}
 "#,
     )
 });
@@ -119,6 +134,41 @@ impl Cluster {
     }
 }
 
+impl RedisL2 {
+    /// An entry as stored: its metadata (JSON) and body; `None` when it is unusable (too large,
+    /// unreadable, past its stale windows).
+    fn decode(&self, meta: &[u8], body: Vec<u8>) -> Option<Stored> {
+        let Ok(meta) = serde_json::from_slice::<Meta>(meta) else {
+            self.cluster.l2_count("error");
+            return None;
+        };
+        if body.len() > self.max_entry_bytes {
+            self.cluster.l2_count("error");
+            return None;
+        }
+        let age = Duration::from_millis(unix_ms(SystemTime::now()).saturating_sub(meta.stored_ms));
+        let ttl = Duration::from_millis(meta.ttl_ms);
+        if age > ttl + self.grace {
+            self.cluster.l2_count("miss");
+            return None;
+        }
+        self.cluster.l2_count("hit");
+        Some(Stored {
+            status: meta.status,
+            content_type: meta.content_type,
+            retry_after: meta.retry_after,
+            body: Bytes::from(body),
+            stored_at: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
+            ttl,
+            tags: Tags {
+                models: meta.models.into_iter().map(Arc::from).collect(),
+                stages: meta.stages,
+                ids: meta.ids.into_iter().collect(),
+            },
+        })
+    }
+}
+
 /// The cluster as the cache's second level.
 pub struct RedisL2 {
     pub cluster: Arc<Cluster>,
@@ -169,38 +219,40 @@ impl SecondLevel for RedisL2 {
                 inv
             })
             .await?;
-        let Some((meta, body)) = got else {
-            self.cluster.l2_count("miss");
-            return None;
-        };
-        let Ok(meta) = serde_json::from_slice::<Meta>(&meta) else {
-            self.cluster.l2_count("error");
-            return None;
-        };
-        if body.len() > self.max_entry_bytes {
-            self.cluster.l2_count("error");
-            return None;
+        match got {
+            Some((meta, body)) => self.decode(&meta, body),
+            None => {
+                self.cluster.l2_count("miss");
+                None
+            }
         }
-        let age = Duration::from_millis(unix_ms(SystemTime::now()).saturating_sub(meta.stored_ms));
-        let ttl = Duration::from_millis(meta.ttl_ms);
-        if age > ttl + self.grace {
-            self.cluster.l2_count("miss");
-            return None;
+    }
+
+    async fn peek(&self, key: &KeyDigest) -> Peek {
+        let (k, all, lock) = (
+            self.cluster.l2_key(key),
+            self.cluster.l2_all_key(),
+            self.cluster.l2_lock_key(key),
+        );
+        let got: Option<Vec<redis::Value>> = self
+            .call(move || {
+                let mut inv = PEEK.key(k);
+                inv.key(all).key(lock);
+                inv
+            })
+            .await;
+        match got.as_deref() {
+            None => Peek::Unavailable,
+            Some([redis::Value::Int(0)]) => Peek::Filling,
+            Some([redis::Value::Int(_)]) => Peek::Released,
+            Some([redis::Value::BulkString(meta), redis::Value::BulkString(body)]) => {
+                match self.decode(meta, body.clone()) {
+                    Some(s) => Peek::Entry(Box::new(s)),
+                    None => Peek::Released,
+                }
+            }
+            Some(_) => Peek::Unavailable,
         }
-        self.cluster.l2_count("hit");
-        Some(Stored {
-            status: meta.status,
-            content_type: meta.content_type,
-            retry_after: meta.retry_after,
-            body: Bytes::from(body),
-            stored_at: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
-            ttl,
-            tags: Tags {
-                models: meta.models.into_iter().map(Arc::from).collect(),
-                stages: meta.stages,
-                ids: meta.ids.into_iter().collect(),
-            },
-        })
     }
 
     async fn lock(&self, key: &KeyDigest, hold: Duration) -> Lock {
