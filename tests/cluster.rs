@@ -350,8 +350,13 @@ async fn an_invalid_set_is_refused_whole_and_every_replica_keeps_serving() {
         "{t}:policy",
     ]);
     for gw in &r.gws {
-        gw.wait_metric("contentgate_cluster_alarm{reason=\"refused\"}", 1.0)
-            .await;
+        assert!(
+            gw.wait_metric("contentgate_cluster_alarm{reason=\"refused\"}", 1.0)
+                .await
+                >= 1.0,
+            "{}",
+            gw.log()
+        );
         assert_eq!(status_of(gw, "/cdn", None).await.0, 200);
         assert_eq!(status_of(gw, "/content", Some(&jwt)).await.0, 200);
         assert_eq!(gw.metric("contentgate_cluster_policy_version").await, 1.0);
@@ -370,8 +375,13 @@ async fn an_invalid_set_is_refused_whole_and_every_replica_keeps_serving() {
         &r.config(),
     ));
     for gw in &r.gws {
-        gw.wait_metric("contentgate_cluster_policy_version", 3.0)
-            .await;
+        assert!(
+            gw.wait_metric("contentgate_cluster_policy_version", 3.0)
+                .await
+                >= 3.0,
+            "{}",
+            gw.log()
+        );
         assert_eq!(status_of(gw, "/content", Some(&jwt)).await.0, 200);
         assert_eq!(
             gw.metric("contentgate_cluster_alarm{reason=\"refused\"}")
@@ -438,15 +448,21 @@ async fn a_redis_restarted_empty_never_reads_as_no_revocations() {
     }
     redis.restart(false);
     for gw in &r.gws {
-        gw.wait_metric("contentgate_cluster_alarm{reason=\"empty\"}", 1.0)
-            .await;
+        assert!(
+            gw.wait_metric("contentgate_cluster_alarm{reason=\"empty\"}", 1.0)
+                .await
+                >= 1.0,
+            "{}",
+            gw.log()
+        );
         // Last good snapshot: the revocation holds, the reader still works (until stale).
         assert_eq!(status_of(gw, "/content", Some(&gone)).await.0, 401);
         assert_eq!(status_of(gw, "/content", Some(&jwt)).await.0, 200);
         assert!(gw.log().contains("cluster_policy_missing"));
     }
     // A folder that dropped the revocation, pushed onto the empty Redis: the CLI cannot know
-    // (Redis forgot), but every replica refuses the set that un-revokes what it enforces.
+    // (Redis forgot), but every replica keeps what it enforces, and writes it back to the set,
+    // so the set (and any replica started from it later) holds it again.
     let dir = tempfile::tempdir().unwrap();
     for f in ["public.toml", "tokens.toml", "schema.graphql"] {
         std::fs::copy(r.policies().join(f), dir.path().join(f)).unwrap();
@@ -457,31 +473,116 @@ async fn a_redis_restarted_empty_never_reads_as_no_revocations() {
         &r.config(),
     ));
     for gw in &r.gws {
-        gw.wait_metric("contentgate_cluster_alarm{reason=\"refused\"}", 1.0)
-            .await;
-        assert_eq!(status_of(gw, "/content", Some(&gone)).await.0, 401);
-        assert!(gw.log().contains("un-revokes 1 jti"), "{}", gw.log());
-    }
-    // The full folder again: accepted everywhere.
-    ok(&cli(
-        &["policy", "push", r.policies().to_str().unwrap()],
-        &r.config(),
-    ));
-    for gw in &r.gws {
-        gw.wait_metric("contentgate_cluster_policy_version", 2.0)
-            .await;
-        assert_eq!(
-            gw.metric("contentgate_cluster_alarm{reason=\"refused\"}")
-                .await,
-            0.0
+        assert!(
+            gw.wait_metric("contentgate_cluster_policy_version", 2.0)
+                .await
+                >= 2.0,
+            "{}",
+            gw.log()
         );
+        assert_eq!(status_of(gw, "/content", Some(&gone)).await.0, 401);
+        assert_eq!(status_of(gw, "/content", Some(&jwt)).await.0, 200);
         assert_eq!(
             gw.metric("contentgate_cluster_alarm{reason=\"empty\"}")
                 .await,
             0.0
         );
+    }
+    // The first replica to see version 1 kept the revocation and wrote it back (version 2).
+    assert!(r
+        .gws
+        .iter()
+        .any(|gw| gw.log().contains("cluster_revocations_kept")));
+    let revoked = redis.cli(&["HGET", "{t}:policy", "revoked"]);
+    assert!(revoked.contains("jti-gone"), "not written back: {revoked}");
+    // The full folder again: applied everywhere, nothing kept, the alarm clears.
+    ok(&cli(
+        &["policy", "push", r.policies().to_str().unwrap()],
+        &r.config(),
+    ));
+    for gw in &r.gws {
+        assert!(
+            gw.wait_metric("contentgate_cluster_policy_version", 3.0)
+                .await
+                >= 3.0
+        );
+        assert_eq!(
+            gw.metric("contentgate_cluster_alarm{reason=\"revocations_kept\"}")
+                .await,
+            0.0
+        );
         assert_eq!(status_of(gw, "/content", Some(&gone)).await.0, 401);
         assert_eq!(status_of(gw, "/content", Some(&jwt)).await.0, 200);
+    }
+}
+
+#[tokio::test]
+async fn a_restored_backup_never_brings_a_revoked_token_back() {
+    let redis = RedisServer::start(false);
+    let (_o, b) = builder(&redis, "").await;
+    let b = b.tokens(&format!(
+        "{}{}",
+        token_entry(
+            "jti-reader",
+            "reader",
+            "PUBLISHED",
+            "[[token.permission]]\naction = \"read\"\n"
+        ),
+        token_entry(
+            "jti-two",
+            "two",
+            "PUBLISHED",
+            "[[token.permission]]\naction = \"read\"\n"
+        )
+    ));
+    let r = replicas(&redis, 2, b).await;
+    let reader = bearer(&es("jti-reader"));
+    let two = bearer(&es("jti-two"));
+    // A backup at version 1, a revocation (version 2), then the backup restored: the same
+    // epoch at version 1 again.
+    redis.cli(&["COPY", "{t}:policy", "{t}:backup"]);
+    ok(&cli(&["token", "revoke", "jti-reader"], &r.config()));
+    for gw in &r.gws {
+        assert!(
+            gw.wait_metric("contentgate_cluster_policy_version", 2.0)
+                .await
+                >= 2.0
+        );
+        assert_eq!(status_of(gw, "/content", Some(&reader)).await.0, 401);
+    }
+    redis.cli(&["COPY", "{t}:backup", "{t}:policy", "REPLACE"]);
+    for gw in &r.gws {
+        assert!(
+            gw.wait_metric("contentgate_cluster_alarm{reason=\"rollback\"}", 1.0)
+                .await
+                >= 1.0,
+            "{}",
+            gw.log()
+        );
+        assert_eq!(status_of(gw, "/content", Some(&reader)).await.0, 401);
+    }
+    // The next write lands on the restored set: version 2 again, other content. Applied, with
+    // jti-reader kept revoked (and written back), jti-two revoked at once.
+    ok(&cli(&["token", "revoke", "jti-two"], &r.config()));
+    let sent = Instant::now();
+    for gw in &r.gws {
+        while status_of(gw, "/content", Some(&two)).await.0 != 401 {
+            assert!(sent.elapsed() < Duration::from_secs(1), "{}", gw.log());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(status_of(gw, "/content", Some(&reader)).await.0, 401);
+    }
+    let revoked = redis.cli(&["HGET", "{t}:policy", "revoked"]);
+    assert!(
+        revoked.contains("jti-reader") && revoked.contains("jti-two"),
+        "{revoked}"
+    );
+    for gw in &r.gws {
+        assert_eq!(
+            gw.metric("contentgate_cluster_alarm{reason=\"rollback\"}")
+                .await,
+            0.0
+        );
     }
 }
 
@@ -617,7 +718,10 @@ async fn the_second_level_serves_one_replicas_fill_to_the_others_and_purges_prec
         assert_eq!(
             gw.metric("contentgate_cache_l2_total{result=\"hit\"}")
                 .await,
-            1.0
+            1.0,
+            "{}\n{}",
+            r.gws[0].metrics().await,
+            gw.log()
         );
         // ... and from their own L1 afterwards.
         assert_eq!(status_of(gw, "/cdn", None).await.1, "HIT");
@@ -700,5 +804,111 @@ async fn identical_misses_across_three_replicas_make_one_upstream_request() {
     assert_eq!(
         waited, 2.0,
         "the two other replicas' fills waited for the first"
+    );
+}
+
+#[tokio::test]
+async fn a_stale_replicas_refusals_do_not_spend_the_callers_refusal_budget() {
+    let redis = RedisServer::start(false);
+    let (_o, b) = builder(&redis, "").await;
+    let b = b.extra("\n[rate_limits]\nrefused_per_ip = { requests_per_second = 1, burst = 5 }\n");
+    let r = replicas(&redis, 1, b).await;
+    let gw = &r.gws[0];
+    let jwt = bearer(&es("jti-reader"));
+    redis.freeze();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    for _ in 0..20 {
+        assert_eq!(status_of(gw, "/content", Some(&jwt)).await.0, 503);
+    }
+    // The same address's public reads are still served (not 429 "refused").
+    assert_eq!(status_of(gw, "/cdn", None).await.0, 200);
+    redis.thaw();
+}
+
+#[tokio::test]
+async fn a_purge_sequence_that_restarted_and_overtook_purges_everything() {
+    let redis = RedisServer::start(false);
+    let (_o, b) = builder(&redis, "").await;
+    let r = replicas(&redis, 2, b).await;
+    // Some purges: the replicas know the epoch and sequence 3.
+    for _ in 0..3 {
+        r.gws[0]
+            .client
+            .post(r.gws[0].admin_url("/admin/purge"))
+            .bearer_auth(ADMIN_TOKEN)
+            .body(r#"{"model":"Author"}"#)
+            .send()
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for gw in &r.gws {
+        status_of(gw, "/cdn", None).await;
+        assert_eq!(status_of(gw, "/cdn", None).await.1, "HIT");
+    }
+    // Redis replaced: a new epoch whose sequence already counted past 3, and none of its
+    // purges (one of them for Post) reached the replicas.
+    redis.cli(&[
+        "EVAL",
+        "redis.call('SET', KEYS[1], 'another-epoch') redis.call('SET', KEYS[2], 4) redis.call('DEL', KEYS[3]) for i = 1, 4 do redis.call('LPUSH', KEYS[3], i .. ' elsewhere {\"model\":\"' .. (i == 1 and 'Post' or 'Author') .. '\"}') end return 1",
+        "3",
+        "{t}:purge:epoch",
+        "{t}:purge:seq",
+        "{t}:purge:log",
+    ]);
+    let sent = Instant::now();
+    for gw in &r.gws {
+        while status_of(gw, "/cdn", None).await.1 != "MISS" {
+            assert!(sent.elapsed() < Duration::from_secs(2), "{}", gw.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            gw.metric("contentgate_cluster_purges_total{direction=\"flushed\"}")
+                .await
+                >= 1.0
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_purge_that_cannot_be_broadcast_keeps_its_replica_off_the_second_level() {
+    let redis = RedisServer::start(false);
+    let (origin, b) = builder(&redis, "l2 = \"redis\"").await;
+    let r = replicas(&redis, 2, b).await;
+    let (a, b) = (&r.gws[0], &r.gws[1]);
+    assert_eq!(status_of(a, "/cdn", None).await.1, "MISS");
+    status_of(b, "/cdn", None).await; // from L2
+    assert_eq!(origin.count(), 1);
+    // Redis refuses writes (out of memory, noeviction): the purge on B is held, not broadcast.
+    redis.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    redis.cli(&["CONFIG", "SET", "maxmemory", "1"]);
+    let resp = b
+        .client
+        .post(b.admin_url("/admin/purge"))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(r#"{"model":"Post"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        b.wait_metric("contentgate_cluster_alarm{reason=\"purges_held\"}", 1.0)
+            .await
+            >= 1.0
+    );
+    // B's next request is not answered from the second level's purged entry.
+    assert_eq!(status_of(b, "/cdn", None).await.0, 200);
+    assert_eq!(origin.count(), 2, "B served the purged entry from L2");
+    // Redis takes writes again: the held purge goes out, A misses too.
+    redis.cli(&["CONFIG", "SET", "maxmemory", "0"]);
+    let sent = Instant::now();
+    while status_of(a, "/cdn", None).await.1 != "MISS" {
+        assert!(sent.elapsed() < Duration::from_secs(3), "{}", a.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        b.metric("contentgate_cluster_alarm{reason=\"purges_held\"}")
+            .await,
+        0.0
     );
 }

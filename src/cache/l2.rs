@@ -11,10 +11,14 @@ use super::{KeyDigest, Stored};
 /// How often a replica waiting for another replica's fill looks for the entry.
 pub const WAIT_POLL: Duration = Duration::from_millis(10);
 
-/// The purge sequence a fill started at: an entry is stored only if no purge happened since
-/// (a purge on another replica while this one fetched must win).
+/// The purge sequence a fill started at (an entry is stored only if no purge happened since: a
+/// purge on another replica while this one fetched must win), and the random value its fill
+/// lock holds (only the holder releases it).
 #[derive(Debug, Clone, Copy)]
-pub struct Ticket(pub u64);
+pub struct Ticket {
+    pub seq: u64,
+    pub owner: u64,
+}
 
 pub enum Lock {
     /// This replica fills; store under the ticket.
@@ -44,7 +48,8 @@ pub trait SecondLevel: Send + Sync {
     async fn get(&self, key: &KeyDigest) -> Option<Stored>;
     /// Takes the fill lock for `key` for at most `hold`.
     async fn lock(&self, key: &KeyDigest, hold: Duration) -> Lock;
-    async fn unlock(&self, key: &KeyDigest);
+    /// Releases the fill lock if `ticket` still holds it (it may have expired and been taken).
+    async fn unlock(&self, key: &KeyDigest, ticket: Ticket);
     /// The entry, or whether its fill lock is still held (one round trip).
     async fn peek(&self, key: &KeyDigest) -> Peek;
     /// Stores a fetched answer, unless a purge happened since `ticket`.

@@ -363,7 +363,7 @@ impl ReadCache {
                 }
             }
             // Released whatever the outcome: waiters see it and fill themselves.
-            l2.unlock(key).await;
+            l2.unlock(key, ticket).await;
         }
         result
     }

@@ -21,37 +21,47 @@ use crate::cache::{KeyDigest, Purge, Stored, Tags};
 /// purge by id.
 const MAX_TAGGED_IDS: usize = 64;
 
+/// How long a tag's generation is kept after its last purge. Entries live at most
+/// [`MAX_ENTRY_LIFETIME`], far less: an entry never outlives the generation it was stored
+/// under (a generation that expired reads as 0, which no entry stored under a later one has).
+pub const TAG_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+const MAX_ENTRY_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// `valid(entry, all)`: the entry exists, was stored at or after the last purge of everything,
+/// and every tag it was stored under still has the generation it had then. The entry's `tags`
+/// field holds "key generation" lines.
+const VALID: &str = r#"
+local function valid(entry, all)
+  local v = redis.call('HMGET', entry, 'seq', 'tags', 'meta', 'body')
+  if not v[1] then return nil end
+  if tonumber(v[1]) < tonumber(redis.call('GET', all) or '0') then return nil end
+  for key, gen in string.gmatch(v[2] or '', '([^ \n]+) (%d+)') do
+    if (redis.call('GET', key) or '0') ~= gen then return nil end
+  end
+  return {v[3], v[4]}
+end
+"#;
+
+/// KEYS: entry, purge-all mark. The entry's meta and body, or nil.
 static GET: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local v = redis.call('HMGET', KEYS[1], 'seq', 'meta', 'body')
-if not v[1] then return false end
-local all = tonumber(redis.call('GET', KEYS[2]) or '0')
-if tonumber(v[1]) < all then return false end
-return {v[2], v[3]}
-"#,
-    )
+    Script::new(&format!(
+        "{VALID}\nlocal e = valid(KEYS[1], KEYS[2])\nif e then return e end\nreturn false"
+    ))
 });
 
 /// KEYS: entry, purge-all mark, lock. The entry as GET does, else {0} while the lock is held, {1}
 /// once it is gone.
 static PEEK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local v = redis.call('HMGET', KEYS[1], 'seq', 'meta', 'body')
-if v[1] and tonumber(v[1]) >= tonumber(redis.call('GET', KEYS[2]) or '0') then
-  return {v[2], v[3]}
-end
-if redis.call('EXISTS', KEYS[3]) == 1 then return {0} end
-return {1}
-"#,
-    )
+    Script::new(&format!(
+        "{VALID}\nlocal e = valid(KEYS[1], KEYS[2])\nif e then return e end\nif redis.call('EXISTS', KEYS[3]) == 1 then return {{0}} end\nreturn {{1}}"
+    ))
 });
 
+/// KEYS: lock, purge sequence; ARGV: owner, hold (ms). {1, seq} when taken, {0, seq} when held.
 static LOCK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local ok = redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1])
+local ok = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
 local s = tonumber(redis.call('GET', KEYS[2]) or '0')
 if ok then return {1, s} end
 return {0, s}
@@ -59,18 +69,31 @@ return {0, s}
     )
 });
 
+/// KEYS: lock; ARGV: owner. Deletes the lock only if this owner holds it.
+static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"#,
+    )
+});
+
+/// KEYS: entry, purge sequence; ARGV: ticket, lifetime (ms), meta, body, then tag generation
+/// keys. Stored only if no purge happened since the ticket; the tags' generations are read now
+/// (unchanged since the ticket: any purge would have moved the sequence).
 static PUT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local s = tonumber(redis.call('GET', KEYS[2]) or '0')
 if s ~= tonumber(ARGV[1]) then return 0 end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'meta', ARGV[3], 'body', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local tags = {}
 for i = 5, #ARGV do
-  redis.call('SADD', ARGV[i], KEYS[1])
-  if redis.call('PTTL', ARGV[i]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', ARGV[i], ARGV[2]) end
+  table.insert(tags, ARGV[i] .. ' ' .. (redis.call('GET', ARGV[i]) or '0'))
 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'tags', table.concat(tags, '\n'), 'meta', ARGV[3], 'body', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 "#,
     )
@@ -109,14 +132,14 @@ impl Cluster {
     }
 
     fn l2_tag_model(&self, model: &str) -> String {
-        format!("{{{}}}:l2t:m:{model}", self.settings.prefix)
+        format!("{{{}}}:l2g:m:{model}", self.settings.prefix)
     }
 
     fn l2_tag_id(&self, id: &str) -> String {
-        format!("{{{}}}:l2t:i:{id}", self.settings.prefix)
+        format!("{{{}}}:l2g:i:{id}", self.settings.prefix)
     }
 
-    /// The tag sets a purge empties (with the entries they name).
+    /// The tag generations a purge moves on (every entry stored under an older one is gone).
     pub(super) fn l2_purge_tags(&self, p: &Purge) -> Vec<String> {
         let mut tags = Vec::new();
         if let Some(m) = &p.model {
@@ -185,7 +208,9 @@ impl RedisL2 {
         inv: impl FnOnce() -> redis::ScriptInvocation<'static> + Send + 'static,
     ) -> Option<T> {
         let c = &self.cluster;
-        if !c.up.load(Ordering::Acquire) {
+        // While Redis is unreachable, or a purge of this replica waits to be broadcast (its
+        // second-level part not applied yet), the second level is not asked.
+        if !c.up.load(Ordering::Acquire) || !c.pending.lock().is_empty() {
             c.l2_count("error");
             return None;
         }
@@ -199,9 +224,12 @@ impl RedisL2 {
             .await;
         match r {
             Some(Ok(Ok(v))) => Some(v),
-            _ => {
+            other => {
                 c.metrics.cluster_errors.with_label_values(&["l2"]).inc();
                 c.l2_count("error");
+                if let Some(Ok(Err(e))) = other {
+                    tracing::warn!(error = %e, "second-level cache operation failed (a miss)");
+                }
                 None
             }
         }
@@ -261,32 +289,28 @@ impl SecondLevel for RedisL2 {
             self.cluster.keys.purge_seq.clone(),
         );
         let ms = hold.as_millis().max(1) as u64;
+        let owner: u64 = uuid::Uuid::new_v4().as_u64_pair().0;
         let r: Option<(u8, u64)> = self
             .call(move || {
                 let mut inv = LOCK.key(k);
-                inv.key(seq).arg(ms);
+                inv.key(seq).arg(owner).arg(ms);
                 inv
             })
             .await;
         match r {
-            Some((1, s)) => Lock::Acquired(Ticket(s)),
-            Some((_, s)) => Lock::Held(Ticket(s)),
+            Some((1, seq)) => Lock::Acquired(Ticket { seq, owner }),
+            Some((_, seq)) => Lock::Held(Ticket { seq, owner }),
             None => Lock::Unavailable,
         }
     }
 
-    async fn unlock(&self, key: &KeyDigest) {
+    async fn unlock(&self, key: &KeyDigest, ticket: Ticket) {
         let k = self.cluster.l2_lock_key(key);
-        let mut conn = self.cluster.connection();
-        let timeout = self.cluster.settings.command_timeout;
-        let _ = self
-            .cluster
-            .run(async move {
-                tokio::time::timeout(
-                    timeout,
-                    redis::cmd("DEL").arg(k).query_async::<()>(&mut conn),
-                )
-                .await
+        let _: Option<u8> = self
+            .call(move || {
+                let mut inv = UNLOCK.key(k);
+                inv.arg(ticket.owner);
+                inv
             })
             .await;
     }
@@ -321,7 +345,10 @@ impl SecondLevel for RedisL2 {
         let Ok(meta) = serde_json::to_vec(&meta) else {
             return;
         };
-        let px = (stored.ttl + self.grace).as_millis().max(1) as u64;
+        let px = (stored.ttl + self.grace)
+            .min(MAX_ENTRY_LIFETIME)
+            .as_millis()
+            .max(1) as u64;
         let (k, seq, body) = (
             self.cluster.l2_key(key),
             self.cluster.keys.purge_seq.clone(),
@@ -330,7 +357,7 @@ impl SecondLevel for RedisL2 {
         let r: Option<u8> = self
             .call(move || {
                 let mut inv = PUT.key(k);
-                inv.key(seq).arg(ticket.0).arg(px).arg(meta).arg(body);
+                inv.key(seq).arg(ticket.seq).arg(px).arg(meta).arg(body);
                 for t in tags {
                     inv.arg(t);
                 }

@@ -33,6 +33,9 @@ pub struct Keys {
     pub policy: String,
     pub purge_seq: String,
     pub purge_log: String,
+    /// Random, created with the purge sequence: a sequence that restarted (a replaced Redis)
+    /// is told apart even when it has already counted past the number a replica saw.
+    pub purge_epoch: String,
     pub events: String,
     prefix: String,
 }
@@ -43,6 +46,7 @@ impl Keys {
             policy: format!("{{{prefix}}}:policy"),
             purge_seq: format!("{{{prefix}}}:purge:seq"),
             purge_log: format!("{{{prefix}}}:purge:log"),
+            purge_epoch: format!("{{{prefix}}}:purge:epoch"),
             events: format!("{{{prefix}}}:events"),
             prefix: prefix.to_string(),
         }
@@ -78,8 +82,12 @@ pub struct Cluster {
     synced: AtomicBool,
     /// (epoch, version) of the set the live snapshot was compiled from, and of the last set
     /// refused.
-    applied: Mutex<Option<(String, u64)>>,
-    refused: Mutex<Option<(String, u64)>>,
+    applied: Mutex<Option<set::SetId>>,
+    refused: Mutex<Option<set::SetId>>,
+    /// The purge epoch this replica's sequence number belongs to.
+    purge_epoch: Mutex<Option<String>>,
+    /// One sync at a time (the subscriber and the poll both ask).
+    sync_lock: tokio::sync::Mutex<()>,
     /// Highest purge sequence number applied.
     purge_seen: AtomicU64,
     purge_lock: tokio::sync::Mutex<()>,
@@ -160,6 +168,8 @@ impl Cluster {
             synced: AtomicBool::new(false),
             applied: Mutex::new(None),
             refused: Mutex::new(None),
+            purge_epoch: Mutex::new(None),
+            sync_lock: tokio::sync::Mutex::new(()),
             purge_seen: AtomicU64::new(0),
             purge_lock: tokio::sync::Mutex::new(()),
             resubscribe: tokio::sync::Notify::new(),

@@ -17,13 +17,35 @@ use crate::policy::PolicyTexts;
 #[derive(Debug, Clone)]
 pub struct StoredSet {
     pub epoch: String,
+    /// Random per write: a set restored from a backup and then written again reaches a version
+    /// number seen before with other content, and is still told apart.
+    pub wid: String,
     pub texts: PolicyTexts,
 }
 
+/// A set's identity as replicas compare it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetId {
+    pub epoch: String,
+    pub version: u64,
+    pub wid: String,
+}
+
 impl StoredSet {
-    pub fn id(&self) -> (String, u64) {
-        (self.epoch.clone(), self.texts.version)
+    pub fn id(&self) -> SetId {
+        SetId {
+            epoch: self.epoch.clone(),
+            version: self.texts.version,
+            wid: self.wid.clone(),
+        }
     }
+}
+
+/// What the poll reads: the set's identity and the purge sequence with its epoch.
+pub struct Head {
+    pub set: Option<SetId>,
+    pub purge_seq: u64,
+    pub purge_epoch: Option<String>,
 }
 
 /// Largest set a replica reads (a million-token registry in JSON is ~300 MB; a bigger value is
@@ -40,10 +62,73 @@ pub async fn read(
     keys: &Keys,
 ) -> Result<Option<StoredSet>, redis::RedisError> {
     let mut sizes = redis::pipe();
-    for f in ["public", "tokens", "revoked", "schema", "unrevoked"] {
+    for f in SET_FIELDS {
         sizes.cmd("HSTRLEN").arg(&keys.policy).arg(f);
     }
-    let sizes: Vec<u64> = sizes.query_async(conn).await?;
+    check_size(&sizes.query_async::<Vec<u64>>(conn).await?)?;
+    let fields: std::collections::HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
+        .arg(&keys.policy)
+        .query_async(conn)
+        .await?;
+    Ok(parse(keys, fields))
+}
+
+/// (epoch, version, wid), the purge sequence, the purge epoch.
+type HeadReply = (
+    (Option<String>, Option<u64>, Option<String>),
+    Option<u64>,
+    Option<String>,
+);
+
+/// The set's identity and the purge sequence, for the poll: small fields instead of the set.
+pub async fn head(conn: &mut impl ConnectionLike, keys: &Keys) -> Result<Head, redis::RedisError> {
+    let (fields, seq, purge_epoch): HeadReply = redis::pipe()
+        .cmd("HMGET")
+        .arg(&keys.policy)
+        .arg("epoch")
+        .arg("version")
+        .arg("wid")
+        .cmd("GET")
+        .arg(&keys.purge_seq)
+        .cmd("GET")
+        .arg(&keys.purge_epoch)
+        .query_async(conn)
+        .await?;
+    let (epoch, version, wid) = fields;
+    Ok(Head {
+        set: match (epoch, version) {
+            (Some(epoch), Some(version)) => Some(SetId {
+                epoch,
+                version,
+                wid: wid.unwrap_or_default(),
+            }),
+            _ => None,
+        },
+        purge_seq: seq.unwrap_or(0),
+        purge_epoch,
+    })
+}
+
+/// [`read`] on a blocking connection: a large set is read and decoded on the blocking pool,
+/// never on the cluster's runtime thread (which answers the polls, limits and L2 meanwhile).
+pub fn read_blocking(
+    conn: &mut redis::Connection,
+    keys: &Keys,
+) -> Result<Option<StoredSet>, redis::RedisError> {
+    let mut sizes = redis::pipe();
+    for f in SET_FIELDS {
+        sizes.cmd("HSTRLEN").arg(&keys.policy).arg(f);
+    }
+    check_size(&sizes.query::<Vec<u64>>(conn)?)?;
+    let fields: std::collections::HashMap<String, Vec<u8>> =
+        redis::cmd("HGETALL").arg(&keys.policy).query(conn)?;
+    Ok(parse(keys, fields))
+}
+
+/// The fields that hold policy text (the size guard sums them).
+const SET_FIELDS: [&str; 5] = ["public", "tokens", "revoked", "schema", "unrevoked"];
+
+fn check_size(sizes: &[u64]) -> Result<(), redis::RedisError> {
     let total: u64 = sizes.iter().sum();
     if total > MAX_SET_BYTES as u64 {
         return Err(redis::RedisError::from((
@@ -52,30 +137,7 @@ pub async fn read(
             format!("{total} bytes, more than {MAX_SET_BYTES}"),
         )));
     }
-    let fields: std::collections::HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
-        .arg(&keys.policy)
-        .query_async(conn)
-        .await?;
-    Ok(parse(keys, fields))
-}
-
-/// (epoch, version) alone, for the poll: two small fields instead of the whole set.
-pub async fn head(
-    conn: &mut impl ConnectionLike,
-    keys: &Keys,
-) -> Result<(Option<(String, u64)>, u64), redis::RedisError> {
-    let (epoch, version, seq): (Option<String>, Option<u64>, Option<u64>) = redis::pipe()
-        .cmd("HGET")
-        .arg(&keys.policy)
-        .arg("epoch")
-        .cmd("HGET")
-        .arg(&keys.policy)
-        .arg("version")
-        .cmd("GET")
-        .arg(&keys.purge_seq)
-        .query_async(conn)
-        .await?;
-    Ok((epoch.zip(version), seq.unwrap_or(0)))
+    Ok(())
 }
 
 fn parse(keys: &Keys, mut f: std::collections::HashMap<String, Vec<u8>>) -> Option<StoredSet> {
@@ -85,6 +147,7 @@ fn parse(keys: &Keys, mut f: std::collections::HashMap<String, Vec<u8>>) -> Opti
     };
     let version: u64 = text(&mut f, "version")?.parse().ok()?;
     let epoch = text(&mut f, "epoch").unwrap_or_default();
+    let wid = text(&mut f, "wid").unwrap_or_default();
     let tokens_file = text(&mut f, "tokens_file").unwrap_or_else(|| TOKENS_TOML.to_string());
     let tokens = text(&mut f, "tokens").map(|t| {
         let name = if tokens_file == TOKENS_JSON {
@@ -102,6 +165,7 @@ fn parse(keys: &Keys, mut f: std::collections::HashMap<String, Vec<u8>>) -> Opti
         .unwrap_or_default();
     Some(StoredSet {
         epoch,
+        wid,
         texts: PolicyTexts {
             origin: origin(keys),
             version,
@@ -126,7 +190,8 @@ pub fn jtis(text: &str) -> BTreeSet<String> {
 
 /// Writes a whole set if the stored version is still `expected` (`None`: whatever it is),
 /// bumps the version and announces it. KEYS[1] the hash; ARGV: expected, channel, now (ms),
-/// writer, a fresh epoch, the number of fields to delete, their names, then field/value pairs.
+/// writer, a fresh random id (the write's `wid`, and the epoch of a new hash), the number of
+/// fields to delete, their names, then field/value pairs.
 static WRITE: &str = r#"
 local cur = redis.call('HGET', KEYS[1], 'version')
 if not cur then cur = '0' end
@@ -139,14 +204,14 @@ local v = tonumber(cur) + 1
 local ndel = tonumber(ARGV[6])
 for i = 1, ndel do redis.call('HDEL', KEYS[1], ARGV[6 + i]) end
 for i = 7 + ndel, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('HSET', KEYS[1], 'version', v, 'epoch', epoch, 'written_at', ARGV[3], 'writer', ARGV[4])
+redis.call('HSET', KEYS[1], 'version', v, 'epoch', epoch, 'wid', ARGV[5], 'written_at', ARGV[3], 'writer', ARGV[4])
 redis.call('PUBLISH', ARGV[2], 'policy ' .. epoch .. ' ' .. v)
 return v
 "#;
 
 /// Adds jtis to the revocation text (and removes them from `unrevoked`), bumps the version and
 /// announces it; a set that holds them all already is left alone. KEYS[1] the hash; ARGV:
-/// channel, now (ms), writer, jtis. Returns {version, added}.
+/// channel, now (ms), writer, a fresh write id, jtis. Returns {version, added}.
 static REVOKE: &str = r#"
 local cur = redis.call('HGET', KEYS[1], 'version')
 if not cur then
@@ -159,7 +224,7 @@ for line in string.gmatch(revoked, '[^\n]+') do
   if j then have[j] = true end
 end
 local added = 0
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   if not have[ARGV[i]] then
     if revoked ~= '' and string.sub(revoked, -1) ~= '\n' then revoked = revoked .. '\n' end
     revoked = revoked .. ARGV[i] .. '\n'
@@ -178,7 +243,7 @@ if unrevoked then
 end
 local v = tonumber(cur) + 1
 local epoch = redis.call('HGET', KEYS[1], 'epoch') or ''
-redis.call('HSET', KEYS[1], 'revoked', revoked, 'version', v, 'written_at', ARGV[2], 'writer', ARGV[3])
+redis.call('HSET', KEYS[1], 'revoked', revoked, 'version', v, 'wid', ARGV[4], 'written_at', ARGV[2], 'writer', ARGV[3])
 redis.call('PUBLISH', ARGV[1], 'policy ' .. epoch .. ' ' .. v)
 return {v, added}
 "#;
@@ -248,7 +313,10 @@ pub async fn revoke(
 ) -> Result<(u64, u64), redis::RedisError> {
     let script = Script::new(REVOKE);
     let mut inv = script.key(&keys.policy);
-    inv.arg(&keys.events).arg(now_ms()).arg(writer);
+    inv.arg(&keys.events)
+        .arg(now_ms())
+        .arg(writer)
+        .arg(uuid::Uuid::new_v4().simple().to_string());
     for j in jtis {
         inv.arg(j);
     }

@@ -16,23 +16,30 @@ use super::{set, Cluster, PURGE_LOG_LEN};
 use crate::cache::{Purge, ReadCache};
 use crate::policy::store::PolicyStore;
 
-/// Takes the next purge sequence number, logs the purge under it (the log keeps the last
-/// `ARGV[3] + 1`), applies it to the second level (the purge-all mark, or the tag sets and the
-/// entries they name) and announces it. KEYS: sequence, log, purge-all mark; ARGV: channel,
-/// "<instance> <json>", last index kept, "all" or "tags", then the tag sets.
+/// Takes the next purge sequence number (creating the purge epoch with the sequence), logs the
+/// purge under it (the log keeps the last `ARGV[3] + 1`), applies it to the second level (the
+/// purge-all mark, or a new generation of each tag it names: entries remember the generations
+/// they were stored under) and announces it. KEYS: sequence, log, purge-all mark, purge epoch;
+/// ARGV: channel, "<instance> <json>", last index kept, "all" or "tags", a fresh epoch, the tag
+/// generation keys' lifetime (ms), then those keys.
 static PURGE: &str = r#"
+local e = redis.call('GET', KEYS[4])
+if not e then
+  e = ARGV[5]
+  redis.call('SET', KEYS[4], e)
+end
 local s = redis.call('INCR', KEYS[1])
 redis.call('LPUSH', KEYS[2], s .. ' ' .. ARGV[2])
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]))
 if ARGV[4] == 'all' then
   redis.call('SET', KEYS[3], s)
 else
-  for i = 5, #ARGV do
-    for _, k in ipairs(redis.call('SMEMBERS', ARGV[i])) do redis.call('UNLINK', k) end
-    redis.call('UNLINK', ARGV[i])
+  for i = 7, #ARGV do
+    redis.call('INCR', ARGV[i])
+    redis.call('PEXPIRE', ARGV[i], ARGV[6])
   end
 end
-redis.call('PUBLISH', ARGV[1], 'purge ' .. s .. ' ' .. ARGV[2])
+redis.call('PUBLISH', ARGV[1], 'purge ' .. e .. ' ' .. s .. ' ' .. ARGV[2])
 return s
 "#;
 
@@ -135,9 +142,9 @@ impl Cluster {
     }
 
     /// Records the set the start-up snapshot was compiled from (or refused).
-    pub fn started_with(&self, id: (String, u64), applied: bool) {
+    pub fn started_with(&self, id: set::SetId, applied: bool) {
         if applied {
-            self.metrics.cluster_policy_version.set(id.1 as i64);
+            self.metrics.cluster_policy_version.set(id.version as i64);
             *self.applied.lock() = Some(id);
             self.synced.store(true, Ordering::Release);
             self.confirm();
@@ -165,15 +172,31 @@ impl Cluster {
                         .cluster_events
                         .with_label_values(&["subscribed"])
                         .inc();
+                    self.check_eviction_policy().await;
                     // Subscribed first, then resynced: nothing published in between is lost.
                     self.sync_once(&targets).await;
-                    let mut stream = ps.into_on_message();
+                    let (mut sink, mut stream) = ps.split();
+                    // A subscription that died without the connection closing (a half-open
+                    // TCP connection behind a partition) is found by pinging it.
+                    let mut ping = tokio::time::interval(self.settings.poll_interval);
+                    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    ping.tick().await;
                     loop {
                         tokio::select! {
                             m = stream.next() => match m {
                                 Some(m) => self.on_event(&targets, m.get_payload_bytes()).await,
                                 None => break,
                             },
+                            _ = ping.tick() => {
+                                let alive = tokio::time::timeout(
+                                    self.settings.command_timeout,
+                                    sink.ping::<String>(),
+                                )
+                                .await;
+                                if !matches!(alive, Ok(Ok(_))) {
+                                    break;
+                                }
+                            }
                             _ = self.resubscribe.notified() => break,
                         }
                     }
@@ -186,6 +209,34 @@ impl Cluster {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
+    }
+
+    /// An `allkeys-*` eviction policy may evict the policy set itself (every replica then
+    /// refuses tokens) or the purge sequence: alarm. `volatile-*` and `noeviction` keep keys
+    /// without a lifetime, which the set and the sequence are.
+    async fn check_eviction_policy(&self) {
+        let mut conn = self.connection();
+        let info: Result<Result<String, _>, _> = tokio::time::timeout(
+            self.settings.command_timeout,
+            redis::cmd("INFO").arg("memory").query_async(&mut conn),
+        )
+        .await;
+        let Ok(Ok(info)) = info else {
+            return;
+        };
+        let policy = info
+            .lines()
+            .find_map(|l| l.strip_prefix("maxmemory_policy:"))
+            .map(str::trim)
+            .unwrap_or("");
+        let bad = policy.starts_with("allkeys");
+        if bad {
+            tracing::error!(target: "audit", event = "cluster_eviction_policy", policy, "Redis may evict the policy set (maxmemory-policy allkeys-*): use volatile-lru/volatile-ttl or noeviction");
+        }
+        self.metrics
+            .cluster_alarm
+            .with_label_values(&["eviction_policy"])
+            .set(i64::from(bad));
     }
 
     async fn poller(self: Arc<Self>, targets: Arc<Targets>) {
@@ -226,7 +277,10 @@ impl Cluster {
                     .cluster_events
                     .with_label_values(&["purge"])
                     .inc();
-                let Some((seq, entry)) = rest.split_once(' ') else {
+                let mut parts = rest.splitn(3, ' ');
+                let (Some(epoch), Some(seq), Some(entry)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
                     return;
                 };
                 let Ok(seq) = seq.parse::<u64>() else {
@@ -234,15 +288,24 @@ impl Cluster {
                 };
                 let _g = self.purge_lock.lock().await;
                 let seen = self.purge_seen.load(Ordering::Acquire);
-                if seq <= seen {
+                // No epoch known yet (no purge had happened): this one starts it.
+                let same_epoch = {
+                    let mut known = self.purge_epoch.lock();
+                    if known.is_none() && seq == seen + 1 {
+                        *known = Some(epoch.to_string());
+                    }
+                    known.as_deref() == Some(epoch)
+                };
+                if same_epoch && seq <= seen {
                     return; // applied already, by a catch-up
                 }
-                if seq == seen + 1 {
+                if same_epoch && seq == seen + 1 {
                     self.apply_purge_entry(targets, entry, "received");
                     self.purge_seen.store(seq, Ordering::Release);
                 } else {
-                    // A gap: the log has the missing ones and this one.
-                    self.catch_up_locked(targets, seq).await;
+                    // A gap, or another epoch: the log (or a full purge) settles it.
+                    self.catch_up_locked(targets, seq, Some(epoch.to_string()))
+                        .await;
                 }
             }
             _ => {}
@@ -250,15 +313,17 @@ impl Cluster {
     }
 
     /// One check against Redis: the set's identity and the purge sequence; reads and applies
-    /// a new set, catches up on purges. Returns whether Redis answered.
+    /// a new set, catches up on purges. Returns whether Redis answered. One at a time: the
+    /// subscriber and the poll never apply two sets out of order.
     async fn sync_once(&self, targets: &Targets) -> bool {
+        let _one = self.sync_lock.lock().await;
         let mut conn = self.connection();
         let head = tokio::time::timeout(
             self.settings.command_timeout,
             set::head(&mut conn, &self.keys),
         )
         .await;
-        let (id, seq) = match head {
+        let head = match head {
             Ok(Ok(h)) => h,
             Ok(Err(e)) => {
                 self.unreachable(&e.to_string());
@@ -275,9 +340,16 @@ impl Cluster {
         self.send_pending_purges().await;
         {
             let _g = self.purge_lock.lock().await;
-            self.catch_up_locked(targets, seq).await;
+            self.catch_up_locked(targets, head.purge_seq, head.purge_epoch.clone())
+                .await;
         }
-        let Some(id) = id else {
+        let alarm = |reason: &str, on: bool| {
+            self.metrics
+                .cluster_alarm
+                .with_label_values(&[reason])
+                .set(i64::from(on));
+        };
+        let Some(id) = head.set else {
             // An empty Redis (flushed, or a new instance) is never read as "no tokens, no
             // revocations": the last good snapshot keeps serving, unconfirmed.
             if self
@@ -289,16 +361,10 @@ impl Cluster {
             {
                 tracing::error!(target: "audit", event = "cluster_policy_missing", key = %self.keys.policy, "Redis holds no policy set (flushed or new?): keeping the last good snapshot; token requests are refused after max_staleness until a set is pushed");
             }
-            self.metrics
-                .cluster_alarm
-                .with_label_values(&["empty"])
-                .set(1);
+            alarm("empty", true);
             return true;
         };
-        self.metrics
-            .cluster_alarm
-            .with_label_values(&["empty"])
-            .set(0);
+        alarm("empty", false);
         if self.applied.lock().as_ref() == Some(&id) {
             self.confirm();
             return true;
@@ -306,20 +372,46 @@ impl Cluster {
         if self.refused.lock().as_ref() == Some(&id) {
             return true;
         }
-        // A new set: read it whole on its own connection (it may be large).
-        let read = async {
-            let mut c = self.client.get_multiplexed_async_connection().await?;
-            set::read(&mut c, &self.keys).await
-        };
-        let stored = match tokio::time::timeout(SET_READ_TIMEOUT, read).await {
+        // The same epoch at a lower version than the one applied: Redis went back in time (a
+        // restored backup). Never confirmed; a new write (a push) moves it forward again.
+        let rollback = self
+            .applied
+            .lock()
+            .as_ref()
+            .is_some_and(|a| a.epoch == id.epoch && id.version < a.version);
+        if rollback {
+            if self
+                .metrics
+                .cluster_alarm
+                .with_label_values(&["rollback"])
+                .get()
+                == 0
+            {
+                tracing::error!(target: "audit", event = "cluster_policy_rollback", version = id.version, "the policy set in Redis is older than the one applied (a restored backup?): keeping the last good snapshot, unconfirmed; push the policies to move on");
+            }
+            alarm("rollback", true);
+            return true;
+        }
+        alarm("rollback", false);
+        // A new set: read and decoded on the blocking pool over its own connection (it may be
+        // large; the runtime thread goes on answering polls, limits and L2 meanwhile).
+        let client = self.client.clone();
+        let keys = self.keys.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let mut c = client.get_connection_with_timeout(SET_READ_TIMEOUT)?;
+            c.set_read_timeout(Some(SET_READ_TIMEOUT))?;
+            set::read_blocking(&mut c, &keys)
+        })
+        .await;
+        let stored = match read {
             Ok(Ok(Some(s))) => s,
             Ok(Ok(None)) => return true, // emptied in between; the next check says so
             Ok(Err(e)) => {
-                self.unreachable(&e.to_string());
+                self.unreachable(&format!("reading the policy set: {e}"));
                 return false;
             }
-            Err(_) => {
-                self.unreachable("reading the policy set timed out");
+            Err(e) => {
+                self.unreachable(&format!("reading the policy set: {e}"));
                 return false;
             }
         };
@@ -329,24 +421,41 @@ impl Cluster {
         let applied =
             tokio::task::spawn_blocking(move || store.apply_shared(texts, "cluster")).await;
         match applied {
-            Ok(Ok(_)) => {
-                self.metrics.cluster_policy_version.set(id.1 as i64);
-                self.metrics
-                    .cluster_alarm
-                    .with_label_values(&["refused"])
-                    .set(0);
-                tracing::info!(target: "audit", event = "cluster_policy_applied", epoch = %id.0, version = id.1, "policy set from Redis applied");
+            Ok(Ok((_, kept))) => {
+                self.metrics.cluster_policy_version.set(id.version as i64);
+                alarm("refused", false);
+                if !kept.is_empty() {
+                    tracing::error!(target: "audit", event = "cluster_revocations_kept", version = id.version, kept = kept.len(), first = %kept[0], "the policy set in Redis drops revoked jtis that no writer un-revoked on purpose (a restored backup or a stale copy?): applied with them still revoked, and written back to the set so every replica (and every new one) holds them");
+                    // Revocations are monotone cluster-wide: the set gets them back (one script,
+                    // idempotent if several replicas do it), and the next sync applies it.
+                    let mut conn = self.connection();
+                    let written = tokio::time::timeout(
+                        self.settings.command_timeout * 4,
+                        set::revoke(
+                            &mut conn,
+                            &self.keys,
+                            &kept,
+                            &format!("replica:{}", self.instance),
+                        ),
+                    )
+                    .await;
+                    if !matches!(written, Ok(Ok(_))) {
+                        self.metrics
+                            .cluster_errors
+                            .with_label_values(&["sync"])
+                            .inc();
+                    }
+                }
+                alarm("revocations_kept", !kept.is_empty());
+                tracing::info!(target: "audit", event = "cluster_policy_applied", epoch = %id.epoch, version = id.version, "policy set from Redis applied");
                 *self.applied.lock() = Some(id);
                 self.synced.store(true, Ordering::Release);
                 self.confirm();
             }
             Ok(Err(errors)) => {
                 // Logged with file, line and reason by the store; the last good snapshot serves.
-                self.metrics
-                    .cluster_alarm
-                    .with_label_values(&["refused"])
-                    .set(1);
-                tracing::error!(target: "audit", event = "cluster_policy_refused", epoch = %id.0, version = id.1, errors = errors.0.len(), "policy set in Redis refused; the last good snapshot keeps serving, unconfirmed");
+                alarm("refused", true);
+                tracing::error!(target: "audit", event = "cluster_policy_refused", epoch = %id.epoch, version = id.version, errors = errors.0.len(), "policy set in Redis refused; the last good snapshot keeps serving, unconfirmed");
                 *self.refused.lock() = Some(id);
             }
             Err(e) => tracing::error!(error = %e, "applying the policy set failed"),
@@ -365,21 +474,51 @@ impl Cluster {
     }
 
     /// Brings the purges applied here up to `seq`: from the log when it reaches back far
-    /// enough, else by purging everything. A sequence lower than what was seen means Redis lost
-    /// it (flushed or replaced): purges may be lost with it, so everything is purged.
-    async fn catch_up_locked(&self, targets: &Targets, seq: u64) {
+    /// enough, else by purging everything. A sequence of another epoch, or lower than what was
+    /// seen, means Redis lost it (flushed or replaced): purges may be lost with it, so
+    /// everything is purged here, and in the second level (a purge of everything, broadcast).
+    async fn catch_up_locked(&self, targets: &Targets, seq: u64, epoch: Option<String>) {
         let seen = self.purge_seen.load(Ordering::Acquire);
+        let known = self.purge_epoch.lock().clone();
         if !self.purges_started.swap(true, Ordering::AcqRel) {
             // Start-up: nothing is cached yet that an earlier purge could concern.
             self.purge_seen.store(seq, Ordering::Release);
+            *self.purge_epoch.lock() = epoch;
+            return;
+        }
+        let epoch_changed = match (&known, &epoch) {
+            (Some(k), Some(e)) => k != e,
+            (Some(_), None) => seq > 0, // purges exist, but not under the epoch seen
+            (None, _) => false,
+        };
+        if epoch.is_some() {
+            *self.purge_epoch.lock() = epoch.clone();
+        }
+        if epoch_changed || seq < seen {
+            self.purge_everything(
+                targets,
+                "the purge sequence restarted (Redis flushed or replaced)",
+            );
+            self.purge_seen.store(seq, Ordering::Release);
+            if let Some(cache) = &targets.cache {
+                if cache.settings.l2 {
+                    // Entries restored with an old Redis may predate purges since: none of
+                    // them is served. (Applied here already; the broadcast tells the rest.)
+                    let all = serde_json::to_string(&PurgeWire {
+                        model: None,
+                        id: None,
+                        stage: None,
+                        all: true,
+                    })
+                    .unwrap_or_default();
+                    if let Ok(s) = self.broadcast(&all).await {
+                        self.purge_seen.store(s, Ordering::Release);
+                    }
+                }
+            }
             return;
         }
         if seq == seen {
-            return;
-        }
-        if seq < seen {
-            self.purge_everything(targets, "sequence went back (Redis flushed or replaced)");
-            self.purge_seen.store(seq, Ordering::Release);
             return;
         }
         let missing = seq - seen;
@@ -458,6 +597,10 @@ impl Cluster {
 
     /// A purge that could not be broadcast waits here for the next contact with Redis.
     pub(super) fn hold_purge(&self, json: String) {
+        self.metrics
+            .cluster_alarm
+            .with_label_values(&["purges_held"])
+            .set(1);
         let mut pending = self.pending.lock();
         if pending.len() >= MAX_PENDING_PURGES {
             pending.clear();
@@ -469,6 +612,9 @@ impl Cluster {
 
     async fn send_pending_purges(&self) {
         let held: VecDeque<String> = std::mem::take(&mut *self.pending.lock());
+        if held.is_empty() {
+            return;
+        }
         for (i, json) in held.iter().enumerate() {
             if let Err(e) = self.broadcast(json).await {
                 tracing::warn!(error = %e, "held purges still not broadcast");
@@ -478,6 +624,12 @@ impl Cluster {
                 }
                 return;
             }
+        }
+        if self.pending.lock().is_empty() {
+            self.metrics
+                .cluster_alarm
+                .with_label_values(&["purges_held"])
+                .set(0);
         }
     }
 
@@ -492,10 +644,13 @@ impl Cluster {
         let mut inv = PURGE_SCRIPT.key(&self.keys.purge_seq);
         inv.key(&self.keys.purge_log)
             .key(self.l2_all_key())
+            .key(&self.keys.purge_epoch)
             .arg(&self.keys.events)
             .arg(format!("{} {json}", self.instance))
             .arg(PURGE_LOG_LEN - 1)
-            .arg(if purge.all { "all" } else { "tags" });
+            .arg(if purge.all { "all" } else { "tags" })
+            .arg(uuid::Uuid::new_v4().simple().to_string())
+            .arg(super::l2::TAG_LIFETIME.as_millis() as u64);
         for t in self.l2_purge_tags(&purge) {
             inv.arg(t);
         }

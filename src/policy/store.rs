@@ -106,21 +106,44 @@ impl PolicyStore {
     }
 
     /// Applies a new shared policy set (the cluster's): compiled with gateway.toml exactly as a
-    /// file reload; refused whole when it does not compile or when it would un-revoke a jti
-    /// that was not un-revoked on purpose. `Err` also when this very set was refused before.
+    /// file reload; refused whole when it does not compile. Revocations only ever grow: a jti
+    /// the live snapshot holds as revoked that the set drops without listing it as un-revoked on
+    /// purpose (a restored backup, a writer working from a stale copy) stays revoked here — the
+    /// set is applied with it kept, and the kept jtis are returned (the cluster raises an alarm).
+    /// `Err` also when this very set was refused before.
     pub fn apply_shared(
         &self,
-        texts: PolicyTexts,
+        mut texts: PolicyTexts,
         trigger: &'static str,
-    ) -> Result<ReloadOutcome, ConfigErrors> {
+    ) -> Result<(ReloadOutcome, Vec<String>), ConfigErrors> {
         let mut shared = self.shared.lock();
-        match self.reload_from(trigger, Some(&texts)) {
-            Ok(outcome) => {
-                *shared = Some(Arc::new(texts));
-                Ok(outcome)
+        let current = self.current.load_full();
+        let listed = revoked_lines(texts.revoked.as_deref().unwrap_or(""));
+        let mut kept: Vec<String> = current
+            .registry
+            .revoked
+            .iter()
+            .filter(|j| !listed.contains(&***j) && !texts.unrevoked.contains(&***j))
+            .map(|j| j.to_string())
+            .collect();
+        kept.sort_unstable();
+        if !kept.is_empty() {
+            let mut revoked = texts.revoked.take().unwrap_or_default();
+            if !revoked.is_empty() && !revoked.ends_with('\n') {
+                revoked.push('\n');
             }
-            Err(e) => Err(e),
+            revoked.push_str(
+                "# kept by this replica: dropped by the set without being un-revoked on purpose\n",
+            );
+            for j in &kept {
+                revoked.push_str(j);
+                revoked.push('\n');
+            }
+            texts.revoked = Some(revoked);
         }
+        let outcome = self.reload_from(trigger, Some(&texts))?;
+        *shared = Some(Arc::new(texts));
+        Ok((outcome, kept))
     }
 
     /// The version of the shared set the live snapshot was compiled from.
@@ -152,8 +175,23 @@ impl PolicyStore {
                 *self.last_rejected.lock() = None;
                 return Ok(None);
             }
+            // A shared set is remembered with its un-revoked list (not part of the files' digest):
+            // the same texts with a jti un-revoked on purpose are a different set.
+            let memo = match shared {
+                Some(t) => {
+                    use sha2::Digest;
+                    let mut h = sha2::Sha256::new();
+                    h.update(digest);
+                    for j in &t.unrevoked {
+                        h.update(j.as_bytes());
+                        h.update([0]);
+                    }
+                    h.finalize().into()
+                }
+                None => digest,
+            };
             if let Some((d, errors)) = &*self.last_rejected.lock() {
-                if *d == digest {
+                if *d == memo {
                     // A file reload of the same broken files is quiet; a shared set is told.
                     return match shared {
                         Some(_) => Err(errors.clone()),
@@ -161,7 +199,7 @@ impl PolicyStore {
                     };
                 }
             }
-            rejected_digest = Some(digest);
+            rejected_digest = Some(memo);
             let snap = compile(
                 &inputs,
                 current.generation + 1,
@@ -268,6 +306,14 @@ impl PolicyStore {
     pub fn config_path(&self) -> &Path {
         &self.config_path
     }
+}
+
+/// The jtis of a revocation text (one per line, `#` comments), as the compile reads them.
+fn revoked_lines(text: &str) -> std::collections::HashSet<&str> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|j| !j.is_empty())
+        .collect()
 }
 
 /// A shared set must not drop a revocation the live snapshot holds unless the writer listed

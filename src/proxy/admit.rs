@@ -97,7 +97,6 @@ impl Gateway {
                 return Ok(Flow::Preflight);
             }
         }
-        let snap = self.store.snapshot();
         let limit = self.config.limits.max_body_bytes;
         let body = if method == Method::POST {
             match read_body(session, limit, self.config.limits.client_body_timeout).await? {
@@ -110,6 +109,9 @@ impl Gateway {
             }
             None
         };
+        // Taken once the body is in: a slow upload is decided against the policy of when it
+        // arrived whole, not of when it started (a revocation in between applies).
+        let snap = self.store.snapshot();
         let req = session.req_header();
         let kind = endpoint.kind;
         let input = Incoming {
