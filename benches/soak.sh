@@ -29,6 +29,11 @@
 #   --revoke-interval S   seconds between revocations (default 10)
 #   --base-port P         ports P..P+11 are used (default 18700)
 #   --no-build            use $CARGO_TARGET_DIR/release/contentgate as it is
+#   --cluster             three replicas sharing one redis-server instead (benches/soak_cluster.py):
+#                         the policy set pushed every 2 s, `token revoke` every --revoke-interval,
+#                         admin purges every 3 s and mutations purging everywhere; criteria: 0 5xx,
+#                         0 requests accepted for a revoked jti later than 1 s after its revocation
+#                         on any replica, every revocation seen on all three, RSS flat per replica
 # Output: the results table on stdout; the temporary directory /tmp/soak.XXXXXX is kept with
 # gateway.log(.gz: gzipped when over 20 MB; JSON lines incl. one access line per request),
 # demo.log, results.txt, results.json, samples.csv (one row per 5 s sample), tokens.json and the
@@ -42,6 +47,7 @@ CONCURRENCY=24
 REVOKE_INTERVAL=10
 BASE_PORT=18700
 BUILD=1
+CLUSTER=0
 
 die() { echo "soak: error: $*" >&2; exit 2; }
 log() { echo "[$(date +%H:%M:%S)] soak: $*" >&2; }
@@ -53,6 +59,7 @@ while [[ $# -gt 0 ]]; do
         --revoke-interval) REVOKE_INTERVAL="$2"; shift 2 ;;
         --base-port) BASE_PORT="$2"; shift 2 ;;
         --no-build) BUILD=0; shift ;;
+        --cluster) CLUSTER=1; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
@@ -77,6 +84,26 @@ if (( BUILD )); then
     cargo build --release --bin contentgate >&2
 fi
 [[ -x "$BIN" ]] || die "$BIN not found (build it, or drop --no-build)"
+
+if (( CLUSTER )); then
+    command -v redis-server >/dev/null || die "--cluster needs redis-server (apt-get install redis-server)"
+    WORK="$(mktemp -d /tmp/soak-cluster.XXXXXX)"
+    PIDS=()
+    trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; echo "soak: files in $WORK" >&2' EXIT
+    redis-server --port 0 --unixsocket "$WORK/redis.sock" --unixsocketperm 700 --dir "$WORK" \
+        --save "" --appendonly no >"$WORK/redis.log" 2>&1 &
+    PIDS+=($!)
+    mkdir -p "$WORK/cms"
+    "$BIN" sample-cms --port "$BASE_PORT" --runtime-dir "$WORK/cms" >"$WORK/cms.log" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 100); do redis-cli -s "$WORK/redis.sock" ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
+    log "cluster mode: 3 replicas, redis $WORK/redis.sock, sample CMS on 127.0.0.1:$BASE_PORT, ${DURATION} s"
+    timeout $((DURATION + 120)) python3 "$ROOT/benches/soak_cluster.py" --bin "$BIN" --work "$WORK" \
+        --redis "redis+unix://$WORK/redis.sock" --cms "http://127.0.0.1:$BASE_PORT/v2/sample/master" \
+        --base-port "$BASE_PORT" --duration "$DURATION" --concurrency "$CONCURRENCY" \
+        --revoke-interval "$REVOKE_INTERVAL" --keys "$ROOT/tests/fixtures/keys" | tee "$WORK/results.txt"
+    exit "${PIPESTATUS[0]}"
+fi
 
 DEMO_PORT=$((BASE_PORT + 0)); DEMO_ADMIN=$((BASE_PORT + 1)); UP_PORT=$((BASE_PORT + 2))
 GW_PORT=$((BASE_PORT + 10)); GW_ADMIN=$((BASE_PORT + 11))

@@ -101,6 +101,19 @@ async fn status_of(gw: &TestGateway, path: &str, auth: Option<&str>) -> (u16, St
     (s, cache, r.text().await.unwrap())
 }
 
+/// `POST /admin/purge` on `gw`'s admin listener; the status.
+async fn admin_purge(gw: &TestGateway, body: &'static str) -> u16 {
+    gw.client
+        .post(gw.admin_url("/admin/purge"))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -734,15 +747,7 @@ async fn the_second_level_serves_one_replicas_fill_to_the_others_and_purges_prec
         1.0
     );
     // A purge by model on C deletes the entry in Redis too: the next fill is upstream.
-    let resp = r.gws[2]
-        .client
-        .post(r.gws[2].admin_url("/admin/purge"))
-        .bearer_auth(ADMIN_TOKEN)
-        .body(r#"{"model":"Post"}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(admin_purge(&r.gws[2], r#"{"model":"Post"}"#).await, 200);
     let sent = Instant::now();
     while status_of(&r.gws[1], "/cdn", None).await.1 != "MISS" {
         assert!(sent.elapsed() < Duration::from_secs(1));
@@ -750,14 +755,7 @@ async fn the_second_level_serves_one_replicas_fill_to_the_others_and_purges_prec
     }
     assert_eq!(origin.count(), 2, "the purged entry was served from L2");
     // A purge that names another model leaves it.
-    r.gws[2]
-        .client
-        .post(r.gws[2].admin_url("/admin/purge"))
-        .bearer_auth(ADMIN_TOKEN)
-        .body(r#"{"model":"Author"}"#)
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(admin_purge(&r.gws[2], r#"{"model":"Author"}"#).await, 200);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(status_of(&r.gws[0], "/cdn", None).await.1, "MISS");
     assert_eq!(origin.count(), 2, "an unrelated purge emptied L2");
@@ -832,14 +830,7 @@ async fn a_purge_sequence_that_restarted_and_overtook_purges_everything() {
     let r = replicas(&redis, 2, b).await;
     // Some purges: the replicas know the epoch and sequence 3.
     for _ in 0..3 {
-        r.gws[0]
-            .client
-            .post(r.gws[0].admin_url("/admin/purge"))
-            .bearer_auth(ADMIN_TOKEN)
-            .body(r#"{"model":"Author"}"#)
-            .send()
-            .await
-            .unwrap();
+        assert_eq!(admin_purge(&r.gws[0], r#"{"model":"Author"}"#).await, 200);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     for gw in &r.gws {
@@ -882,15 +873,7 @@ async fn a_purge_that_cannot_be_broadcast_keeps_its_replica_off_the_second_level
     // Redis refuses writes (out of memory, noeviction): the purge on B is held, not broadcast.
     redis.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
     redis.cli(&["CONFIG", "SET", "maxmemory", "1"]);
-    let resp = b
-        .client
-        .post(b.admin_url("/admin/purge"))
-        .bearer_auth(ADMIN_TOKEN)
-        .body(r#"{"model":"Post"}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(admin_purge(b, r#"{"model":"Post"}"#).await, 200);
     assert!(
         b.wait_metric("contentgate_cluster_alarm{reason=\"purges_held\"}", 1.0)
             .await

@@ -4,6 +4,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::sync::LazyLock;
+
 use redis::aio::ConnectionLike;
 use redis::Script;
 
@@ -61,16 +63,52 @@ pub async fn read(
     conn: &mut impl ConnectionLike,
     keys: &Keys,
 ) -> Result<Option<StoredSet>, redis::RedisError> {
-    let mut sizes = redis::pipe();
-    for f in SET_FIELDS {
-        sizes.cmd("HSTRLEN").arg(&keys.policy).arg(f);
-    }
-    check_size(&sizes.query_async::<Vec<u64>>(conn).await?)?;
-    let fields: std::collections::HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
-        .arg(&keys.policy)
-        .query_async(conn)
+    let values: Vec<Option<Vec<u8>>> = READ
+        .key(&keys.policy)
+        .arg(MAX_SET_BYTES)
+        .invoke_async(conn)
         .await?;
-    Ok(parse(keys, fields))
+    Ok(parse(keys, fields_of(values)))
+}
+
+/// The fields a set has; nothing else in the hash is read.
+const READ_FIELDS: [&str; 11] = [
+    "version",
+    "epoch",
+    "wid",
+    "written_at",
+    "writer",
+    "tokens_file",
+    "public",
+    "tokens",
+    "revoked",
+    "schema",
+    "unrevoked",
+];
+
+/// KEYS[1] the set; ARGV[1] the largest size. The set's fields (in `READ_FIELDS` order), after
+/// checking in the same script that its texts fit: no write can grow it in between.
+static READ: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local total = 0
+for _, f in ipairs({'public', 'tokens', 'revoked', 'schema', 'unrevoked'}) do
+  total = total + redis.call('HSTRLEN', KEYS[1], f)
+end
+if total > tonumber(ARGV[1]) then
+  return redis.error_reply('TOOLARGE the policy set holds ' .. total .. ' bytes, more than ' .. ARGV[1])
+end
+return redis.call('HMGET', KEYS[1], 'version', 'epoch', 'wid', 'written_at', 'writer', 'tokens_file', 'public', 'tokens', 'revoked', 'schema', 'unrevoked')
+"#,
+    )
+});
+
+fn fields_of(values: Vec<Option<Vec<u8>>>) -> std::collections::HashMap<String, Vec<u8>> {
+    READ_FIELDS
+        .iter()
+        .zip(values)
+        .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
+        .collect()
 }
 
 /// (epoch, version, wid), the purge sequence, the purge epoch.
@@ -115,29 +153,8 @@ pub fn read_blocking(
     conn: &mut redis::Connection,
     keys: &Keys,
 ) -> Result<Option<StoredSet>, redis::RedisError> {
-    let mut sizes = redis::pipe();
-    for f in SET_FIELDS {
-        sizes.cmd("HSTRLEN").arg(&keys.policy).arg(f);
-    }
-    check_size(&sizes.query::<Vec<u64>>(conn)?)?;
-    let fields: std::collections::HashMap<String, Vec<u8>> =
-        redis::cmd("HGETALL").arg(&keys.policy).query(conn)?;
-    Ok(parse(keys, fields))
-}
-
-/// The fields that hold policy text (the size guard sums them).
-const SET_FIELDS: [&str; 5] = ["public", "tokens", "revoked", "schema", "unrevoked"];
-
-fn check_size(sizes: &[u64]) -> Result<(), redis::RedisError> {
-    let total: u64 = sizes.iter().sum();
-    if total > MAX_SET_BYTES as u64 {
-        return Err(redis::RedisError::from((
-            redis::ErrorKind::Client,
-            "policy set too large",
-            format!("{total} bytes, more than {MAX_SET_BYTES}"),
-        )));
-    }
-    Ok(())
+    let values: Vec<Option<Vec<u8>>> = READ.key(&keys.policy).arg(MAX_SET_BYTES).invoke(conn)?;
+    Ok(parse(keys, fields_of(values)))
 }
 
 fn parse(keys: &Keys, mut f: std::collections::HashMap<String, Vec<u8>>) -> Option<StoredSet> {
