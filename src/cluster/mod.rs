@@ -71,8 +71,11 @@ pub struct Cluster {
     pub keys: Keys,
     /// Random per process: a replica skips its own broadcasts.
     pub instance: String,
-    client: redis::Client,
-    conn: ConnectionManager,
+    /// The client and connection of the current master (swapped when Sentinel names another).
+    client: arc_swap::ArcSwap<redis::Client>,
+    conn: arc_swap::ArcSwap<ConnectionManager>,
+    /// `[cluster] sentinels`: asked for the master at start and before every poll.
+    sentinel: Option<tokio::sync::Mutex<redis::sentinel::SentinelClient>>,
     handle: tokio::runtime::Handle,
     metrics: Arc<Metrics>,
     started: Instant,
@@ -109,12 +112,6 @@ impl Cluster {
     /// replica that is not ready, not a failed start). The cluster's I/O runs on its own
     /// single-threaded runtime, alive for the life of the process.
     pub fn new(settings: ClusterSettings, metrics: Arc<Metrics>) -> Result<Arc<Cluster>, String> {
-        let client = redis::Client::open(settings.url.as_str()).map_err(|e| {
-            format!(
-                "[cluster] redis {}: {e}",
-                crate::config::redact_url(&settings.url)
-            )
-        })?;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("cluster".into())
@@ -137,16 +134,51 @@ impl Cluster {
             .recv()
             .map_err(|e| format!("cluster thread: {e}"))?
             .map_err(|e| format!("cluster runtime: {e}"))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.command_timeout.max(Duration::from_secs(1))))
-            .set_response_timeout(Some(settings.command_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = {
-            let _enter = handle.enter();
-            ConnectionManager::new_lazy_with_config(client.clone(), config)
-                .map_err(|e| format!("[cluster] redis: {e}"))?
+        let (client, sentinel) = match &settings.sentinel {
+            None => (
+                redis::Client::open(settings.url.as_str()).map_err(|e| {
+                    format!(
+                        "[cluster] redis {}: {e}",
+                        crate::config::redact_url(&settings.url)
+                    )
+                })?,
+                None,
+            ),
+            Some(s) => {
+                let mut info = redis::RedisConnectionInfo::default();
+                if let Some(p) = &s.password {
+                    info = info.set_password(p.clone());
+                }
+                let node = redis::sentinel::SentinelNodeConnectionInfo::default()
+                    .set_redis_connection_info(info);
+                let mut sc = redis::sentinel::SentinelClient::build(
+                    s.sentinels.clone(),
+                    s.master.clone(),
+                    Some(node),
+                    redis::sentinel::SentinelServerType::Master,
+                )
+                .map_err(|e| format!("[cluster] sentinels: {e}"))?;
+                // The master now, if the sentinels answer; else an address that refuses, so the
+                // replica starts unready and asks again at every poll.
+                let (mtx, mrx) = std::sync::mpsc::channel();
+                let wait = settings.command_timeout.max(Duration::from_secs(2));
+                handle.spawn(async move {
+                    let found = tokio::time::timeout(wait, sc.async_get_client()).await;
+                    let _ = mtx.send((found, sc));
+                });
+                let (found, sc) = mrx.recv().map_err(|e| format!("cluster thread: {e}"))?;
+                let client = match found {
+                    Ok(Ok(c)) => c,
+                    _ => {
+                        tracing::warn!(master = %s.master, "the sentinels did not name a master at start-up; asking again at every poll");
+                        redis::Client::open("redis://127.0.0.1:1/")
+                            .map_err(|e| format!("[cluster] {e}"))?
+                    }
+                };
+                (client, Some(tokio::sync::Mutex::new(sc)))
+            }
         };
+        let conn = manager(&handle, &client, &settings)?;
         // Keyed by scope and key, each with the divided limit it is asked with.
         let fallback = crate::ratelimit::Limiters::new(crate::ratelimit::RateSettings {
             token_default: None,
@@ -159,8 +191,9 @@ impl Cluster {
             keys: Keys::new(&settings.prefix),
             settings,
             instance: uuid::Uuid::new_v4().simple().to_string(),
-            client,
-            conn,
+            client: arc_swap::ArcSwap::from_pointee(client),
+            conn: arc_swap::ArcSwap::from_pointee(conn),
+            sentinel,
             handle,
             metrics,
             started: Instant::now(),
@@ -202,7 +235,48 @@ impl Cluster {
     }
 
     pub fn connection(&self) -> ConnectionManager {
-        self.conn.clone()
+        self.conn.load().as_ref().clone()
+    }
+
+    pub(crate) fn client(&self) -> redis::Client {
+        self.client.load().as_ref().clone()
+    }
+
+    /// With Sentinel: asks for the master and, when it is another node than the one in use
+    /// (a failover), switches the client and connection to it and has the subscriber follow.
+    /// Returns whether it switched.
+    pub(crate) async fn follow_master(&self) -> bool {
+        let Some(sentinel) = &self.sentinel else {
+            return false;
+        };
+        let wait = self
+            .settings
+            .command_timeout
+            .max(Duration::from_millis(500));
+        let found = {
+            let mut sc = sentinel.lock().await;
+            tokio::time::timeout(wait, sc.async_get_client()).await
+        };
+        let Ok(Ok(client)) = found else {
+            self.metrics
+                .cluster_errors
+                .with_label_values(&["sentinel"])
+                .inc();
+            return false;
+        };
+        let now = format!("{:?}", client.get_connection_info().addr());
+        let before = format!("{:?}", self.client.load().get_connection_info().addr());
+        if now == before {
+            return false;
+        }
+        let Ok(conn) = manager(&self.handle, &client, &self.settings) else {
+            return false;
+        };
+        tracing::warn!(target: "audit", event = "cluster_master_changed", from = %before, to = %now, "Sentinel names another master: following it");
+        self.client.store(Arc::new(client));
+        self.conn.store(Arc::new(conn));
+        self.resubscribe.notify_one();
+        true
     }
 
     fn now_ms(&self) -> u64 {
@@ -266,6 +340,23 @@ impl Cluster {
             }
         }
     }
+}
+
+/// A multiplexed, reconnecting connection to `client` with the cluster's timeouts (lazy:
+/// nothing is connected until the first command).
+fn manager(
+    handle: &tokio::runtime::Handle,
+    client: &redis::Client,
+    settings: &ClusterSettings,
+) -> Result<ConnectionManager, String> {
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(settings.command_timeout.max(Duration::from_secs(1))))
+        .set_response_timeout(Some(settings.command_timeout))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    let _enter = handle.enter();
+    ConnectionManager::new_lazy_with_config(client.clone(), config)
+        .map_err(|e| format!("[cluster] redis: {e}"))
 }
 
 /// Purges reach every replica: applied locally first by the cache, then broadcast (and

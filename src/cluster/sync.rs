@@ -162,7 +162,7 @@ impl Cluster {
         loop {
             let connect = self.settings.command_timeout.max(Duration::from_secs(1));
             if let Ok(Ok(mut ps)) =
-                tokio::time::timeout(connect, self.client.get_async_pubsub()).await
+                tokio::time::timeout(connect, self.client().get_async_pubsub()).await
             {
                 if let Ok(Ok(())) =
                     tokio::time::timeout(connect, ps.subscribe(&self.keys.events)).await
@@ -245,6 +245,8 @@ impl Cluster {
         let mut failed = false;
         loop {
             tick.tick().await;
+            // With Sentinel, a failover moves the master: follow it before checking.
+            self.follow_master().await;
             let reached = self.sync_once(&targets).await;
             if reached && failed {
                 // The subscriber may hold a connection that died silently (a partition):
@@ -395,7 +397,7 @@ impl Cluster {
         alarm("rollback", false);
         // A new set: read and decoded on the blocking pool over its own connection (it may be
         // large; the runtime thread goes on answering polls, limits and L2 meanwhile).
-        let client = self.client.clone();
+        let client = self.client();
         let keys = self.keys.clone();
         let read = tokio::task::spawn_blocking(move || {
             let mut c = client.get_connection_with_timeout(SET_READ_TIMEOUT)?;

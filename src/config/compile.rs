@@ -72,43 +72,20 @@ pub(super) fn cluster_only(
     }
 }
 
-/// `[cluster]`.
-fn cluster(
+/// A Redis URL, checked, with `password` added (as the URL's password, or `pass=` for a socket).
+fn with_password(
     src: &Source,
-    base: &Path,
-    file: &FileConfig,
+    c: &file::FileCluster,
+    url: &str,
+    password: Option<String>,
     errors: &mut Vec<ConfigError>,
-) -> Option<ClusterSettings> {
-    let c = file.cluster.as_ref()?;
-    let read = |env: &Option<String>, path: &Option<String>, field: &str, errors: &mut Vec<_>| {
-        secret_value(src, base, env, path, field, errors)
-    };
-    let from_secret = read(&c.redis_env, &c.redis_file, "cluster.redis", errors);
-    let url = match (&c.redis, from_secret) {
-        (Some(u), None) => u.get_ref().clone(),
-        (None, Some(u)) => u,
-        (None, None) => {
-            errors.push(src.error(
-                None,
-                "cluster.redis",
-                "give the Redis URL: redis, redis_env or redis_file",
-            ));
-            return None;
-        }
-        (Some(u), Some(_)) => {
-            errors.push(src.error(
-                Some(u.span()),
-                "cluster.redis",
-                "give one of redis, redis_env or redis_file",
-            ));
-            return None;
-        }
-    };
-    let mut url = match url::Url::parse(&url) {
+) -> Option<String> {
+    let span = c.redis.as_ref().map(|r| r.span());
+    let mut url = match url::Url::parse(url) {
         Ok(u) if matches!(u.scheme(), "redis" | "rediss" | "redis+unix" | "unix") => u,
         Ok(u) => {
             errors.push(src.error(
-                c.redis.as_ref().map(|r| r.span()),
+                span,
                 "cluster.redis",
                 format!(
                     "scheme {:?}: use redis://, rediss:// or redis+unix://",
@@ -118,20 +95,11 @@ fn cluster(
             return None;
         }
         Err(e) => {
-            errors.push(src.error(
-                c.redis.as_ref().map(|r| r.span()),
-                "cluster.redis",
-                format!("not a URL: {e}"),
-            ));
+            errors.push(src.error(span, "cluster.redis", format!("not a URL: {e}")));
             return None;
         }
     };
-    if let Some(password) = read(
-        &c.password_env,
-        &c.password_file,
-        "cluster.password",
-        errors,
-    ) {
+    if let Some(password) = password {
         if url.password().is_some() || url.query().is_some_and(|q| q.contains("pass=")) {
             errors.push(src.error(
                 None,
@@ -144,6 +112,80 @@ fn cluster(
             url.query_pairs_mut().append_pair("pass", &password);
         }
     }
+    Some(url.to_string())
+}
+
+/// `[cluster]`.
+fn cluster(
+    src: &Source,
+    base: &Path,
+    file: &FileConfig,
+    errors: &mut Vec<ConfigError>,
+) -> Option<ClusterSettings> {
+    let c = file.cluster.as_ref()?;
+    let read = |env: &Option<String>, path: &Option<String>, field: &str, errors: &mut Vec<_>| {
+        secret_value(src, base, env, path, field, errors)
+    };
+    let from_secret = read(&c.redis_env, &c.redis_file, "cluster.redis", errors);
+    let password = read(
+        &c.password_env,
+        &c.password_file,
+        "cluster.password",
+        errors,
+    );
+    let (url, sentinel) = match (&c.redis, from_secret, c.sentinels.is_empty()) {
+        (None, None, false) => {
+            let Some(master) = c.sentinel_master.clone().filter(|m| !m.is_empty()) else {
+                errors.push(src.error(
+                    None,
+                    "cluster.sentinel_master",
+                    "name the master the sentinels monitor",
+                ));
+                return None;
+            };
+            for u in &c.sentinels {
+                if !url::Url::parse(u).is_ok_and(|p| matches!(p.scheme(), "redis" | "rediss")) {
+                    errors.push(src.error(
+                        None,
+                        "cluster.sentinels",
+                        format!("{u:?}: give redis://host:port sentinel URLs"),
+                    ));
+                }
+            }
+            let sentinel = SentinelSettings {
+                sentinels: c.sentinels.clone(),
+                master,
+                password,
+            };
+            (c.sentinels[0].clone(), Some(sentinel))
+        }
+        (Some(_), _, false) | (_, Some(_), false) => {
+            errors.push(src.error(
+                None,
+                "cluster.sentinels",
+                "give either redis (one address) or sentinels, not both",
+            ));
+            return None;
+        }
+        (Some(u), None, true) => (with_password(src, c, u.get_ref(), password, errors)?, None),
+        (None, Some(u), true) => (with_password(src, c, &u, password, errors)?, None),
+        (None, None, true) => {
+            errors.push(src.error(
+                None,
+                "cluster.redis",
+                "give the Redis URL (redis, redis_env or redis_file) or sentinels",
+            ));
+            return None;
+        }
+        (Some(u), Some(_), true) => {
+            errors.push(src.error(
+                Some(u.span()),
+                "cluster.redis",
+                "give one of redis, redis_env or redis_file",
+            ));
+            return None;
+        }
+    };
     let prefix = c
         .prefix
         .clone()
@@ -189,7 +231,8 @@ fn cluster(
         errors.push(src.error(None, "cluster.command_timeout", "between 1ms and 10s"));
     }
     Some(ClusterSettings {
-        url: url.to_string(),
+        url,
+        sentinel,
         prefix,
         poll_interval,
         max_staleness,

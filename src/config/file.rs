@@ -50,7 +50,12 @@ pub struct FileCluster {
     /// The same URL from the environment or a file (when it carries a password).
     pub redis_env: Option<String>,
     pub redis_file: Option<String>,
-    /// The password alone, added to `redis`.
+    /// Redis Sentinel instead of one address: the sentinels (`redis://host:26379`) and the
+    /// name of the master they monitor; the replicas follow the master through failovers.
+    #[serde(default)]
+    pub sentinels: Vec<String>,
+    pub sentinel_master: Option<String>,
+    /// The password alone, added to `redis` (with Sentinel: the data nodes' password).
     pub password_env: Option<String>,
     pub password_file: Option<String>,
     /// Prefix of every key and channel (several gateways can share one Redis).

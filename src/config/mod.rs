@@ -298,11 +298,22 @@ pub enum OnStale {
     Serve,
 }
 
+/// Redis Sentinel: where to ask for the master.
+#[derive(Clone)]
+pub struct SentinelSettings {
+    pub sentinels: Vec<String>,
+    pub master: String,
+    /// The data nodes' password.
+    pub password: Option<String>,
+}
+
 /// `[cluster]`, validated.
 #[derive(Clone)]
 pub struct ClusterSettings {
-    /// The Redis URL, password included: never logged (see `Debug`).
+    /// The Redis URL, password included: never logged (see `Debug`). With Sentinel, the
+    /// sentinels' first URL (the master is asked for at start and at every poll).
     pub url: String,
+    pub sentinel: Option<SentinelSettings>,
     pub prefix: String,
     pub poll_interval: Duration,
     pub max_staleness: Duration,
@@ -315,6 +326,18 @@ impl std::fmt::Debug for ClusterSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClusterSettings")
             .field("url", &redact_url(&self.url))
+            .field(
+                "sentinel",
+                &self.sentinel.as_ref().map(|s| {
+                    (
+                        s.sentinels
+                            .iter()
+                            .map(|u| redact_url(u))
+                            .collect::<Vec<_>>(),
+                        &s.master,
+                    )
+                }),
+            )
             .field("prefix", &self.prefix)
             .field("poll_interval", &self.poll_interval)
             .field("max_staleness", &self.max_staleness)

@@ -122,3 +122,94 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// A redis-server (or sentinel) on a loopback TCP port, for the Sentinel tests: a master, a
+/// replica of it, and a sentinel watching them. Killed on drop.
+pub struct TcpRedis {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl TcpRedis {
+    /// A data node; `replica_of`: the master's port.
+    pub fn node(port: u16, replica_of: Option<u16>) -> TcpRedis {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no", "--daemonize", "no"])
+        .arg("--dir")
+        .arg(dir.path());
+        if let Some(m) = replica_of {
+            cmd.args(["--replicaof", "127.0.0.1", &m.to_string()]);
+        }
+        Self::spawn(cmd, port, dir)
+    }
+
+    /// A sentinel monitoring `master` on `master_port` (quorum 1, down after 500 ms).
+    pub fn sentinel(port: u16, master: &str, master_port: u16) -> TcpRedis {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {master} 127.0.0.1 {master_port} 1\nsentinel down-after-milliseconds {master} 500\nsentinel failover-timeout {master} 3000\nsentinel parallel-syncs {master} 1\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new("redis-server");
+        cmd.arg(&conf).arg("--sentinel");
+        Self::spawn(cmd, port, dir)
+    }
+
+    fn spawn(mut cmd: Command, port: u16, dir: tempfile::TempDir) -> TcpRedis {
+        let child = cmd
+            .stdout(Stdio::from(
+                std::fs::File::create(dir.path().join("redis.log")).unwrap(),
+            ))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        let r = TcpRedis {
+            port,
+            dir,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while r.cli(&["PING"]).trim() != "PONG" {
+            assert!(Instant::now() < deadline, "redis on {port} did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        r
+    }
+
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for TcpRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
