@@ -178,7 +178,7 @@ impl Metrics {
             ),
             cluster_alarm: reg(
                 &registry,
-                IntGaugeVec::new(Opts::new("contentgate_cluster_alarm", "1 while a cluster alarm holds: empty (Redis has no policy set), refused (the set in Redis does not compile or un-revokes)."), &["reason"]).expect("valid metric"),
+                IntGaugeVec::new(Opts::new("contentgate_cluster_alarm", "1 while a cluster alarm holds: empty, refused, rollback, revocations_kept, purges_held, eviction_policy (docs/metrics.md)."), &["reason"]).expect("valid metric"),
             ),
             cluster_events: counter("contentgate_cluster_events_total", "Cluster events: subscribed, disconnected, policy and purge messages.", &["kind"]),
             cluster_purges: counter("contentgate_cluster_purges_total", "Cluster purges: sent, received, caught_up (from the log after a gap), flushed (the whole cache, when the log could not tell).", &["direction"]),
@@ -187,7 +187,14 @@ impl Metrics {
             cache_l2: counter("contentgate_cache_l2_total", "Second-level (Redis) cache operations: hit, miss, stored, skipped (a purge since the fill began), waited (another replica's fill), error.", &["result"]),
             registry,
         };
-        for reason in ["empty", "refused"] {
+        for reason in [
+            "empty",
+            "refused",
+            "rollback",
+            "revocations_kept",
+            "purges_held",
+            "eviction_policy",
+        ] {
             m.cluster_alarm.with_label_values(&[reason]).set(0);
         }
         m.build_info

@@ -254,6 +254,12 @@ fn diff(
         changed.len(),
         list(&changed)
     );
+    if !removed.is_empty() {
+        let _ = writeln!(
+            out,
+            "  note: a removed token is refused (unknown jti) until an entry with its jti comes back, by a later push or a restored backup; revoke it (revoked.txt) to refuse its strings for good"
+        );
+    }
     let old_rev = old
         .map(|o| set::jtis(o.revoked.as_deref().unwrap_or("")))
         .unwrap_or_default();
