@@ -172,8 +172,8 @@ impl Admin {
             }
             _ => return error(400, "body must be a JSON object: {\"model\"}, {\"id\"}, optional \"stage\", or {\"all\": true}"),
         };
-        if !purge.all && purge.model.is_none() && purge.id.is_none() {
-            return error(400, "name a model, an id, or all");
+        if let Err(why) = purge.check() {
+            return error(400, why);
         }
         cache.purge(&purge, "admin");
         json_reply(
@@ -229,6 +229,9 @@ impl Admin {
         };
         if purge.model.is_none() && purge.id.is_none() {
             return error(400, "payload data names no __typename or id");
+        }
+        if let Err(why) = purge.check() {
+            return error(400, why);
         }
         // Keyed by the verified MAC, which names (body, environment, time) whatever the header's
         // spelling (order, spaces, extra parts); claimed before acting, so two copies of one

@@ -22,21 +22,10 @@ pub fn run(config_path: &Path) -> Result<String, String> {
                 }
             }
             // Without an SDL file the schema map comes from the upstream, as at start-up.
-            let introspected = match (&i.schema, i.needs_schema, config.as_ref()) {
-                (None, true, Some(c)) => c
-                    .schema_upstream()
-                    .map(|u| crate::schema::introspect(u).map(std::sync::Arc::new))
-                    .transpose()
-                    .map_err(|e| {
-                        crate::config::ConfigErrors(vec![crate::config::ConfigError::new(
-                            &i.dir.join("schema.graphql"),
-                            None,
-                            "",
-                            format!("no SDL file and introspection failed: {e}"),
-                        )])
-                    })?,
-                _ => None,
-            };
+            let introspected = crate::policy::compile::introspect_if_needed(
+                &i,
+                config.as_ref().and_then(|c| c.schema_upstream()),
+            )?;
             compile(&i, 1, None, introspected)
         })
         .map_err(|e| errors.extend(e.0))

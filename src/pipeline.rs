@@ -143,6 +143,16 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// Whether the caller's request is what failed: a limit, a replica that cannot confirm its
+    /// policy and a missing schema map are the gateway's state, and do not spend the caller's
+    /// refusal budget.
+    pub fn caused_by_caller(&self) -> bool {
+        !matches!(
+            self,
+            Rejection::RateLimited { .. } | Rejection::PolicyStale | Rejection::NoSchema
+        )
+    }
+
     /// A limit of `scope` (token, ip, origin, refused) is exhausted for `wait`.
     pub fn rate_limited(wait: std::time::Duration, scope: &'static str) -> Self {
         Rejection::RateLimited {

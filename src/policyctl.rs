@@ -14,7 +14,8 @@ use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::policy::compile::{
-    compile, Inputs, PUBLIC_FILE, REVOKED_FILE, SCHEMA_FILE, TOKENS_JSON, TOKENS_TOML,
+    compile, introspect_if_needed, revoked_jtis, Inputs, PUBLIC_FILE, REVOKED_FILE, SCHEMA_FILE,
+    TOKENS_JSON, TOKENS_TOML,
 };
 use crate::policy::{PolicyTexts, Snapshot};
 
@@ -87,16 +88,12 @@ fn compile_texts(
 ) -> Result<Snapshot, String> {
     let mut inputs = Inputs::read(config_path).map_err(|e| e.to_string())?;
     inputs.overlay(texts);
-    // Without an SDL the replicas introspect their upstream; so does the check here.
+    // Without an SDL the replicas introspect their upstream; so does the check here (which then
+    // needs the whole gateway.toml, secrets included, to reach it).
     let introspected = match (&inputs.schema, inputs.needs_schema, previous) {
         (None, true, None) => {
             let config = Config::load(config_path).map_err(|e| e.to_string())?;
-            let up = config
-                .schema_upstream()
-                .ok_or("no upstream to introspect")?;
-            Some(Arc::new(crate::schema::introspect(up).map_err(|e| {
-                format!("no schema.graphql in the set, and introspecting upstream {:?} to check it failed: {e}; add the SDL to the folder", up.name)
-            })?))
+            introspect_if_needed(&inputs, config.schema_upstream()).map_err(|e| e.to_string())?
         }
         _ => None,
     };
@@ -124,9 +121,9 @@ pub fn push(
         .map_err(|e| format!("the folder does not compile; nothing was written:\n{e}"))?;
     let old_revoked: BTreeSet<String> = current
         .as_ref()
-        .map(|c| set::jtis(c.texts.revoked.as_deref().unwrap_or("")))
+        .map(|c| revoked_jtis(c.texts.revoked.as_deref().unwrap_or("")))
         .unwrap_or_default();
-    let new_revoked = set::jtis(texts.revoked.as_deref().unwrap_or(""));
+    let new_revoked = revoked_jtis(texts.revoked.as_deref().unwrap_or(""));
     let unrevoking: Vec<&String> = old_revoked.difference(&new_revoked).collect();
     if !unrevoking.is_empty() && !allow_unrevoke {
         return Err(format!(
@@ -261,9 +258,9 @@ fn diff(
         );
     }
     let old_rev = old
-        .map(|o| set::jtis(o.revoked.as_deref().unwrap_or("")))
+        .map(|o| revoked_jtis(o.revoked.as_deref().unwrap_or("")))
         .unwrap_or_default();
-    let new_rev = set::jtis(new.revoked.as_deref().unwrap_or(""));
+    let new_rev = revoked_jtis(new.revoked.as_deref().unwrap_or(""));
     let plus: Vec<&str> = new_rev.difference(&old_rev).map(String::as_str).collect();
     let minus: Vec<&str> = old_rev.difference(&new_rev).map(String::as_str).collect();
     let _ = writeln!(
@@ -364,7 +361,7 @@ pub fn revoke(config_path: &Path, jtis: &[String], writer: &str) -> Result<Strin
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
-    let have = set::jtis(&text);
+    let have = revoked_jtis(&text);
     let mut added = 0;
     for j in jtis {
         if !have.contains(j) {

@@ -8,7 +8,7 @@
 mod common;
 
 use std::process::Output;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::redis::RedisServer;
 use common::*;
@@ -114,12 +114,30 @@ async fn admin_purge(gw: &TestGateway, body: &'static str) -> u16 {
         .as_u16()
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
+/// Polls `path` on `gw` every 10 ms until `done` holds for the answer (status, x-cache,
+/// body); fails naming `what`, with the replica's log, once `within` has passed since `since`.
+async fn until(
+    gw: &TestGateway,
+    path: &str,
+    auth: Option<&str>,
+    (since, within): (Instant, Duration),
+    what: &str,
+    done: impl Fn(&(u16, String, String)) -> bool,
+) -> (u16, String, String) {
+    loop {
+        let answer = status_of(gw, path, auth).await;
+        if done(&answer) {
+            return answer;
+        }
+        assert!(
+            since.elapsed() < within,
+            "{what}: not within {within:?}; log:\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
+
 
 #[tokio::test]
 async fn a_revocation_is_refused_on_every_replica_within_a_second() {
@@ -135,20 +153,17 @@ async fn a_revocation_is_refused_on_every_replica_within_a_second() {
     let written = Instant::now();
     let mut lag = Vec::new();
     for gw in &r.gws {
-        loop {
-            let (s, _, body) = status_of(gw, "/content", Some(&jwt)).await;
-            if s == 401 {
-                assert!(body.contains("revoked"), "{body}");
-                lag.push(written.elapsed());
-                break;
-            }
-            assert!(
-                written.elapsed() < Duration::from_secs(1),
-                "replica still accepts a revoked jti after 1 s; log:\n{}",
-                gw.log()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let (_, _, body) = until(
+            gw,
+            "/content",
+            Some(&jwt),
+            (written, Duration::from_secs(1)),
+            "a revoked jti refused",
+            |a| a.0 == 401,
+        )
+        .await;
+        assert!(body.contains("revoked"), "{body}");
+        lag.push(written.elapsed());
     }
     // Every replica applied it from Redis, counted, and says which version it runs.
     for gw in &r.gws {
@@ -197,18 +212,15 @@ async fn a_purge_on_one_replica_is_a_miss_on_the_others() {
     assert!(replay.text().await.unwrap().contains("duplicate"));
     let sent = Instant::now();
     for gw in &r.gws[1..] {
-        loop {
-            let (_, cache, _) = status_of(gw, "/cdn", None).await;
-            if cache == "MISS" {
-                break;
-            }
-            assert!(
-                sent.elapsed() < Duration::from_secs(1),
-                "purge not applied within 1 s; log:\n{}",
-                gw.log()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        until(
+            gw,
+            "/cdn",
+            None,
+            (sent, Duration::from_secs(1)),
+            "purge applied",
+            |a| a.1 == "MISS",
+        )
+        .await;
         // By the message, or by the poll when it read the new sequence first.
         let applied = gw
             .metric("contentgate_cluster_purges_total{direction=\"received\"}")
@@ -239,13 +251,15 @@ async fn a_purge_on_one_replica_is_a_miss_on_the_others() {
     assert_eq!(m.status(), 200, "{}", m.text().await.unwrap());
     let sent = Instant::now();
     for gw in &r.gws[..2] {
-        while status_of(gw, "/cdn", None).await.1 != "MISS" {
-            assert!(
-                sent.elapsed() < Duration::from_secs(1),
-                "mutation purge not broadcast"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        until(
+            gw,
+            "/cdn",
+            None,
+            (sent, Duration::from_secs(1)),
+            "mutation purge not broadcast",
+            |a| a.1 == "MISS",
+        )
+        .await;
     }
     drop(r.origin);
 }
@@ -270,14 +284,15 @@ async fn a_replica_that_missed_a_purge_message_catches_up_from_the_log() {
     ]);
     let sent = Instant::now();
     for gw in &r.gws {
-        while status_of(gw, "/cdn", None).await.1 != "MISS" {
-            assert!(
-                sent.elapsed() < Duration::from_secs(2),
-                "missed purge not caught up; log:\n{}",
-                gw.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until(
+            gw,
+            "/cdn",
+            None,
+            (sent, Duration::from_secs(2)),
+            "missed purge not caught up",
+            |a| a.1 == "MISS",
+        )
+        .await;
         assert_eq!(
             gw.metric("contentgate_cluster_purges_total{direction=\"caught_up\"}")
                 .await,
@@ -292,13 +307,15 @@ async fn a_replica_that_missed_a_purge_message_catches_up_from_the_log() {
     redis.cli(&["DEL", "{t}:purge:seq", "{t}:purge:log"]);
     let sent = Instant::now();
     for gw in &r.gws {
-        while status_of(gw, "/cdn", None).await.1 != "MISS" {
-            assert!(
-                sent.elapsed() < Duration::from_secs(2),
-                "no flush after the sequence went back"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until(
+            gw,
+            "/cdn",
+            None,
+            (sent, Duration::from_secs(2)),
+            "no flush after the sequence went back",
+            |a| a.1 == "MISS",
+        )
+        .await;
         assert_eq!(
             gw.metric("contentgate_cluster_purges_total{direction=\"flushed\"}")
                 .await,
@@ -440,14 +457,15 @@ async fn a_hung_then_dead_redis_fails_tokens_closed_and_recovers_without_a_resta
     redis.restart(true);
     let back = Instant::now();
     for gw in &r.gws {
-        while status_of(gw, "/content", Some(&jwt)).await.0 != 200 {
-            assert!(
-                back.elapsed() < Duration::from_secs(5),
-                "no recovery; log:\n{}",
-                gw.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        until(
+            gw,
+            "/content",
+            Some(&jwt),
+            (back, Duration::from_secs(5)),
+            "token requests served again",
+            |a| a.0 == 200,
+        )
+        .await;
     }
 }
 
@@ -581,10 +599,15 @@ async fn a_restored_backup_never_brings_a_revoked_token_back() {
     ok(&cli(&["token", "revoke", "jti-two"], &r.config()));
     let sent = Instant::now();
     for gw in &r.gws {
-        while status_of(gw, "/content", Some(&two)).await.0 != 401 {
-            assert!(sent.elapsed() < Duration::from_secs(1), "{}", gw.log());
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        until(
+            gw,
+            "/content",
+            Some(&two),
+            (sent, Duration::from_secs(1)),
+            "revocation refused",
+            |a| a.0 == 401,
+        )
+        .await;
         assert_eq!(status_of(gw, "/content", Some(&reader)).await.0, 401);
     }
     let revoked = redis.cli(&["HGET", "{t}:policy", "revoked"]);
@@ -751,10 +774,15 @@ async fn the_second_level_serves_one_replicas_fill_to_the_others_and_purges_prec
     // A purge by model on C deletes the entry in Redis too: the next fill is upstream.
     assert_eq!(admin_purge(&r.gws[2], r#"{"model":"Post"}"#).await, 200);
     let sent = Instant::now();
-    while status_of(&r.gws[1], "/cdn", None).await.1 != "MISS" {
-        assert!(sent.elapsed() < Duration::from_secs(1));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until(
+        &r.gws[1],
+        "/cdn",
+        None,
+        (sent, Duration::from_secs(1)),
+        "purge reached the other replica",
+        |a| a.1 == "MISS",
+    )
+    .await;
     assert_eq!(origin.count(), 2, "the purged entry was served from L2");
     // A purge that names another model leaves it.
     assert_eq!(admin_purge(&r.gws[2], r#"{"model":"Author"}"#).await, 200);
@@ -851,10 +879,15 @@ async fn a_purge_sequence_that_restarted_and_overtook_purges_everything() {
     ]);
     let sent = Instant::now();
     for gw in &r.gws {
-        while status_of(gw, "/cdn", None).await.1 != "MISS" {
-            assert!(sent.elapsed() < Duration::from_secs(2), "{}", gw.log());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until(
+            gw,
+            "/cdn",
+            None,
+            (sent, Duration::from_secs(2)),
+            "everything purged",
+            |a| a.1 == "MISS",
+        )
+        .await;
         assert!(
             gw.metric("contentgate_cluster_purges_total{direction=\"flushed\"}")
                 .await
@@ -887,10 +920,15 @@ async fn a_purge_that_cannot_be_broadcast_keeps_its_replica_off_the_second_level
     // Redis takes writes again: the held purge goes out, A misses too.
     redis.cli(&["CONFIG", "SET", "maxmemory", "0"]);
     let sent = Instant::now();
-    while status_of(a, "/cdn", None).await.1 != "MISS" {
-        assert!(sent.elapsed() < Duration::from_secs(3), "{}", a.log());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(
+        a,
+        "/cdn",
+        None,
+        (sent, Duration::from_secs(3)),
+        "held purge sent",
+        |a| a.1 == "MISS",
+    )
+    .await;
     assert_eq!(
         b.metric("contentgate_cluster_alarm{reason=\"purges_held\"}")
             .await,
@@ -963,9 +1001,14 @@ async fn replicas_follow_a_sentinel_failover_and_revocations_still_reach_them() 
     ));
     let sent = Instant::now();
     for gw in &gws {
-        while status_of(gw, "/content", Some(&jwt)).await.0 != 401 {
-            assert!(sent.elapsed() < Duration::from_secs(1), "{}", gw.log());
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        until(
+            gw,
+            "/content",
+            Some(&jwt),
+            (sent, Duration::from_secs(1)),
+            "revocation refused",
+            |a| a.0 == 401,
+        )
+        .await;
     }
 }

@@ -62,16 +62,41 @@ pub struct Tags {
     pub ids: HashSet<String>,
 }
 
-/// A purge request: by model, by entry id, by stage, or everything.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A purge request: by model, by entry id, by stage, or everything. Also its wire form
+/// between the replicas of a cluster (JSON in the purge log and the broadcast).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Purge {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<String>,
+    #[serde(default)]
     pub all: bool,
 }
 
+/// The longest model name, entry id or stage a purge may name (a Hygraph id is 25 characters):
+/// a purge is logged and broadcast to every replica, so its size is bounded before it is.
+pub const MAX_PURGE_NAME: usize = 256;
+
 impl Purge {
+    /// A purge worth acting on: everything, or a model or an entry id, each name at most
+    /// [`MAX_PURGE_NAME`] bytes.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if [&self.model, &self.id, &self.stage]
+            .iter()
+            .any(|n| n.as_ref().is_some_and(|n| n.len() > MAX_PURGE_NAME))
+        {
+            return Err("a model, id or stage name longer than 256 bytes");
+        }
+        if !self.all && self.model.is_none() && self.id.is_none() {
+            return Err("name a model, an id, or all");
+        }
+        Ok(())
+    }
+
     fn matches(&self, t: &Tags) -> bool {
         if self.all {
             return true;

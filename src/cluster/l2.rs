@@ -27,11 +27,15 @@ const MAX_TAGGED_IDS: usize = 64;
 pub const TAG_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 const MAX_ENTRY_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
-/// `valid(entry, all)`: the entry exists, was stored at or after the last purge of everything,
-/// and every tag it was stored under still has the generation it had then. The entry's `tags`
-/// field holds "key generation" lines.
+/// `valid(entry, all, max)`: the entry exists, was stored at or after the last purge of
+/// everything, every tag it was stored under still has the generation it had then, and its
+/// body and metadata fit `max` bytes (checked before they are read: nothing larger leaves
+/// Redis). The entry's `tags` field holds "key generation" lines.
 const VALID: &str = r#"
-local function valid(entry, all)
+local function valid(entry, all, max)
+  if redis.call('HSTRLEN', entry, 'body') + redis.call('HSTRLEN', entry, 'meta') > tonumber(max) then
+    return nil
+  end
   local v = redis.call('HMGET', entry, 'seq', 'tags', 'meta', 'body')
   if not v[1] then return nil end
   if tonumber(v[1]) < tonumber(redis.call('GET', all) or '0') then return nil end
@@ -42,18 +46,18 @@ local function valid(entry, all)
 end
 "#;
 
-/// KEYS: entry, purge-all mark. The entry's meta and body, or nil.
+/// KEYS: entry, purge-all mark; ARGV: the largest entry. The entry's meta and body, or nil.
 static GET: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{VALID}\nlocal e = valid(KEYS[1], KEYS[2])\nif e then return e end\nreturn false"
+        "{VALID}\nlocal e = valid(KEYS[1], KEYS[2], ARGV[1])\nif e then return e end\nreturn false"
     ))
 });
 
-/// KEYS: entry, purge-all mark, lock. The entry as GET does, else {0} while the lock is held, {1}
-/// once it is gone.
+/// KEYS: entry, purge-all mark, lock; ARGV: the largest entry. The entry as GET does, else {0}
+/// while the lock is held, {1} once it is gone.
 static PEEK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{VALID}\nlocal e = valid(KEYS[1], KEYS[2])\nif e then return e end\nif redis.call('EXISTS', KEYS[3]) == 1 then return {{0}} end\nreturn {{1}}"
+        "{VALID}\nlocal e = valid(KEYS[1], KEYS[2], ARGV[1])\nif e then return e end\nif redis.call('EXISTS', KEYS[3]) == 1 then return {{0}} end\nreturn {{1}}"
     ))
 });
 
@@ -157,7 +161,15 @@ impl Cluster {
     }
 }
 
+/// Room for an entry's metadata (status, headers, up to 1 000 entry ids) beside its body.
+const META_ALLOWANCE: usize = 1024 * 1024;
+
 impl RedisL2 {
+    /// The most an entry may hold to be read at all (body + metadata).
+    fn max_read(&self) -> usize {
+        self.max_entry_bytes + META_ALLOWANCE
+    }
+
     /// An entry as stored: its metadata (JSON) and body; `None` when it is unusable (too large,
     /// unreadable, past its stale windows).
     fn decode(&self, meta: &[u8], body: Vec<u8>) -> Option<Stored> {
@@ -240,10 +252,11 @@ impl RedisL2 {
 impl SecondLevel for RedisL2 {
     async fn get(&self, key: &KeyDigest) -> Option<Stored> {
         let (k, all) = (self.cluster.l2_key(key), self.cluster.l2_all_key());
+        let max = self.max_read();
         let got: Option<(Vec<u8>, Vec<u8>)> = self
             .call(move || {
                 let mut inv = GET.key(k);
-                inv.key(all);
+                inv.key(all).arg(max);
                 inv
             })
             .await?;
@@ -257,6 +270,7 @@ impl SecondLevel for RedisL2 {
     }
 
     async fn peek(&self, key: &KeyDigest) -> Peek {
+        let max = self.max_read();
         let (k, all, lock) = (
             self.cluster.l2_key(key),
             self.cluster.l2_all_key(),
@@ -265,7 +279,7 @@ impl SecondLevel for RedisL2 {
         let got: Option<Vec<redis::Value>> = self
             .call(move || {
                 let mut inv = PEEK.key(k);
-                inv.key(all).key(lock);
+                inv.key(all).key(lock).arg(max);
                 inv
             })
             .await;

@@ -364,7 +364,7 @@ fn manager(
 /// waits for Redis to come back.
 impl PurgeFanout for Cluster {
     fn publish(&self, purge: &Purge) {
-        let Ok(json) = serde_json::to_string(&sync::PurgeWire::from(purge)) else {
+        let Ok(json) = serde_json::to_string(purge) else {
             return;
         };
         let Some(me) = self.me.upgrade() else {

@@ -10,7 +10,7 @@ use redis::aio::ConnectionLike;
 use redis::Script;
 
 use super::Keys;
-use crate::policy::compile::{PUBLIC_FILE, REVOKED_FILE, TOKENS_JSON, TOKENS_TOML};
+use crate::policy::compile::{TOKENS_JSON, TOKENS_TOML};
 use crate::policy::PolicyTexts;
 
 /// A set as stored, with the identity replicas compare: (epoch, version). The epoch is new
@@ -178,7 +178,7 @@ fn parse(keys: &Keys, mut f: std::collections::HashMap<String, Vec<u8>>) -> Opti
         .and_then(|t| t.parse::<u64>().ok())
         .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
     let unrevoked = text(&mut f, "unrevoked")
-        .map(|t| jtis(&t).into_iter().collect())
+        .map(|t| crate::policy::compile::revoked_jtis(&t))
         .unwrap_or_default();
     Some(StoredSet {
         epoch,
@@ -194,15 +194,6 @@ fn parse(keys: &Keys, mut f: std::collections::HashMap<String, Vec<u8>>) -> Opti
             unrevoked,
         },
     })
-}
-
-/// The jtis of a revocation text (one per line, `#` comments).
-pub fn jtis(text: &str) -> BTreeSet<String> {
-    text.lines()
-        .map(|l| l.split('#').next().unwrap_or("").trim())
-        .filter(|j| !j.is_empty())
-        .map(str::to_string)
-        .collect()
 }
 
 /// Writes a whole set if the stored version is still `expected` (`None`: whatever it is),
@@ -339,6 +330,3 @@ pub async fn revoke(
     }
     inv.invoke_async(conn).await
 }
-
-/// The file names a folder push reads.
-pub const FILES: &[&str] = &[PUBLIC_FILE, TOKENS_TOML, TOKENS_JSON, REVOKED_FILE];

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::Script;
-use serde::{Deserialize, Serialize};
 
 use super::{set, Cluster, PURGE_LOG_LEN};
 use crate::cache::{Purge, ReadCache};
@@ -44,42 +43,6 @@ return s
 "#;
 
 pub static PURGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PURGE));
-
-/// A purge on the wire (JSON in the log and the message).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PurgeWire {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stage: Option<String>,
-    #[serde(default)]
-    pub all: bool,
-}
-
-impl From<&Purge> for PurgeWire {
-    fn from(p: &Purge) -> Self {
-        Self {
-            model: p.model.clone(),
-            id: p.id.clone(),
-            stage: p.stage.clone(),
-            all: p.all,
-        }
-    }
-}
-
-impl From<PurgeWire> for Purge {
-    fn from(p: PurgeWire) -> Self {
-        Self {
-            model: p.model,
-            id: p.id,
-            stage: p.stage,
-            all: p.all,
-        }
-    }
-}
 
 /// Purges that could not be broadcast, sent when Redis is reached again (oldest first); past
 /// this many, they are replaced by one purge of everything.
@@ -243,10 +206,17 @@ impl Cluster {
         let mut tick = tokio::time::interval(self.settings.poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failed = false;
+        let mut ticks: u64 = 0;
         loop {
             tick.tick().await;
-            // With Sentinel, a failover moves the master: follow it before checking.
-            self.follow_master().await;
+            ticks += 1;
+            // With Sentinel, a failover moves the master: ask for it when the last check failed
+            // or writes are not getting through (a demoted master still answers reads), and
+            // every tenth poll as a backstop — not at every poll (a sentinel query and a role
+            // check on new connections each time).
+            if failed || !self.pending.lock().is_empty() || ticks.is_multiple_of(10) {
+                self.follow_master().await;
+            }
             let reached = self.sync_once(&targets).await;
             if reached && failed {
                 // The subscriber may hold a connection that died silently (a partition):
@@ -506,11 +476,9 @@ impl Cluster {
                 if cache.settings.l2 {
                     // Entries restored with an old Redis may predate purges since: none of
                     // them is served. (Applied here already; the broadcast tells the rest.)
-                    let all = serde_json::to_string(&PurgeWire {
-                        model: None,
-                        id: None,
-                        stage: None,
+                    let all = serde_json::to_string(&Purge {
                         all: true,
+                        ..Purge::default()
                     })
                     .unwrap_or_default();
                     if let Ok(s) = self.broadcast(&all).await {
@@ -567,7 +535,7 @@ impl Cluster {
         if instance == self.instance {
             return;
         }
-        let Ok(wire) = serde_json::from_str::<PurgeWire>(json) else {
+        let Ok(purge) = serde_json::from_str::<Purge>(json) else {
             self.metrics
                 .cluster_errors
                 .with_label_values(&["purge_message"])
@@ -575,7 +543,7 @@ impl Cluster {
             return;
         };
         if let Some(cache) = &targets.cache {
-            cache.apply_purge(&wire.into(), "cluster");
+            cache.apply_purge(&purge, "cluster");
         }
         self.metrics.cluster_purges.with_label_values(&[how]).inc();
     }
@@ -636,12 +604,10 @@ impl Cluster {
     }
 
     pub(super) async fn broadcast(&self, json: &str) -> Result<u64, redis::RedisError> {
-        let purge: Purge = serde_json::from_str::<PurgeWire>(json)
-            .map(Into::into)
-            .unwrap_or(Purge {
-                all: true,
-                ..Purge::default()
-            });
+        let purge: Purge = serde_json::from_str(json).unwrap_or(Purge {
+            all: true,
+            ..Purge::default()
+        });
         let mut conn = self.connection();
         let mut inv = PURGE_SCRIPT.key(&self.keys.purge_seq);
         inv.key(&self.keys.purge_log)

@@ -185,6 +185,45 @@ impl Inputs {
     }
 }
 
+/// The schema map from `upstream` by introspection when the inputs have no SDL but need a
+/// schema (content or cdn endpoints); `Ok(None)` when they have an SDL or need none. A failure
+/// is an error on the SDL file's name, saying what to add.
+pub fn introspect_if_needed(
+    inputs: &Inputs,
+    upstream: Option<&crate::config::Upstream>,
+) -> Result<Option<Arc<SchemaMap>>, ConfigErrors> {
+    let (None, true, Some(up)) = (&inputs.schema, inputs.needs_schema, upstream) else {
+        return Ok(None);
+    };
+    let map = crate::schema::introspect(up).map_err(|e| {
+        ConfigErrors(vec![ConfigError::new(
+            &inputs.dir.join(SCHEMA_FILE),
+            None,
+            "",
+            format!(
+                "no SDL file, and introspecting upstream {:?} failed: {e}; add the upstream's SDL as {SCHEMA_FILE}",
+                up.name
+            ),
+        )])
+    })?;
+    tracing::info!(upstream = %up.name, models = map.models.len(), "schema map built by introspection");
+    Ok(Some(Arc::new(map)))
+}
+
+/// The entries of a revocation text with their line numbers: one jti per line, `#` starts a
+/// comment, blank lines skipped (the compile refuses an entry holding whitespace).
+pub fn revoked_entries(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(n, l)| (n + 1, l.split('#').next().unwrap_or("").trim()))
+        .filter(|(_, j)| !j.is_empty())
+}
+
+/// The jtis of a revocation text, for the writers and the cluster's comparisons.
+pub fn revoked_jtis(text: &str) -> std::collections::BTreeSet<String> {
+    revoked_entries(text).map(|(_, j)| j.to_string()).collect()
+}
+
 /// Compiles `inputs` into a snapshot with the given generation. `previous` guards against an
 /// emptied file wiping a populated registry and lets an unchanged verifier (and its cache) be
 /// reused.
@@ -345,15 +384,11 @@ pub fn compile(
     if revoked_text.trim().is_empty() && previous.is_some_and(|p| !p.registry.revoked.is_empty()) {
         errors.push(ConfigError::new(&revoked_path, None, "", "revocation file is empty or missing while revocations existed; refusing to un-revoke every jti (write a comment line to empty it on purpose)"));
     }
-    for (n, line) in revoked_text.lines().enumerate() {
-        let jti = line.split('#').next().unwrap_or("").trim();
-        if jti.is_empty() {
-            continue;
-        }
+    for (line, jti) in revoked_entries(revoked_text) {
         if jti.contains(char::is_whitespace) {
             errors.push(ConfigError::new(
                 &revoked_path,
-                Some(n + 1),
+                Some(line),
                 "jti",
                 "one jti per line",
             ));

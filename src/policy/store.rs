@@ -7,9 +7,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
-use super::compile::{compile, Inputs, REVOKED_FILE, SCHEMA_FILE};
+use super::compile::{compile, Inputs};
 use super::{PolicyTexts, Snapshot};
-use crate::config::{ConfigError, ConfigErrors, Upstream};
+use crate::config::{ConfigErrors, Upstream};
 use crate::metrics::Metrics;
 use crate::schema::SchemaMap;
 
@@ -57,24 +57,7 @@ impl PolicyStore {
         if let Some(t) = &shared {
             inputs.overlay(t);
         }
-        let introspected = match (&inputs.schema, inputs.needs_schema, schema_upstream) {
-            (None, true, Some(up)) => {
-                let map = crate::schema::introspect(up).map_err(|e| {
-                    ConfigErrors(vec![ConfigError::new(
-                        &inputs.dir.join(SCHEMA_FILE),
-                        None,
-                        "",
-                        format!(
-                            "no SDL file, and introspecting upstream {:?} failed: {e}",
-                            up.name
-                        ),
-                    )])
-                })?;
-                tracing::info!(upstream = %up.name, models = map.models.len(), "schema map built by introspection");
-                Some(Arc::new(map))
-            }
-            _ => None,
-        };
+        let introspected = super::compile::introspect_if_needed(&inputs, schema_upstream)?;
         let snap = compile(&inputs, 1, None, introspected.clone())?;
         let started_with = snap.restart_digest;
         let store = PolicyStore {
@@ -118,7 +101,7 @@ impl PolicyStore {
     ) -> Result<(ReloadOutcome, Vec<String>), ConfigErrors> {
         let mut shared = self.shared.lock();
         let current = self.current.load_full();
-        let listed = revoked_lines(texts.revoked.as_deref().unwrap_or(""));
+        let listed = super::compile::revoked_jtis(texts.revoked.as_deref().unwrap_or(""));
         let mut kept: Vec<String> = current
             .registry
             .revoked
@@ -144,11 +127,6 @@ impl PolicyStore {
         let outcome = self.reload_from(trigger, Some(&texts))?;
         *shared = Some(Arc::new(texts));
         Ok((outcome, kept))
-    }
-
-    /// The version of the shared set the live snapshot was compiled from.
-    pub fn shared_version(&self) -> Option<u64> {
-        self.shared.lock().as_ref().map(|t| t.version)
     }
 
     fn read_inputs(&self, shared: Option<&PolicyTexts>) -> Result<Inputs, ConfigErrors> {
@@ -206,9 +184,6 @@ impl PolicyStore {
                 Some(&current),
                 self.introspected.clone(),
             )?;
-            if let Some(t) = shared {
-                unrevoked_on_purpose(&current, &snap, t, &inputs.dir.join(REVOKED_FILE))?;
-            }
             Ok(Some((snap, inputs.revoked_mtime)))
         });
         match result {
@@ -306,48 +281,6 @@ impl PolicyStore {
     pub fn config_path(&self) -> &Path {
         &self.config_path
     }
-}
-
-/// The jtis of a revocation text (one per line, `#` comments), as the compile reads them.
-fn revoked_lines(text: &str) -> std::collections::HashSet<&str> {
-    text.lines()
-        .map(|l| l.split('#').next().unwrap_or("").trim())
-        .filter(|j| !j.is_empty())
-        .collect()
-}
-
-/// A shared set must not drop a revocation the live snapshot holds unless the writer listed
-/// the jti as un-revoked on purpose: Redis restored from an old backup, or a writer working from
-/// a stale copy, would otherwise bring revoked tokens back on every replica at once.
-fn unrevoked_on_purpose(
-    current: &Snapshot,
-    next: &Snapshot,
-    texts: &PolicyTexts,
-    revoked_path: &Path,
-) -> Result<(), ConfigErrors> {
-    let mut dropped: Vec<&str> = current
-        .registry
-        .revoked
-        .iter()
-        .filter(|j| !next.registry.revoked.contains(*j) && !texts.unrevoked.contains(&***j))
-        .map(|j| &**j)
-        .collect();
-    if dropped.is_empty() {
-        return Ok(());
-    }
-    dropped.sort_unstable();
-    let shown: Vec<&str> = dropped.iter().take(5).copied().collect();
-    Err(ConfigErrors(vec![ConfigError::new(
-        revoked_path,
-        None,
-        "",
-        format!(
-            "the set un-revokes {} jti(s) ({}{}) that no writer un-revoked on purpose (a restored or stale copy?); the last good snapshot keeps serving (`policy push --allow-unrevoke` to mean it)",
-            dropped.len(),
-            shown.join(", "),
-            if dropped.len() > shown.len() { ", …" } else { "" }
-        ),
-    )]))
 }
 
 /// Frees a replaced snapshot off the request path. Freeing a million-entry registry takes close

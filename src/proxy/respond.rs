@@ -229,13 +229,7 @@ impl Gateway {
     /// The one refusal boundary: counts the refusal (metric, refusal budget of the address),
     /// writes its audit line, and returns the answer to write.
     pub(super) fn refuse(&self, ctx: &mut RequestCtx, rejection: Rejection) -> ErrorResponse {
-        // Refusals the gateway causes itself (a limit, a replica that cannot confirm its
-        // policy) do not spend the caller's refusal budget: a stale replica must not turn into
-        // 429s for the same caller's public reads.
-        if !matches!(
-            rejection,
-            Rejection::RateLimited { .. } | Rejection::PolicyStale
-        ) {
+        if rejection.caused_by_caller() {
             if let Some(ip) = ctx.client_ip {
                 self.limiters.refused(ip);
             }

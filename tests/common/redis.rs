@@ -56,22 +56,12 @@ impl RedisServer {
             .spawn()
             .expect("redis-server must be installed (Debian: redis-server; .ci/run installs it)");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.cli(&["PING"]).trim() != "PONG" {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_pong(|| self.cli(&["PING"]), "redis-server");
     }
 
     /// `redis-cli -s <socket> args…`, its stdout.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .arg("-s")
-            .arg(self.socket())
-            .args(args)
-            .output()
-            .expect("redis-cli");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        redis_cli(&["-s", &self.socket().display().to_string()], args)
     }
 
     fn signal(&self, sig: &str) {
@@ -183,21 +173,12 @@ impl TcpRedis {
             dir,
             child: Some(child),
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while r.cli(&["PING"]).trim() != "PONG" {
-            assert!(Instant::now() < deadline, "redis on {port} did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_pong(|| r.cli(&["PING"]), &format!("redis on port {port}"));
         r
     }
 
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        redis_cli(&["-h", "127.0.0.1", "-p", &self.port.to_string()], args)
     }
 
     pub fn kill(&mut self) {
@@ -211,5 +192,24 @@ impl TcpRedis {
 impl Drop for TcpRedis {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// `redis-cli <target…> <args…>`, its stdout.
+fn redis_cli(target: &[&str], args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(target)
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits (10 s at most) until `ping` answers PONG.
+fn wait_for_pong(ping: impl Fn() -> String, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ping().trim() != "PONG" {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

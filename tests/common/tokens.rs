@@ -75,3 +75,11 @@ pub fn hs_raw(header: &str, claims: &str) -> String {
         .unwrap();
     format!("{message}.{sig}")
 }
+
+/// Milliseconds since the Unix epoch (webhook signature timestamps).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
