@@ -644,7 +644,6 @@ fn authors_reply() -> Reply {
     }
 }
 
-
 #[tokio::test]
 async fn a_signed_webhook_purges_by_typename_id_and_stage() {
     let (origin, gw) = gateway().await;

@@ -138,7 +138,6 @@ async fn until(
     }
 }
 
-
 #[tokio::test]
 async fn a_revocation_is_refused_on_every_replica_within_a_second() {
     let redis = RedisServer::start(false);

@@ -54,11 +54,14 @@ pub fn nodes(v: &Value) -> u64 {
     }
 }
 
-fn exhausted() -> GraphqlError {
-    GraphqlError::Limit {
-        what: "input value",
-        limit: 0,
+/// Takes `n` units of a walk's budget; `what` names it in the error once it is spent.
+pub(super) fn spend(budget: &Cell<u64>, n: u64, what: &'static str) -> Result<(), GraphqlError> {
+    let left = budget.get();
+    if left < n {
+        return Err(GraphqlError::Limit { what, limit: 0 });
     }
+    budget.set(left - n);
+    Ok(())
 }
 
 impl<'a> Resolver<'a> {
@@ -87,12 +90,7 @@ impl<'a> Resolver<'a> {
     }
 
     fn charge(&self, n: u64) -> Result<(), GraphqlError> {
-        let left = self.budget.get();
-        if left < n {
-            return Err(exhausted());
-        }
-        self.budget.set(left - n);
-        Ok(())
+        spend(self.budget, n, "input value")
     }
 
     /// Whether `value` is a variable the request did not provide and that has no default:

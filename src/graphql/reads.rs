@@ -215,15 +215,7 @@ impl Walk<'_, '_> {
         if depth > MAX_VALUE_DEPTH {
             return Err(GraphqlError::value_too_deep());
         }
-        match self.budget.get() {
-            0 => {
-                return Err(GraphqlError::Limit {
-                    what: "input value",
-                    limit: 0,
-                })
-            }
-            n => self.budget.set(n - 1),
-        }
+        args::spend(self.budget, 1, "input value")?;
         if found.stages.len() > MAX_NAMES || found.locales.len() > MAX_NAMES {
             return Err(too_many_names());
         }
@@ -372,15 +364,7 @@ impl Walk<'_, '_> {
         outer: &Ctx,
         depth: usize,
     ) -> Result<(), GraphqlError> {
-        match self.steps.get() {
-            0 => {
-                return Err(GraphqlError::Limit {
-                    what: "schema walk step",
-                    limit: 0,
-                })
-            }
-            n => self.steps.set(n - 1),
-        }
+        args::spend(self.steps, 1, "schema walk step")?;
         let name = f.name().map(|n| n.text().to_string()).unwrap_or_default();
         let arguments = args::arguments(f, self.resolver)?;
         let get = |arg: &str| -> Option<Value> {
