@@ -6,6 +6,7 @@
 //! [`pipeline`] holds the decision, free of I/O; [`proxy`] holds the Pingora hooks.
 
 pub mod admin;
+pub mod adminctl;
 pub mod auth;
 pub mod cache;
 pub mod check;
@@ -15,6 +16,7 @@ pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod graphql;
+pub mod manage;
 pub mod metrics;
 pub mod permissions;
 pub mod pipeline;

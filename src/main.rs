@@ -98,6 +98,18 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+        Command::Endpoints { at } => verb(contentgate::adminctl::endpoints(&at, &writer())),
+        Command::Stage(cmd) => verb(contentgate::adminctl::stage(&cmd, &writer())),
+        Command::Permission(cmd) => verb(contentgate::adminctl::permission(&cmd, &writer())),
+        Command::Token(
+            cmd @ (TokenCommand::List { .. }
+            | TokenCommand::Add { .. }
+            | TokenCommand::Edit { .. }
+            | TokenCommand::Delete { .. }
+            | TokenCommand::Check { .. }
+            | TokenCommand::Reissue { .. }
+            | TokenCommand::Permissions { .. }),
+        ) => verb(contentgate::adminctl::token(&cmd, &writer())),
         Command::Token(TokenCommand::Revoke { jtis, config }) => report(
             contentgate::policyctl::revoke(&config.path, &jtis, &writer()),
         ),
@@ -165,6 +177,20 @@ fn writer() -> String {
         "cli:{}",
         std::env::var("USER").unwrap_or_else(|_| "unknown".into())
     )
+}
+
+/// An API-access verb's outcome: its output, or its message and exit code (see adminctl).
+fn verb(r: Result<String, contentgate::adminctl::Failure>) -> ExitCode {
+    match r {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(f) => {
+            eprintln!("contentgate: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
 }
 
 fn report(r: Result<String, String>) -> ExitCode {

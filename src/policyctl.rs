@@ -13,10 +13,7 @@ use crate::cluster::set::{self, NewSet, StoredSet};
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::policy::compile::{
-    compile, introspect_if_needed, revoked_jtis, Inputs, PUBLIC_FILE, REVOKED_FILE, SCHEMA_FILE,
-    TOKENS_JSON, TOKENS_TOML,
-};
+use crate::policy::compile::{compile_texts, revoked_jtis, Inputs, REVOKED_FILE};
 use crate::policy::{PolicyTexts, Snapshot};
 
 /// How long a writer waits for Redis.
@@ -46,60 +43,6 @@ fn current(cluster: &Arc<Cluster>) -> Result<Option<StoredSet>, String> {
         .map_err(|e| format!("reading the policy set: {e}"))
 }
 
-/// The folder's policy files as a set's texts.
-fn folder_texts(dir: &Path, origin: &str) -> Result<PolicyTexts, String> {
-    let read = |name: &str| -> Result<Option<String>, String> {
-        match std::fs::read_to_string(dir.join(name)) {
-            Ok(t) => Ok(Some(t)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("{}: {e}", dir.join(name).display())),
-        }
-    };
-    let tokens = match (read(TOKENS_TOML)?, read(TOKENS_JSON)?) {
-        (Some(_), Some(_)) => {
-            return Err(format!(
-                "{}: both {TOKENS_TOML} and {TOKENS_JSON}; keep one registry",
-                dir.display()
-            ))
-        }
-        (Some(t), None) => Some((TOKENS_TOML.to_string(), t)),
-        (None, Some(t)) => Some((TOKENS_JSON.to_string(), t)),
-        (None, None) => None,
-    };
-    Ok(PolicyTexts {
-        origin: origin.to_string(),
-        version: 0,
-        public: Some(
-            read(PUBLIC_FILE)?
-                .ok_or_else(|| format!("{}: missing", dir.join(PUBLIC_FILE).display()))?,
-        ),
-        tokens,
-        revoked: read(REVOKED_FILE)?,
-        schema: read(SCHEMA_FILE)?,
-        written_at: None,
-        unrevoked: BTreeSet::new(),
-    })
-}
-
-fn compile_texts(
-    config_path: &Path,
-    texts: &PolicyTexts,
-    previous: Option<&Snapshot>,
-) -> Result<Snapshot, String> {
-    let mut inputs = Inputs::read(config_path).map_err(|e| e.to_string())?;
-    inputs.overlay(texts);
-    // Without an SDL the replicas introspect their upstream; so does the check here (which then
-    // needs the whole gateway.toml, secrets included, to reach it).
-    let introspected = match (&inputs.schema, inputs.needs_schema, previous) {
-        (None, true, None) => {
-            let config = Config::load(config_path).map_err(|e| e.to_string())?;
-            introspect_if_needed(&inputs, config.schema_upstream()).map_err(|e| e.to_string())?
-        }
-        _ => None,
-    };
-    compile(&inputs, 1, previous, introspected).map_err(|e| e.to_string())
-}
-
 /// `contentgate policy push DIR`: returns the report to print.
 pub fn push(
     config_path: &Path,
@@ -110,7 +53,7 @@ pub fn push(
 ) -> Result<String, String> {
     let cluster = connect(config_path)?;
     let origin = set::origin(&cluster.keys);
-    let mut texts = folder_texts(dir, &format!("{}", dir.display()))?;
+    let mut texts = PolicyTexts::read_folder(dir, &format!("{}", dir.display()))?;
     let current = current(&cluster)?;
     // The stored set compiled, for the same safety rules a replica applies (an emptied
     // registry or revocation file is refused unless written so on purpose).

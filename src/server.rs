@@ -189,7 +189,17 @@ pub fn build(rt: &Runtime, upgrade: bool) -> Result<Server, String> {
                         rt.cache.clone(),
                         rt.config.secrets.clone(),
                     )
-                    .in_cluster(rt.cluster.clone()),
+                    .in_cluster(rt.cluster.clone())
+                    .with_management(
+                        Arc::new(crate::manage::Manager::for_gateway(
+                            rt.config.path.clone(),
+                            rt.config.policies_dir.clone(),
+                            rt.store.clone(),
+                            rt.cluster.clone(),
+                            rt.config.secrets.read_only,
+                        )),
+                        endpoints_list(&rt.config),
+                    ),
                 )),
                 header_timeout,
             },
@@ -290,4 +300,33 @@ impl BackgroundService for ReadinessTracker {
             }
         }
     }
+}
+
+/// The endpoints with their full URLs: under `[admin] public_url`, else the first listener.
+pub fn endpoints_list(config: &crate::config::Config) -> serde_json::Value {
+    let base = config
+        .secrets
+        .public_url
+        .clone()
+        .or_else(|| {
+            config.listeners.first().map(|l| {
+                let scheme = if l.tls.is_some() { "https" } else { "http" };
+                format!("{scheme}://{}", l.address)
+            })
+        })
+        .unwrap_or_default();
+    let base = base.trim_end_matches('/');
+    serde_json::Value::Array(
+        config
+            .endpoints
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "path": e.path,
+                    "kind": e.kind.as_str(),
+                    "url": format!("{base}{}", e.path),
+                })
+            })
+            .collect(),
+    )
 }

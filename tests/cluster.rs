@@ -1011,3 +1011,85 @@ async fn replicas_follow_a_sentinel_failover_and_revocations_still_reach_them() 
         .await;
     }
 }
+
+#[tokio::test]
+async fn the_management_api_writes_the_shared_set_and_every_replica_follows() {
+    let redis = RedisServer::start(false);
+    let (_o, b) = builder(&redis, "").await;
+    let r = replicas(&redis, 2, b.extra("\n[auth.signing_key]\nkid = \"hs\"\n")).await;
+    let (a, other) = (&r.gws[0], &r.gws[1]);
+    let api = |gw: &TestGateway, method: &str, path: &str| {
+        gw.client
+            .request(method.parse().unwrap(), gw.admin_url(path))
+            .bearer_auth(ADMIN_TOKEN)
+    };
+    let etag = |resp: &reqwest::Response| {
+        resp.headers()
+            .get("etag")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let first = api(a, "GET", "/admin/api/tokens").send().await.unwrap();
+    let stale = etag(&first);
+    let body: serde_json::Value = first.json().await.unwrap();
+    assert!(body["tokens"].to_string().contains("jti-reader"));
+    // A token added on one replica: its string works on the other.
+    let added = api(a, "POST", "/admin/api/tokens")
+        .header("if-match", &stale)
+        .json(&serde_json::json!({ "name": "site" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 201);
+    let next = etag(&added);
+    let added: serde_json::Value = added.json().await.unwrap();
+    let jwt = bearer(added["jwt"].as_str().unwrap());
+    let jti = added["token"]["jti"].as_str().unwrap().to_string();
+    let written = Instant::now();
+    for gw in &r.gws {
+        until(
+            gw,
+            "/cdn",
+            Some(&jwt),
+            (written, Duration::from_secs(2)),
+            "a token added through the API",
+            |x| x.0 == 200,
+        )
+        .await;
+    }
+    assert_eq!(redis.cli(&["HGET", "{t}:policy", "version"]).trim(), "2");
+    // The same ETag, seen by both replicas: an editor on the other replica still holding the
+    // first version is refused, whichever replica it asks.
+    let conflict = api(other, "PUT", "/admin/api/stages/default")
+        .header("if-match", &stale)
+        .json(&serde_json::json!({ "stage": "DRAFT" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(conflict.status(), 412);
+    let on_other = api(other, "GET", "/admin/api/stages").send().await.unwrap();
+    assert_eq!(etag(&on_other), next);
+    // Deleted on the other replica: refused on both from the next request.
+    let deleted = api(other, "DELETE", &format!("/admin/api/tokens/{jti}"))
+        .header("if-match", &next)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200, "{}", deleted.text().await.unwrap());
+    let written = Instant::now();
+    for gw in &r.gws {
+        until(
+            gw,
+            "/cdn",
+            Some(&jwt),
+            (written, Duration::from_secs(1)),
+            "a token deleted through the API",
+            |x| x.0 == 401,
+        )
+        .await;
+    }
+    let revoked = redis.cli(&["HGET", "{t}:policy", "revoked"]);
+    assert!(revoked.contains(&jti), "{revoked}");
+}

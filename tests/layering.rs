@@ -11,9 +11,18 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "app",
-        &["cli", "server", "check", "token", "demo", "policyctl"],
+        &[
+            "cli",
+            "server",
+            "check",
+            "token",
+            "demo",
+            "policyctl",
+            "adminctl",
+        ],
     ),
     ("edges", &["proxy", "admin"]),
+    ("management", &["manage"]),
     ("decision", &["pipeline"]),
     ("shared", &["cluster"]),
     ("state", &["policy", "cache"]),

@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod keys;
+pub mod mint;
 pub mod registry;
 
 use std::sync::Arc;

@@ -678,11 +678,108 @@ fn secrets(
     let secret = |env: &Option<String>, path: &Option<String>, field: &str, errors: &mut Vec<_>| {
         secret_value(src, base, env, path, field, errors)
     };
+    let purge_token = file
+        .admin
+        .as_ref()
+        .and_then(|a| secret(&a.token_env, &a.token_file, "admin.token", errors));
+    let mut credentials: Vec<AdminCredential> = Vec::new();
+    if let Some(t) = &purge_token {
+        credentials.push(AdminCredential {
+            name: "admin".into(),
+            scope: AdminScope::Write,
+            secret: t.clone(),
+        });
+    }
+    for (i, c) in file.admin.iter().flat_map(|a| &a.credentials).enumerate() {
+        let field = format!("admin.credential[{i}]");
+        let scope = match c.scope.as_str() {
+            "read" => AdminScope::Read,
+            "write" => AdminScope::Write,
+            other => {
+                errors.push(src.error(
+                    None,
+                    format!("{field}.scope"),
+                    format!("{other:?}: expected \"read\" or \"write\""),
+                ));
+                continue;
+            }
+        };
+        if c.name.is_empty()
+            || c.name.len() > 64
+            || !c
+                .name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "-_.@".contains(ch))
+        {
+            errors.push(src.error(
+                None,
+                format!("{field}.name"),
+                format!(
+                    "{:?}: 1-64 characters of A-Z a-z 0-9 - _ . @ (the audit log records it)",
+                    c.name
+                ),
+            ));
+            continue;
+        }
+        if credentials.iter().any(|o| o.name == c.name) {
+            errors.push(src.error(
+                None,
+                format!("{field}.name"),
+                format!(
+                    "{:?} is used twice (\"admin\" is the [admin] token's)",
+                    c.name
+                ),
+            ));
+            continue;
+        }
+        let Some(value) = secret(
+            &c.token_env,
+            &c.token_file,
+            &format!("{field}.token"),
+            errors,
+        ) else {
+            if c.token_env.is_none() && c.token_file.is_none() {
+                errors.push(src.error(None, field, "needs token_env or token_file"));
+            }
+            continue;
+        };
+        if value.len() < 16 {
+            errors.push(src.error(
+                None,
+                format!("{field}.token"),
+                "shorter than 16 characters: use a random secret (openssl rand -hex 32)",
+            ));
+            continue;
+        }
+        if credentials.iter().any(|o| o.secret == value) {
+            errors.push(src.error(
+                None,
+                format!("{field}.token"),
+                "the same secret as another credential: each credential needs its own",
+            ));
+            continue;
+        }
+        credentials.push(AdminCredential {
+            name: c.name.clone(),
+            scope,
+            secret: value,
+        });
+    }
+    let public_url = file.admin.as_ref().and_then(|a| a.public_url.clone());
+    if let Some(u) = &public_url {
+        if !(u.starts_with("http://") || u.starts_with("https://")) || url::Url::parse(u).is_err() {
+            errors.push(src.error(
+                None,
+                "admin.public_url",
+                format!("{u:?} is not an http(s) URL"),
+            ));
+        }
+    }
     AdminSecrets {
-        purge_token: file
-            .admin
-            .as_ref()
-            .and_then(|a| secret(&a.token_env, &a.token_file, "admin.token", errors)),
+        purge_token,
+        credentials,
+        public_url,
+        read_only: file.admin.as_ref().is_some_and(|a| a.read_only),
         webhook_secret: file
             .webhooks
             .as_ref()

@@ -150,7 +150,28 @@ pub struct FileTls {
 #[serde(deny_unknown_fields)]
 pub struct FileAdmin {
     pub address: Spanned<String>,
-    /// Bearer token for `POST /admin/purge` (from the environment or a file).
+    /// Bearer token for `POST /admin/purge` (from the environment or a file); also a
+    /// write-scope credential named `admin` for the management API and the console.
+    pub token_env: Option<String>,
+    pub token_file: Option<String>,
+    /// Named credentials of the management API and the console, each with a scope.
+    #[serde(default, rename = "credential")]
+    pub credentials: Vec<FileAdminCredential>,
+    /// The URL clients reach the proxy listener at (the endpoints list shows full URLs under
+    /// it); default `http://<first listener address>`.
+    pub public_url: Option<String>,
+    /// The management API and the console only read (the policy is changed elsewhere: Git, a
+    /// ConfigMap).
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdminCredential {
+    pub name: String,
+    /// `read` or `write`.
+    pub scope: String,
     pub token_env: Option<String>,
     pub token_file: Option<String>,
 }
@@ -252,6 +273,17 @@ pub struct FileAuth {
     pub keys: Vec<FileKey>,
     pub jwks_file: Option<Spanned<String>>,
     pub verified_cache_entries: Option<u64>,
+    /// The key the management API signs new token strings with.
+    pub signing_key: Option<FileSigningKey>,
+}
+
+/// `[auth.signing_key]`: `kid` names one of the `[[auth.key]]` entries (so every minted string
+/// verifies); an HMAC key signs with its own secret, an asymmetric one needs the private key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSigningKey {
+    pub kid: String,
+    pub private_key_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -245,10 +245,40 @@ pub struct CacheSettings {
     pub l2_max_entry_bytes: usize,
 }
 
+/// What an admin credential may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AdminScope {
+    Read,
+    Write,
+}
+
+impl AdminScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminScope::Read => "read",
+            AdminScope::Write => "write",
+        }
+    }
+}
+
+/// One named admin credential (the name is what the audit log records).
+#[derive(Clone)]
+pub struct AdminCredential {
+    pub name: String,
+    pub scope: AdminScope,
+    pub secret: String,
+}
+
 /// Secrets of the admin listener.
 #[derive(Clone, Default)]
 pub struct AdminSecrets {
     pub purge_token: Option<String>,
+    /// Management API and console credentials (the purge token among them as `admin`).
+    pub credentials: Vec<AdminCredential>,
+    /// Base URL of the proxy listener for the endpoints list.
+    pub public_url: Option<String>,
+    /// `[admin] read_only`: the management API and the console refuse every change.
+    pub read_only: bool,
     pub webhook_secret: Option<String>,
     pub webhook_tolerance: Duration,
 }
@@ -264,6 +294,16 @@ impl std::fmt::Debug for AdminSecrets {
                 "webhook_secret",
                 &self.webhook_secret.as_ref().map(|_| "<redacted>"),
             )
+            .field(
+                "credentials",
+                &self
+                    .credentials
+                    .iter()
+                    .map(|c| (&c.name, c.scope))
+                    .collect::<Vec<_>>(),
+            )
+            .field("public_url", &self.public_url)
+            .field("read_only", &self.read_only)
             .field("webhook_tolerance", &self.webhook_tolerance)
             .finish()
     }

@@ -30,6 +30,49 @@ const TABLE: &[(&str, &str)] = &[
     ("__typename", ""),
 ];
 
+/// Every permission name the table knows (with the family names), sorted, then `*`: what the
+/// management screens list as switches.
+pub fn catalogue() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = TABLE
+        .iter()
+        .map(|(_, p)| *p)
+        .chain(["FIELD_CREATE", "FIELD_UPDATE"])
+        .filter(|p| !p.is_empty())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names.push("*");
+    names
+}
+
+/// What a new token starts with (the CMS's "basic" management permissions: reading the
+/// project and its environments).
+pub const BASIC: [&str; 2] = ["ENVIRONMENT_READ", "PROJECT_READ"];
+
+/// A one-line description of a permission name for the screens.
+pub fn describe(name: &str) -> String {
+    if name == "*" {
+        return "Every management permission, including reads of credentials (tokens, secrets)"
+            .into();
+    }
+    let Some((noun, verb)) = name.rsplit_once('_') else {
+        return name.to_string();
+    };
+    let verb = match verb {
+        "READ" => "Read",
+        "CREATE" => "Create",
+        "UPDATE" => "Update",
+        "DELETE" => "Delete",
+        other => other,
+    };
+    let noun = noun.to_ascii_lowercase();
+    if noun == "project" {
+        format!("{verb} the project")
+    } else {
+        format!("{verb} {noun}s")
+    }
+}
+
 /// Field-name families: `create…Field` → FIELD_CREATE, `update…Field` → FIELD_UPDATE.
 fn family(field: &str) -> Option<&'static str> {
     if field.ends_with("Field") {

@@ -639,6 +639,27 @@ fn scope<T: Ord>(
     }
 }
 
+/// Compiles a set's texts with gateway.toml as a replica would (introspecting the upstream when
+/// there is no SDL and no previous snapshot to take the schema map from).
+pub fn compile_texts(
+    config_path: &Path,
+    texts: &super::PolicyTexts,
+    previous: Option<&Snapshot>,
+) -> Result<Snapshot, String> {
+    let mut inputs = Inputs::read(config_path).map_err(|e| e.to_string())?;
+    inputs.overlay(texts);
+    // Without an SDL the replicas introspect their upstream; so does the check here (which then
+    // needs the whole gateway.toml, secrets included, to reach it).
+    let introspected = match (&inputs.schema, inputs.needs_schema, previous) {
+        (None, true, None) => {
+            let config = crate::config::Config::load(config_path).map_err(|e| e.to_string())?;
+            introspect_if_needed(&inputs, config.schema_upstream()).map_err(|e| e.to_string())?
+        }
+        _ => None,
+    };
+    compile(&inputs, 1, previous, introspected).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,6 +55,9 @@ pub struct FileToken {
     #[serde(default)]
     pub pinned_sha256: Vec<String>,
     pub rate_limit: Option<FileRateLimit>,
+    /// When the management API created and last changed the entry (RFC 3339; informational).
+    pub created: Option<String>,
+    pub updated: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -100,6 +103,9 @@ pub struct JsonToken {
     #[serde(default)]
     pub pinned_sha256: Vec<String>,
     pub rate_limit: Option<FileRateLimit>,
+    /// When the management API created and last changed the entry (RFC 3339; informational).
+    pub created: Option<String>,
+    pub updated: Option<String>,
 }
 
 impl From<JsonPermission> for FilePermission {
@@ -127,6 +133,8 @@ impl From<JsonToken> for FileToken {
             management: t.management,
             pinned_sha256: t.pinned_sha256,
             rate_limit: t.rate_limit,
+            created: t.created,
+            updated: t.updated,
         }
     }
 }

@@ -66,6 +66,44 @@ pub struct PolicyTexts {
 }
 
 impl PolicyTexts {
+    /// The policy files of a folder as a set's texts (`origin` names them in errors).
+    pub fn read_folder(dir: &std::path::Path, origin: &str) -> Result<PolicyTexts, String> {
+        let read = |name: &str| -> Result<Option<String>, String> {
+            match std::fs::read_to_string(dir.join(name)) {
+                Ok(t) => Ok(Some(t)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(format!("{}: {e}", dir.join(name).display())),
+            }
+        };
+        let tokens = match (read(compile::TOKENS_TOML)?, read(compile::TOKENS_JSON)?) {
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "{}: both {} and {}; keep one registry",
+                    dir.display(),
+                    compile::TOKENS_TOML,
+                    compile::TOKENS_JSON
+                ))
+            }
+            (Some(t), None) => Some((compile::TOKENS_TOML.to_string(), t)),
+            (None, Some(t)) => Some((compile::TOKENS_JSON.to_string(), t)),
+            (None, None) => None,
+        };
+        Ok(PolicyTexts {
+            origin: origin.to_string(),
+            version: 0,
+            public: Some(
+                read(compile::PUBLIC_FILE)?.ok_or_else(|| {
+                    format!("{}: missing", dir.join(compile::PUBLIC_FILE).display())
+                })?,
+            ),
+            tokens,
+            revoked: read(compile::REVOKED_FILE)?,
+            schema: read(compile::SCHEMA_FILE)?,
+            written_at: None,
+            unrevoked: BTreeSet::new(),
+        })
+    }
+
     /// A set that grants nothing (public requests refused, no tokens): what a replica of a
     /// cluster runs before its first sync, and what `check` compiles gateway.toml against when
     /// the policies live in Redis.

@@ -129,6 +129,24 @@ impl PolicyStore {
         Ok((outcome, kept))
     }
 
+    /// Compiles `texts` as the next snapshot would be compiled (the live one as the previous),
+    /// without applying it: the management API's check before it writes anything.
+    pub fn check(&self, texts: &PolicyTexts) -> Result<Snapshot, ConfigErrors> {
+        let current = self.current.load_full();
+        let inputs = self.read_inputs(Some(texts))?;
+        compile(
+            &inputs,
+            current.generation + 1,
+            Some(&current),
+            self.introspected.clone(),
+        )
+    }
+
+    /// Whether the live policy comes from a shared set (the cluster's) rather than the folder.
+    pub fn is_shared(&self) -> bool {
+        self.shared.lock().is_some()
+    }
+
     fn read_inputs(&self, shared: Option<&PolicyTexts>) -> Result<Inputs, ConfigErrors> {
         let mut inputs = Inputs::read(&self.config_path)?;
         if let Some(t) = shared {

@@ -1,8 +1,12 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `POST /admin/purge` and
-//! `POST /webhooks/cms`.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `POST /admin/purge`,
+//! `POST /webhooks/cms`, the management API under `/admin/api/` ([`api`]) and the web console
+//! at `/console` ([`console`]).
 //!
 //! Separate from the proxy listener so it can be firewalled to the monitoring network and so
 //! health checks never compete with, or depend on, content traffic.
+
+pub mod api;
+pub mod console;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,7 +24,8 @@ use subtle::ConstantTimeEq;
 
 use crate::cache::{Purge, ReadCache};
 use crate::cluster::Cluster;
-use crate::config::AdminSecrets;
+use crate::config::{AdminScope, AdminSecrets};
+use crate::manage::{ManageError, Manager};
 use crate::metrics::Metrics;
 use crate::policy::store::PolicyStore;
 
@@ -59,6 +64,11 @@ pub struct Admin {
     /// In a cluster: readiness waits for the first sync, and deliveries are claimed in Redis
     /// so a replay to another replica is refused too.
     pub cluster: Option<Arc<Cluster>>,
+    /// The management API and the console (`None`: no admin credentials configured).
+    manager: Option<Arc<Manager>>,
+    sessions: console::Sessions,
+    /// The endpoints list (path, kind, full URL), fixed at start-up.
+    endpoints: Value,
 }
 
 /// Verified webhook deliveries remembered (about 100 bytes each).
@@ -89,11 +99,131 @@ impl Admin {
             secrets,
             seen_signatures,
             cluster: None,
+            manager: None,
+            sessions: console::Sessions::default(),
+            endpoints: Value::Array(Vec::new()),
         }
     }
 
     pub fn in_cluster(self, cluster: Option<Arc<Cluster>>) -> Self {
         Self { cluster, ..self }
+    }
+
+    /// Serves the management API and the console through `manager` (when credentials exist).
+    pub fn with_management(self, manager: Arc<Manager>, endpoints: Value) -> Self {
+        let manager = (!self.secrets.credentials.is_empty()).then_some(manager);
+        Self {
+            manager,
+            endpoints,
+            ..self
+        }
+    }
+
+    fn count(&self, op: &str, result: &str) {
+        self.metrics
+            .admin_api
+            .with_label_values(&[op, result])
+            .inc();
+    }
+
+    /// The management API: authenticate, read the call, run it on the blocking pool.
+    async fn management_api(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let method = session.req_header().method.as_str().to_string();
+        let op = api::op_class(&method);
+        let result = self.management_call(session).await;
+        match result {
+            Ok(r) => {
+                self.count(op, "ok");
+                r
+            }
+            Err(e) => {
+                self.count(op, e.code);
+                api::error_reply(&e)
+            }
+        }
+    }
+
+    async fn management_call(
+        &self,
+        session: &mut ServerSession,
+    ) -> Result<Response<Vec<u8>>, ManageError> {
+        let Some(manager) = &self.manager else {
+            return Err(ManageError::not_found(
+                "the management API is disabled: configure [[admin.credential]] (or [admin] token_env / token_file)",
+            ));
+        };
+        let caller = self.caller(session)?;
+        let call = api::Call::read(session, caller, self.endpoints.clone()).await?;
+        let manager = manager.clone();
+        tokio::task::spawn_blocking(move || api::handle(&manager, call))
+            .await
+            .map_err(|_| ManageError::new(500, "INTERNAL", "the change was interrupted"))?
+    }
+
+    /// The caller of a management request: a bearer credential, or a console session (with its
+    /// CSRF token on changes).
+    fn caller(&self, session: &ServerSession) -> Result<api::Caller, ManageError> {
+        let unauthenticated = || {
+            ManageError::new(
+                401,
+                "UNAUTHENTICATED",
+                "an admin credential is required (Authorization: Bearer, or a console session)",
+            )
+        };
+        if let Some(presented) = api::bearer(session) {
+            return api::credential(&self.secrets.credentials, &presented)
+                .map(|c| api::Caller {
+                    name: c.name.clone(),
+                    scope: c.scope,
+                    csrf: None,
+                })
+                .ok_or_else(|| {
+                    tracing::info!(target: "audit", event = "admin_api_refused", "management API call with a wrong credential");
+                    unauthenticated()
+                });
+        }
+        let h = session.req_header();
+        match self.sessions.caller(&h.headers, &h.method) {
+            Some(Ok(c)) => Ok(c),
+            Some(Err(())) => Err(ManageError::new(
+                403,
+                "CSRF",
+                "a console change needs the session's x-csrf-token header",
+            )),
+            None => Err(unauthenticated()),
+        }
+    }
+
+    async fn console(&self, session: &mut ServerSession, path: &str) -> Response<Vec<u8>> {
+        let method = session.req_header().method.clone();
+        if method == http::Method::GET {
+            return console::static_page(path, &self.sessions, &session.req_header().headers)
+                .unwrap_or_else(|| reply(404, "text/plain", b"not found\n".to_vec()));
+        }
+        if method != http::Method::POST {
+            return reply(405, "text/plain", b"method not allowed\n".to_vec());
+        }
+        let Some(body) = read_body(session).await else {
+            return error(413, "body too large");
+        };
+        match path {
+            "/console/login" => {
+                let (r, who) = console::login(&self.sessions, &self.secrets.credentials, &body);
+                self.count(
+                    "login",
+                    if who.is_some() {
+                        "ok"
+                    } else {
+                        "UNAUTHENTICATED"
+                    },
+                );
+                r
+            }
+            "/console/logout" => {
+                console::logout(&self.sessions, &session.req_header().headers, &body)
+            }
+            _ => reply(404, "text/plain", b"not found\n".to_vec()),
+        }
     }
 }
 
@@ -138,27 +268,20 @@ async fn read_body(session: &mut ServerSession) -> Option<Vec<u8>> {
 
 impl Admin {
     async fn purge(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let Some(expected) = &self.secrets.purge_token else {
+        if self.secrets.credentials.is_empty() {
             return error(
                 404,
-                "the purge API is disabled: set [admin] token_env or token_file",
+                "the purge API is disabled: set [admin] token_env or token_file (or a write-scope [[admin.credential]])",
             );
-        };
-        let presented = session
-            .req_header()
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.split_once(' ')
-                    .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
-                    .map(|(_, t)| t.trim().to_string())
-            })
-            .unwrap_or_default();
-        if presented.as_bytes().ct_eq(expected.as_bytes()).unwrap_u8() != 1 {
-            tracing::info!(target: "audit", event = "purge_refused", "admin purge with a missing or wrong token");
-            return error(401, "a valid admin bearer token is required");
         }
+        let presented = api::bearer(session).unwrap_or_default();
+        let Some(who) = api::credential(&self.secrets.credentials, &presented)
+            .filter(|c| c.scope == AdminScope::Write && !presented.is_empty())
+        else {
+            tracing::info!(target: "audit", event = "purge_refused", "admin purge with a missing, wrong or read-scope token");
+            return error(401, "a valid write-scope admin bearer token is required");
+        };
+        tracing::info!(target: "audit", event = "purge", who = %who.name, "admin purge");
         let Some(cache) = &self.cache else {
             return error(503, "the cache is disabled");
         };
@@ -374,6 +497,11 @@ impl ServeHttp for Admin {
             }
             ("/admin/purge", true) => self.purge(session).await,
             ("/webhooks/cms", true) => self.webhook(session).await,
+            (p, _) if p.starts_with("/admin/api/") => self.management_api(session).await,
+            (p, _) if p == "/console" || p.starts_with("/console/") => {
+                let p = p.to_string();
+                self.console(session, &p).await
+            }
             _ => reply(404, "text/plain", b"not found\n".to_vec()),
         }
     }
