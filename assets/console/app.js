@@ -71,11 +71,20 @@
    * One call. Non-GET requests carry the CSRF token; writes carry If-Match with the latest ETag
    * (`ifMatch: false` for the calls that write nothing: re-issue, token check).
    */
-  async function api(method, path, body, opts = {}) {
+  let writeChain = Promise.resolve();
+  function api(method, path, body, opts = {}) {
+    if (method === 'GET') return request(method, path, body, opts);
+    // Changes go one after another, each with the ETag the previous one answered.
+    const run = writeChain.then(() => request(method, path, body, opts));
+    writeChain = run.catch(() => undefined);
+    return run;
+  }
+
+  async function request(method, path, body, opts) {
     const ifMatch = opts.ifMatch !== undefined ? opts.ifMatch : method !== 'GET';
     if (method !== 'GET' && ifMatch && !S.etag) {
       // A screen that has read nothing with an ETag yet (the token check): learn the current one.
-      await api('GET', '/admin/api/stages');
+      await request('GET', '/admin/api/stages', undefined, {});
     }
     const headers = { accept: 'application/json' };
     if (method !== 'GET') {
@@ -1114,7 +1123,9 @@
     }
 
     async function change(on, off, clearSelection) {
+      section.setAttribute('aria-busy', 'true');
       const data = await attempt(() => api('PATCH', `${tokenPath(jti)}/management`, { enable: on, disable: off }));
+      section.setAttribute('aria-busy', 'false');
       if (!data) return false;
       hideError();
       if (clearSelection) state.selected.clear();

@@ -13,6 +13,7 @@ pub mod raw;
 pub mod redis;
 pub mod sample;
 pub mod tokens;
+pub mod webdriver;
 
 pub use config::*;
 pub use gateway::*;
