@@ -385,6 +385,17 @@ fn ask(prompt: &str) -> String {
     line.trim().to_string()
 }
 
+/// Permission `id` of the list at `base`, and the ETag of the version it was read at.
+fn shown(c: &Client, base: &str, id: usize) -> Result<(Value, String), Failure> {
+    let list = c.get(base, "")?;
+    let etag = list["etag"].as_str().unwrap_or("").to_string();
+    items(&list["permissions"])
+        .into_iter()
+        .find(|p| p["id"].as_u64() == Some(id as u64))
+        .map(|p| (p, etag))
+        .ok_or_else(|| fail(EXIT_REFUSED, format!("no permission {id} (NOT_FOUND)")))
+}
+
 fn permissions_path(c: &Client, whose: &Whose) -> Result<String, Failure> {
     Ok(match &whose.token {
         None => "/admin/api/public/permissions".to_string(),
@@ -495,7 +506,15 @@ pub fn permission(cmd: &PermissionCommand, who: &str) -> Result<String, Failure>
             at,
         } => {
             let c = Client::new(at, who)?;
-            let path = format!("{}/{id}", permissions_path(&c, whose)?);
+            let base = permissions_path(&c, whose)?;
+            // Changed at the version whose permission `id` is shown here (or the one given).
+            let (p, etag) = shown(&c, &base, *id)?;
+            eprint!(
+                "editing:\n{}",
+                permissions_table(&json!({ "permissions": [p] }))
+            );
+            let at_etag = if_match.clone().unwrap_or(etag);
+            let path = format!("{base}/{id}");
             let mut body = scopes_json(scopes);
             for (flag, k) in [
                 (all_models, "models"),
@@ -512,7 +531,7 @@ pub fn permission(cmd: &PermissionCommand, who: &str) -> Result<String, Failure>
                     "nothing to change: give --model/--locale/--stage (or --all-…)",
                 ));
             }
-            let v = c.change("PATCH", &path, Value::Object(body), if_match.as_deref())?;
+            let v = c.change("PATCH", &path, Value::Object(body), Some(&at_etag))?;
             Ok(c.print(&v, |v| {
                 permissions_table(&json!({ "permissions": [v["permission"]] }))
             }))
@@ -526,18 +545,7 @@ pub fn permission(cmd: &PermissionCommand, who: &str) -> Result<String, Failure>
         } => {
             let c = Client::new(at, who)?;
             let base = permissions_path(&c, whose)?;
-            let list = c.get(&base, "")?;
-            let etag = list["etag"].as_str().unwrap_or("").to_string();
-            let Some(p) = list["permissions"]
-                .as_array()
-                .and_then(|a| a.iter().find(|p| p["id"].as_u64() == Some(*id as u64)))
-                .cloned()
-            else {
-                return Err(fail(
-                    EXIT_REFUSED,
-                    format!("no permission {id} (NOT_FOUND)"),
-                ));
-            };
+            let (p, etag) = shown(&c, &base, *id)?;
             if !yes {
                 eprint!("{}", permissions_table(&json!({ "permissions": [p] })));
                 if ask("Delete this permission? It cannot be undone. Type \"delete\" to confirm: ")

@@ -173,10 +173,13 @@ fn sample_cms(_: u16, _: Option<&str>, _: Option<std::path::PathBuf>) -> ExitCod
 
 /// Who wrote a change, for the set's `writer` field and audit lines.
 fn writer() -> String {
-    format!(
-        "cli:{}",
-        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-    )
+    let user: String = std::env::var("USER")
+        .unwrap_or_else(|_| "unknown".into())
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "-_.@".contains(*c))
+        .take(64)
+        .collect();
+    format!("cli:{user}")
 }
 
 /// An API-access verb's outcome: its output, or its message and exit code (see adminctl).

@@ -652,3 +652,126 @@ fn openapi_describes_every_route_and_nothing_else() {
         "docs/openapi.json and admin::api::ROUTES differ"
     );
 }
+
+/// What the attacker's review of the management API found, held.
+#[tokio::test]
+async fn review_findings_stay_fixed() {
+    let origin = MockOrigin::start().await;
+    let cfg = builder(&origin).write();
+    std::fs::write(cfg.path().join("viewer.token"), VIEWER).unwrap();
+    let gw = cfg.start().await;
+    let etag = get(&gw, "/admin/api/stages").await.etag.unwrap();
+    // Only the strong current tag: `*` and weak tags would apply a change made on another version.
+    for tag in ["*", &format!("W/\"{etag}\"")] {
+        let r = gw
+            .client
+            .put(gw.admin_url("/admin/api/stages/default"))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("if-match", tag)
+            .body(r#"{"stage":"DRAFT"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 412, "If-Match: {tag}");
+    }
+    // `*` inside a list means all to the compile: stored, shown and filtered as all.
+    let added = change(
+        &gw,
+        "POST",
+        "/admin/api/public/permissions",
+        json!({"action": "read", "models": ["Author"], "stages": ["PUBLISHED", "*"]}),
+    )
+    .await;
+    assert_eq!(added.status, 201, "{}", added.body);
+    assert_eq!(added.body["permission"]["stages"], Value::Null);
+    let listed = get(
+        &gw,
+        "/admin/api/public/permissions?stage=DRAFT&model=Author",
+    )
+    .await;
+    assert_eq!(
+        listed.body["permissions"].as_array().unwrap().len(),
+        1,
+        "{}",
+        listed.body
+    );
+    let text = std::fs::read_to_string(gw.policies().join("public.toml")).unwrap();
+    assert!(!text.contains("\"*\""), "{text}");
+    // The token list says what is enforced: a hand-edited revocation that did not compile is
+    // not in force, and the list does not claim it is.
+    std::fs::write(gw.policies().join("revoked.txt"), "jti-reader\nnot a jti\n").unwrap();
+    gw.signal("HUP");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        gw.query("/cdn", Some(&bearer(&es("jti-reader"))), Q)
+            .await
+            .status(),
+        200
+    );
+    let t = get(&gw, "/admin/api/tokens/jti-reader").await;
+    assert_eq!(t.body["token"]["revoked"], false, "{}", t.body);
+    std::fs::write(gw.policies().join("revoked.txt"), "").unwrap();
+    // Logging out ends the session, even without the CSRF token.
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = no_redirects
+        .post(gw.admin_url("/console/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("credential={ADMIN_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 303);
+    let cookie = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+        .find(|c| c.starts_with("cg_session="))
+        .expect("a session cookie");
+    let whoami = |c: String| {
+        gw.client
+            .get(gw.admin_url("/admin/api/whoami"))
+            .header("cookie", c)
+            .send()
+    };
+    assert_eq!(whoami(cookie.clone()).await.unwrap().status(), 200);
+    let out = no_redirects
+        .post(gw.admin_url("/console/logout"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 303);
+    assert_eq!(whoami(cookie).await.unwrap().status(), 401);
+}
+
+#[tokio::test]
+async fn a_short_purge_token_purges_but_is_no_management_credential() {
+    let origin = MockOrigin::start().await;
+    let cfg = GatewayBuilder::new(&origin).write();
+    std::fs::write(cfg.path().join("short.token"), "ab").unwrap();
+    let text = std::fs::read_to_string(cfg.config()).unwrap();
+    std::fs::write(
+        cfg.config(),
+        text.replace(
+            "token_env = \"CG_TEST_ADMIN_TOKEN\"",
+            "token_file = \"short.token\"",
+        ),
+    )
+    .unwrap();
+    let gw = cfg.start().await;
+    let r = call(&gw, "GET", "/admin/api/tokens", None, None, Some("ab")).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    let purge = gw
+        .client
+        .post(gw.admin_url("/admin/purge"))
+        .bearer_auth("ab")
+        .body(r#"{"all":true}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(purge.status(), 200);
+}

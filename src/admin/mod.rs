@@ -24,7 +24,7 @@ use subtle::ConstantTimeEq;
 
 use crate::cache::{Purge, ReadCache};
 use crate::cluster::Cluster;
-use crate::config::{AdminScope, AdminSecrets};
+use crate::config::{AdminCredential, AdminScope, AdminSecrets};
 use crate::manage::{ManageError, Manager};
 use crate::metrics::Metrics;
 use crate::policy::store::PolicyStore;
@@ -219,9 +219,7 @@ impl Admin {
                 );
                 r
             }
-            "/console/logout" => {
-                console::logout(&self.sessions, &session.req_header().headers, &body)
-            }
+            "/console/logout" => console::logout(&self.sessions, &session.req_header().headers),
             _ => reply(404, "text/plain", b"not found\n".to_vec()),
         }
     }
@@ -268,14 +266,20 @@ async fn read_body(session: &mut ServerSession) -> Option<Vec<u8>> {
 
 impl Admin {
     async fn purge(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        if self.secrets.credentials.is_empty() {
+        if self.secrets.credentials.is_empty() && self.secrets.purge_token.is_none() {
             return error(
                 404,
                 "the purge API is disabled: set [admin] token_env or token_file (or a write-scope [[admin.credential]])",
             );
         }
         let presented = api::bearer(session).unwrap_or_default();
+        let purge_token = self.secrets.purge_token.as_ref().map(|t| AdminCredential {
+            name: "admin".into(),
+            scope: AdminScope::Write,
+            secret: t.clone(),
+        });
         let Some(who) = api::credential(&self.secrets.credentials, &presented)
+            .or_else(|| api::credential(purge_token.as_slice(), &presented))
             .filter(|c| c.scope == AdminScope::Write && !presented.is_empty())
         else {
             tracing::info!(target: "audit", event = "purge_refused", "admin purge with a missing, wrong or read-scope token");

@@ -683,7 +683,9 @@ fn secrets(
         .as_ref()
         .and_then(|a| secret(&a.token_env, &a.token_file, "admin.token", errors));
     let mut credentials: Vec<AdminCredential> = Vec::new();
-    if let Some(t) = &purge_token {
+    // The purge token is also the write credential `admin` when it is as strong as the
+    // credentials must be; a shorter one keeps purging and nothing more.
+    if let Some(t) = purge_token.as_ref().filter(|t| t.len() >= 16) {
         credentials.push(AdminCredential {
             name: "admin".into(),
             scope: AdminScope::Write,

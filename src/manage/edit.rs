@@ -136,6 +136,11 @@ impl Draft {
         if !self.revoked.is_empty() && !self.revoked.ends_with('\n') {
             self.revoked.push('\n');
         }
+        // One comment line whatever `comment` holds (a name, a user from the environment).
+        let comment: String = comment
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
         self.revoked.push_str(&format!("# {comment}\n{jti}\n"));
         true
     }

@@ -379,6 +379,29 @@ fn check_text(field: &str, s: &str, required: bool) -> Result<(), ManageError> {
     Ok(())
 }
 
+/// A list holding `*` means "all" to the compile: the screens and the filters must read it so
+/// too, so it is written and shown as `None`.
+fn all_if_star(list: &Option<Vec<String>>) -> Option<Vec<String>> {
+    list.as_ref()
+        .filter(|l| !l.iter().any(|v| v == "*"))
+        .cloned()
+}
+
+impl PermissionSpec {
+    fn normalized(mut self) -> PermissionSpec {
+        for l in [
+            &mut self.models,
+            &mut self.locales,
+            &mut self.stages,
+            &mut self.from_stages,
+            &mut self.to_stages,
+        ] {
+            *l = all_if_star(l);
+        }
+        self
+    }
+}
+
 fn check_spec(p: &PermissionSpec) -> Result<(), ManageError> {
     if Action::parse(&p.action).is_none() {
         return Err(ManageError::bad_request(format!(
@@ -578,8 +601,15 @@ impl Manager {
         let _one = self.write_lock.lock();
         let _lock = self.source.lock()?;
         let current = self.source.read()?;
-        let wanted = if_match.trim().trim_start_matches("W/").trim_matches('"');
-        if wanted != current.etag && wanted != "*" {
+        // Strong comparison only (RFC 9110): `*` or a weak tag would let a change made on an
+        // older version — a permission addressed by its position in that version — land on
+        // whatever sits there now.
+        let wanted = if_match.trim();
+        let wanted = wanted
+            .strip_prefix('"')
+            .and_then(|w| w.strip_suffix('"'))
+            .unwrap_or(wanted);
+        if wanted != current.etag {
             return Err(ManageError::precondition_failed());
         }
         let live = self.snapshot(&current)?;
@@ -663,7 +693,8 @@ impl Manager {
                     stages: p.stages.clone(),
                     from_stages: p.from_stages.clone(),
                     to_stages: p.to_stages.clone(),
-                },
+                }
+                .normalized(),
             })
             .collect()
     }
@@ -715,11 +746,22 @@ impl Manager {
 
     pub fn tokens(&self) -> Result<(Vec<TokenView>, String), ManageError> {
         let current = self.current()?;
-        let revoked = revoked_jtis(current.texts.revoked.as_deref().unwrap_or(""));
+        // What is enforced: the live snapshot's revocations in the gateway (a hand edit that
+        // did not compile is not in force, and the list must not say it is), the source's own
+        // in the CLI.
+        let live = match &self.checker {
+            Checker::Store(store) => Some(store.snapshot()),
+            Checker::Config => None,
+        };
+        let on_disk = revoked_jtis(current.texts.revoked.as_deref().unwrap_or(""));
+        let is_revoked = |jti: &str| match &live {
+            Some(snap) => snap.registry.revoked.contains(jti),
+            None => on_disk.contains(jti),
+        };
         let list = Self::registry_file(&current)?
             .into_iter()
             .map(|t| TokenView {
-                revoked: revoked.contains(t.jti.get_ref()),
+                revoked: is_revoked(t.jti.get_ref()),
                 jti: t.jti.into_inner(),
                 name: t.name,
                 description: t.description,
@@ -790,6 +832,7 @@ impl Manager {
         target: &Target,
         spec: PermissionSpec,
     ) -> Result<Changed, ManageError> {
+        let spec = spec.normalized();
         check_spec(&spec)?;
         self.change(who, if_match, "add_permission", |d, snap| {
             check_models(&spec, snap)?;
@@ -824,9 +867,10 @@ impl Manager {
             let table = list.get_mut(id).ok_or_else(|| {
                 ManageError::not_found(format!("no permission {id} for {}", target.describe()))
             })?;
-            let before = spec_of(table);
+            let before = spec_of(table).normalized();
             let mut after = before.clone();
             patch.apply(&mut after);
+            let after = after.normalized();
             check_spec(&after)?;
             check_models(&after, snap)?;
             write_scopes(table, &after);
