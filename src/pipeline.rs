@@ -140,6 +140,8 @@ pub enum Rejection {
     /// A replica of a cluster that cannot confirm it holds the current policy (revocations!)
     /// refuses token requests until it can.
     PolicyStale,
+    /// The process already buffers `limits.max_buffered_body_bytes` of request bodies.
+    BodyBudget,
 }
 
 impl Rejection {
@@ -149,7 +151,10 @@ impl Rejection {
     pub fn caused_by_caller(&self) -> bool {
         !matches!(
             self,
-            Rejection::RateLimited { .. } | Rejection::PolicyStale | Rejection::NoSchema
+            Rejection::RateLimited { .. }
+                | Rejection::PolicyStale
+                | Rejection::NoSchema
+                | Rejection::BodyBudget
         )
     }
 

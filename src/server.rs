@@ -124,6 +124,10 @@ pub fn build(rt: &Runtime, upgrade: bool) -> Result<Server, String> {
         cache: rt.cache.clone(),
         limiters: Arc::new(crate::ratelimit::Limiters::new(rt.config.rate_limits)),
         cluster: rt.cluster.clone(),
+        bodies: crate::proxy::body::BodyBudget::new(
+            rt.config.limits.max_buffered_body_bytes,
+            rt.metrics.request_body_bytes.clone(),
+        ),
     };
     if let Some(cluster) = &rt.cluster {
         cluster.start(crate::cluster::sync::Targets {

@@ -171,3 +171,74 @@ async fn long_strings_do_not_crash_the_gateway() {
     let doc = format!("{{posts(where: {{title: \"{escapes}\"}}){{id}}}}");
     survives("9000 unicode escapes", q(doc), 3).await;
 }
+
+/// Many slow uploads cannot hold more than `limits.max_buffered_body_bytes`: a body that the
+/// budget cannot cover is refused with 503 before it is read, the bytes held show in
+/// `contentgate_request_body_bytes`, and they are given back when the request ends.
+#[tokio::test]
+async fn buffered_bodies_share_one_budget() {
+    use std::io::Write;
+    let origin = MockOrigin::start().await;
+    let mut b = GatewayBuilder::new(&origin);
+    b.limits = "\n[limits]\nmax_body_bytes = 60000\nmax_buffered_body_bytes = 100000\nclient_body_timeout = \"5s\"\n".into();
+    let gw = b.start().await;
+    // A slow upload declares 60 000 bytes and sends ten.
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", gw.cfg.port)).unwrap();
+    write!(
+        slow,
+        "POST /content HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n{{\"query\":"
+    )
+    .unwrap();
+    slow.flush().unwrap();
+    let held = std::time::Instant::now();
+    while gw.metric("contentgate_request_body_bytes").await < 60000.0 {
+        assert!(
+            held.elapsed() < std::time::Duration::from_secs(5),
+            "the slow body is not counted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Another 60 000-byte body does not fit in the 40 000 left: refused before it is read.
+    let big = format!(
+        "{{\"query\":\"{{ posts {{ id }} }}{}\"}}",
+        " ".repeat(59_000)
+    );
+    let r = gw
+        .client
+        .post(gw.url("/content"))
+        .header("content-type", "application/json")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert!(r.text().await.unwrap().contains("BODY_BUDGET_EXHAUSTED"));
+    // A small one still fits.
+    assert_eq!(
+        gw.query("/content", None, "{ posts { id } }")
+            .await
+            .status(),
+        200
+    );
+    // The slow upload ends: its share comes back, and the big body passes.
+    drop(slow);
+    let freed = std::time::Instant::now();
+    while gw.metric("contentgate_request_body_bytes").await > 0.0 {
+        assert!(
+            freed.elapsed() < std::time::Duration::from_secs(5),
+            "the budget was not given back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let r = gw
+        .client
+        .post(gw.url("/content"))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.status(), 503, "{}", r.text().await.unwrap());
+    assert_eq!(origin.count(), 2);
+}

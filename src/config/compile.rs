@@ -523,6 +523,10 @@ fn server(
 fn limits(src: &Source, file: &FileConfig, errors: &mut Vec<ConfigError>) -> Limits {
     let limits = Limits {
         max_body_bytes: file.limits.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        max_buffered_body_bytes: file
+            .limits
+            .max_buffered_body_bytes
+            .unwrap_or(DEFAULT_MAX_BUFFERED_BODY_BYTES),
         max_query_tokens: file.limits.max_query_tokens.unwrap_or(15_000),
         max_depth: file.limits.max_depth.unwrap_or(DEFAULT_MAX_DEPTH),
         max_expanded_fields: file.limits.max_expanded_fields.unwrap_or(10_000),
@@ -559,6 +563,16 @@ fn limits(src: &Source, file: &FileConfig, errors: &mut Vec<ConfigError>) -> Lim
             None,
             "limits.max_depth",
             format!("must be between 1 and {MAX_MAX_DEPTH}"),
+        ));
+    }
+    if limits.max_buffered_body_bytes < limits.max_body_bytes {
+        errors.push(src.error(
+            None,
+            "limits.max_buffered_body_bytes",
+            format!(
+                "{} is smaller than limits.max_body_bytes ({}): no body of the largest size could be read",
+                limits.max_buffered_body_bytes, limits.max_body_bytes
+            ),
         ));
     }
     if limits.max_body_bytes > MAX_FORWARDED_BODY_BYTES {

@@ -318,6 +318,8 @@ pub struct FilePolicies {
 #[serde(deny_unknown_fields)]
 pub struct FileLimits {
     pub max_body_bytes: Option<usize>,
+    /// Bytes of request bodies the whole process may hold at once (503 beyond).
+    pub max_buffered_body_bytes: Option<usize>,
     pub max_query_tokens: Option<usize>,
     pub max_depth: Option<usize>,
     pub max_expanded_fields: Option<u64>,

@@ -32,6 +32,8 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Larger documents are refused before parsing. Capped by what Pingora can replay upstream
 /// after the gateway has read and checked the body (see `proxy::MAX_FORWARDED_BODY_BYTES`).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+/// Request bodies the process holds at once by default: 1 024 bodies of the largest size.
+pub const DEFAULT_MAX_BUFFERED_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// Pingora replays a request body to the upstream from its retry buffer, which holds 64 KiB;
 /// the gateway must read the whole body before deciding, so this bounds what it can forward.
 pub const MAX_FORWARDED_BODY_BYTES: usize = 64 * 1024;
@@ -196,6 +198,8 @@ pub struct ServerSettings {
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_body_bytes: usize,
+    /// Request-body bytes buffered by all requests in flight together.
+    pub max_buffered_body_bytes: usize,
     pub max_query_tokens: usize,
     pub max_depth: usize,
     pub max_expanded_fields: u64,

@@ -1,7 +1,6 @@
 //! Admission: the edge checks of one request and the call to the decision, ending in one
 //! [`Flow`] — forward (cached read or pass-through), a refusal, or a preflight answered here.
 
-use bytes::{Bytes, BytesMut};
 use http::Method;
 use pingora::prelude::*;
 use pingora::proxy::Session;
@@ -10,7 +9,6 @@ use super::ctx::RequestCtx;
 use super::headers::ambiguous;
 use super::respond::{self, ErrorResponse};
 use super::Gateway;
-use crate::config::MAX_FORWARDED_BODY_BYTES;
 use crate::graphql::GraphqlError;
 use crate::pipeline::{self, Incoming, Rejection};
 
@@ -99,9 +97,19 @@ impl Gateway {
         }
         let limit = self.config.limits.max_body_bytes;
         let body = if method == Method::POST {
-            match read_body(session, limit, self.config.limits.client_body_timeout).await? {
+            let mut permit = super::body::BodyPermit::empty(&self.bodies);
+            let read = super::body::read(
+                session,
+                limit,
+                self.config.limits.client_body_timeout,
+                &mut permit,
+            )
+            .await?;
+            // Held until the request ends: the body is replayed from the context.
+            ctx.body_permit = Some(permit);
+            match read {
                 Ok(b) => Some(b),
-                Err(e) => return Ok(self.refused(ctx, Rejection::Graphql(e))),
+                Err(r) => return Ok(self.refused(ctx, r)),
             }
         } else {
             if method == Method::GET && has_body(session) {
@@ -240,40 +248,6 @@ fn forwarded_address(entry: &str) -> Option<std::net::IpAddr> {
         .and_then(|e| e.strip_suffix(']'))
         .and_then(|e| e.parse::<std::net::IpAddr>().ok())
         .map(|ip| ip.to_canonical())
-}
-
-/// Reads the whole request body, refusing it as soon as it exceeds `limit` (checked against
-/// Content-Length first, so an oversized upload is refused without being read).
-async fn read_body(
-    session: &mut Session,
-    limit: usize,
-    timeout: std::time::Duration,
-) -> Result<std::result::Result<Bytes, GraphqlError>> {
-    let limit = limit.min(MAX_FORWARDED_BODY_BYTES);
-    let declared = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Ok(Err(GraphqlError::BodyTooLarge { limit }));
-    }
-    session.enable_retry_buffering();
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
-    // One deadline for the whole body (a slow POST), not per read.
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let Ok(next) = tokio::time::timeout_at(deadline, session.read_request_body()).await else {
-            return Ok(Err(GraphqlError::BodyTimeout(timeout)));
-        };
-        let Some(chunk) = next? else { break };
-        if buf.len() + chunk.len() > limit {
-            return Ok(Err(GraphqlError::BodyTooLarge { limit }));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(Ok(buf.freeze()))
 }
 
 /// Whether the request carries a body. HTTP/1 says so in its framing headers; an HTTP/2 stream

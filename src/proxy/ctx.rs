@@ -52,6 +52,8 @@ pub struct RequestCtx {
     pub admitted: Option<Admitted>,
     /// The complete request body (POST), replayed to the upstream.
     pub body: Option<Bytes>,
+    /// The body's share of the process's buffered-body budget, given back when this drops.
+    pub body_permit: Option<super::body::BodyPermit>,
     pub body_sent: bool,
     pub cache: CacheStatus,
     /// Status the gateway answered with itself (refusals, upstream failures).
@@ -77,6 +79,7 @@ impl RequestCtx {
             kind: None,
             admitted: None,
             body: None,
+            body_permit: None,
             body_sent: false,
             cache: CacheStatus::Bypass,
             own_status: None,

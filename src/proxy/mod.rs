@@ -7,6 +7,7 @@
 //! ("response already written") never leaves this module.
 
 mod admit;
+pub mod body;
 mod cached;
 pub mod ctx;
 pub mod deadline;
@@ -45,6 +46,8 @@ pub struct Gateway {
     pub limiters: Arc<crate::ratelimit::Limiters>,
     /// `[cluster]`: limits counted in Redis, and the stale-policy rule.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Request bodies buffered by requests in flight (`limits.max_buffered_body_bytes`).
+    pub bodies: Arc<body::BodyBudget>,
 }
 
 fn missing() -> Box<Error> {

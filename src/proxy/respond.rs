@@ -149,6 +149,8 @@ impl From<&Rejection> for ErrorResponse {
             Rejection::NoSchema => ErrorResponse::new(503, "SCHEMA_UNAVAILABLE", "the schema map is not available; requests cannot be authorized"),
             Rejection::PolicyStale => ErrorResponse::new(503, "POLICY_STALE", "this replica cannot confirm the current token policy (revocations); token requests are refused until it can")
                 .header("retry-after", "1"),
+            Rejection::BodyBudget => ErrorResponse::new(503, "BODY_BUDGET_EXHAUSTED", "the gateway is buffering as many request bodies as it may (limits.max_buffered_body_bytes); retry shortly")
+                .header("retry-after", "1"),
         }
     }
 }
@@ -276,6 +278,13 @@ impl Gateway {
                 tracing::info!(target: "audit", event = "permission_denied", request_id = %ctx.request_id, principal = %who.name, jti = who.jti.as_deref(), action = "management", permission = *permission, field = %field, "management permission denied");
             }
             Rejection::NoSchema => ctx.refusal_reason = Some("no_schema"),
+            Rejection::BodyBudget => {
+                self.metrics
+                    .graphql_rejections
+                    .with_label_values(&["body_budget"])
+                    .inc();
+                ctx.refusal_reason = Some("body_budget");
+            }
             Rejection::PolicyStale => {
                 self.metrics
                     .auth_results
@@ -525,6 +534,7 @@ mod tests {
             (Rejection::UriTooLong, 414, "URI_TOO_LONG"),
             (Rejection::BadFraming("x"), 400, "BAD_REQUEST"),
             (Rejection::PolicyStale, 503, "POLICY_STALE"),
+            (Rejection::BodyBudget, 503, "BODY_BUDGET_EXHAUSTED"),
         ];
         for (r, code, name) in cases {
             let e = ErrorResponse::from(&r);
