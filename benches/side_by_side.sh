@@ -34,6 +34,12 @@
 #                       script stays under ~13 minutes even on a busy machine
 #   --no-build          use the binaries already in $CARGO_TARGET_DIR/release
 #   --keep              keep the temporary directory (configs, logs, raw wrk output)
+#   --profile DIR       after the rounds, profile contentgate under the GET-hit and pass-through
+#                       loads (perf cpu-clock sampling, DWARF call graphs; flamegraph SVGs by
+#                       inferno, installed under $CARGO_TARGET_DIR/tools) and count the syscalls
+#                       per pass-through request of contentgate and nginx (strace -c)
+#   --out DIR           also write the report, results.tsv, rss.tsv, burst.tsv and a chart
+#                       (side_by_side.png, by benches/chart.py with matplotlib in a venv) to DIR
 # Environment: CARGO_TARGET_DIR (default: target), as for cargo.
 # Pinning: wrk and the origins share --client-cpu; every server under test gets --server-cpu
 # (contentgate `threads = 1`, nginx `worker_processes 1`, Varnish under taskset).
@@ -54,6 +60,8 @@ MAX_WAIT=60
 WAIT_BUDGET=120
 BUILD=1
 KEEP=0
+OUT=""
+PROFILE=""
 
 die() { echo "side_by_side: error: $*" >&2; exit 1; }
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
@@ -75,6 +83,8 @@ while [[ $# -gt 0 ]]; do
         --wait-budget) WAIT_BUDGET="$2"; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         --keep) KEEP=1; shift ;;
+        --out) OUT="$2"; shift 2 ;;
+        --profile) PROFILE="$2"; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
@@ -598,6 +608,45 @@ burst() { # SERVER
     printf '%s\t%s\t%s\n' "$1" "$((after - before))" "$out" >>"$BURST_FILE"
     log "(e) $1: upstream requests $((after - before)); $out"
 }
+if [[ -n "$PROFILE" ]]; then
+    mkdir -p "$PROFILE"
+    tools="${TARGET_DIR}/tools"
+    [[ -x "$tools/bin/inferno-flamegraph" ]] || cargo install -q --locked --root "$tools" inferno >&2
+    for scen in a_get c_pass; do
+        wait_quiet
+        log "profiling contentgate under $scen (${DURATION}s)"
+        perf record -q -e cpu-clock -F 499 --call-graph dwarf,16384 -o "$WORK/perf.$scen.data" \
+            -p "$PID_contentgate" -- sleep "$DURATION" 2>"$WORK/perf.$scen.log" &
+        perf_pid=$!
+        sleep 0.3
+        run_wrk "$scen" contentgate "$DURATION" warmup
+        wait "$perf_pid" || true
+        perf script -i "$WORK/perf.$scen.data" 2>/dev/null | "$tools/bin/inferno-collapse-perf" >"$WORK/$scen.folded"
+        "$tools/bin/inferno-flamegraph" --title "contentgate, $scen ($(date -u +%Y-%m-%d), cpu-clock)" \
+            <"$WORK/$scen.folded" >"$PROFILE/flamegraph-$scen.svg"
+    done
+    # Syscalls per pass-through request: strace -c on the server while wrk runs 3 s.
+    : >"$PROFILE/syscalls-c_pass.txt"
+    for server in contentgate nginx; do
+        spid="$(pid_of "$server")"
+        [[ "$server" == nginx ]] && spid="$(pgrep -P "$spid" | head -1)"
+        before="$(origin_count "$O_FAST")"
+        strace -c -f -p "$spid" -o "$WORK/strace.$server.txt" &
+        st_pid=$!
+        sleep 0.3
+        run_wrk c_pass "$server" 3 warmup
+        kill -INT "$st_pid" 2>/dev/null; wait "$st_pid" 2>/dev/null || true
+        n=$(( $(origin_count "$O_FAST") - before ))
+        {
+            echo "== $server: $n pass-through requests; calls per request (strace -c -f, 3 s at $CONNS connections)"
+            # strace -c rows: % time, seconds, usecs/call, calls, [errors,] syscall
+            awk -v n="$n" 'n > 0 && $4 ~ /^[0-9]+$/ && $NF ~ /^[a-z_0-9]+$/ && $NF != "total" {
+                printf "  %-16s %6.2f\n", $NF, $4 / n }' "$WORK/strace.$server.txt" | sort -k2 -nr | head -12
+        } >>"$PROFILE/syscalls-c_pass.txt"
+    done
+    log "flamegraphs and syscall counts in $PROFILE"
+fi
+
 wait_quiet
 burst contentgate
 CG_RSS_AFTER_BURST=$(rss_kib "$PID_contentgate")
@@ -607,6 +656,11 @@ burst nginx
 # ---------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------
+if [[ -n "$OUT" ]]; then
+    mkdir -p "$OUT"
+    cp "$RESULTS" "$RSS_FILE" "$BURST_FILE" "$OUT/"
+    exec > >(tee "$OUT/report.txt")
+fi
 versions="nginx $( (nginx -v 2>&1 || true) | sed 's/.*nginx\///'), $( (varnishd -V 2>&1 || true) | sed -n '1s/varnishd (\(varnish-[0-9.]*\).*/\1/p'), $( (wrk -v 2>&1 || true) | awk 'NR == 1 {print "wrk " $2}')"
 echo
 echo "contentgate side by side — $(date -u +%Y-%m-%dT%H:%MZ), $NCPU cores ($(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p')), kernel $(uname -r)"
@@ -688,3 +742,11 @@ rss_mib=$((CG_RSS_AFTER_BURST / 1024)); hwm_mib=$((CG_HWM / 1024))
 verdict="met"; (( hwm_mib <= budget_mib )) || verdict="MISSED"
 echo "  (e) contentgate RSS after the burst ${rss_mib} MiB, peak (VmHWM) ${hwm_mib} MiB (target <= cache budget + 64 = ${budget_mib} MiB): $verdict"
 echo "  waited ${WAITED}s in total for a quiet machine; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+if [[ -n "$OUT" ]]; then
+    venv="${CARGO_TARGET_DIR:-target}/bench-venv"
+    [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
+    "$venv/bin/python" -c 'import matplotlib' 2>/dev/null || "$venv/bin/pip" install -q 'matplotlib==3.*'
+    "$venv/bin/python" "$(dirname "$0")/chart.py" "$OUT/results.tsv" "$OUT/side_by_side.png" \
+        --title "contentgate vs nginx $( (nginx -v 2>&1 || true) | sed 's/.*nginx\///'), $(date -u +%Y-%m-%d), $NCPU cores, medians of $ROUNDS rounds"
+    echo "side_by_side: report, tables and chart in $OUT" >&2
+fi
