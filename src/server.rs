@@ -33,6 +33,8 @@ pub struct Runtime {
     pub cache: Option<Arc<ReadCache>>,
     /// `[cluster]`: the replica's link to the others through Redis.
     pub cluster: Option<Arc<Cluster>>,
+    /// The upstream client of the pass-through and the fills (one keep-alive pool).
+    pub upstream: Arc<UpstreamClient>,
 }
 
 impl Runtime {
@@ -50,13 +52,11 @@ impl Runtime {
             None => PolicyStore::load(&config.path, metrics.clone(), config.schema_upstream())?,
             Some(cluster) => clustered_store(&config, cluster, &metrics)?,
         };
-        let cache = config.cache.enabled.then(|| {
-            ReadCache::new(
-                config.cache.clone(),
-                Arc::new(UpstreamClient::for_config(&config)),
-                metrics.clone(),
-            )
-        });
+        let upstream = Arc::new(UpstreamClient::for_config(&config));
+        let cache = config
+            .cache
+            .enabled
+            .then(|| ReadCache::new(config.cache.clone(), upstream.clone(), metrics.clone()));
         Ok(Runtime {
             config: Arc::new(config),
             metrics,
@@ -64,6 +64,7 @@ impl Runtime {
             health: Arc::new(Health::default()),
             cache,
             cluster,
+            upstream,
         })
     }
 }
@@ -124,6 +125,7 @@ pub fn build(rt: &Runtime, upgrade: bool) -> Result<Server, String> {
         cache: rt.cache.clone(),
         limiters: Arc::new(crate::ratelimit::Limiters::new(rt.config.rate_limits)),
         cluster: rt.cluster.clone(),
+        upstream: rt.upstream.clone(),
         bodies: crate::proxy::body::BodyBudget::new(
             rt.config.limits.max_buffered_body_bytes,
             rt.metrics.request_body_bytes.clone(),

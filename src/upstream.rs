@@ -9,7 +9,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::client::HttpSession;
+use pingora::protocols::http::v1::client::{http_req_header_to_wire, HttpSession as H1Session};
 use pingora::upstreams::peer::HttpPeer;
+use tokio::io::AsyncWriteExt;
 
 use crate::config::{Credential, Upstream};
 
@@ -196,63 +199,131 @@ impl UpstreamClient {
         }
     }
 
+    /// The request as the upstream receives it: `req`'s method, target and the gateway's own
+    /// headers, `host`, and `content-length` for a body.
+    pub fn header(upstream: &Upstream, req: &UpstreamRequest) -> pingora::Result<RequestHeader> {
+        let mut header =
+            RequestHeader::build(req.method, req.path.as_bytes(), Some(req.headers.len() + 4))?;
+        header.insert_header("host", upstream.host_header.clone())?;
+        for (k, v) in &req.headers {
+            header.insert_header(*k, v.clone())?;
+        }
+        if let Some(body) = &req.body {
+            header.insert_header("content-length", body.len().to_string())?;
+        }
+        Ok(header)
+    }
+
+    /// THE upstream request path, for the pass-through and for fills: `header` and `body`
+    /// serialized into one buffer and written with one write on a pooled HTTP/1.1 connection
+    /// (Pingora's connector: TLS, SNI, the keep-alive pool), then the response header read (1xx
+    /// skipped). Each read and write waits at most the upstream's `read_timeout`; the caller
+    /// bounds the whole exchange. A pooled connection that fails before anything was answered is
+    /// tried once more when `retry_stale` (never for a mutation: it may have run).
+    pub async fn send(
+        &self,
+        upstream: &Upstream,
+        header: &RequestHeader,
+        body: Option<&[u8]>,
+        retry_stale: bool,
+    ) -> pingora::Result<H1Session> {
+        let peer = &*upstream.peer();
+        let mut wire = http_req_header_to_wire(header).ok_or_else(|| {
+            pingora::Error::explain(
+                pingora::ErrorType::InvalidHTTPHeader,
+                "the upstream request line has a forbidden byte",
+            )
+        })?;
+        if let Some(b) = body {
+            wire.extend_from_slice(b);
+        }
+        let (session, reused) = self.connector.get_http_session(peer).await?;
+        match self.send_on(session, upstream, &wire).await {
+            Err(e) if reused && retry_stale && stale_connection(&e) => {
+                let (session, _) = self.connector.get_http_session(peer).await?;
+                self.send_on(session, upstream, &wire).await
+            }
+            r => r,
+        }
+    }
+
+    async fn send_on(
+        &self,
+        session: HttpSession,
+        upstream: &Upstream,
+        wire: &[u8],
+    ) -> pingora::Result<H1Session> {
+        let HttpSession::H1(h1) = session else {
+            return Err(pingora::Error::explain(
+                pingora::ErrorType::InternalError,
+                "the upstream connection is not HTTP/1.1",
+            ));
+        };
+        let mut stream = h1.into_inner();
+        let timeout = upstream.timeouts.read;
+        let write = async {
+            stream.write_all(wire).await?;
+            stream.flush().await
+        };
+        match tokio::time::timeout(timeout, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(pingora::Error::because(
+                    pingora::ErrorType::WriteError,
+                    "writing the upstream request",
+                    e,
+                ))
+            }
+            Err(_) => {
+                return Err(pingora::Error::explain(
+                    pingora::ErrorType::WriteTimedout,
+                    "writing the upstream request",
+                ))
+            }
+        }
+        let mut h1 = H1Session::new_with_options(stream, &*upstream.peer());
+        h1.read_timeout = Some(timeout);
+        h1.write_timeout = Some(timeout);
+        loop {
+            h1.read_response().await?;
+            // An informational answer (100 Continue) is not the answer.
+            match h1.get_status().map(|s| s.as_u16()) {
+                Some(100..=199) => continue,
+                _ => return Ok(h1),
+            }
+        }
+    }
+
+    /// Gives a connection whose answer was read whole back to the pool.
+    pub async fn release(&self, upstream: &Upstream, session: H1Session) {
+        self.connector
+            .release_http_session(
+                HttpSession::H1(session),
+                &*upstream.peer(),
+                Some(upstream.timeouts.idle),
+            )
+            .await;
+    }
+
     async fn exchange(
         &self,
         upstream: &Upstream,
         req: &UpstreamRequest,
         max_body: usize,
     ) -> Result<Fetched, Failure> {
-        let peer = &*upstream.peer();
-        let (mut session, _reused) = self
-            .connector
-            .get_http_session(peer)
+        let header = Self::header(upstream, req).map_err(|_| Failure::Protocol)?;
+        let mut session = self
+            .send(upstream, &header, req.body.as_deref(), true)
             .await
             .map_err(|e| Failure::of(&e))?;
-        // As on the proxied path: each read and write waits at most `read_timeout`.
-        session.set_read_timeout(Some(upstream.timeouts.read));
-        session.set_write_timeout(Some(upstream.timeouts.read));
-        let mut header =
-            RequestHeader::build(req.method, req.path.as_bytes(), Some(req.headers.len() + 4))
-                .map_err(|_| Failure::Protocol)?;
-        header
-            .insert_header("host", upstream.host_header.clone())
-            .map_err(|_| Failure::Protocol)?;
-        for (k, v) in &req.headers {
-            header
-                .insert_header(*k, v.clone())
-                .map_err(|_| Failure::Protocol)?;
-        }
-        if let Some(body) = &req.body {
-            header
-                .insert_header("content-length", body.len().to_string())
-                .map_err(|_| Failure::Protocol)?;
-        }
-        session
-            .write_request_header(Box::new(header))
-            .await
-            .map_err(|e| Failure::of(&e))?;
-        if let Some(body) = req.body.clone() {
-            session
-                .write_request_body(body, true)
-                .await
-                .map_err(|e| Failure::of(&e))?;
-        }
-        session
-            .finish_request_body()
-            .await
-            .map_err(|e| Failure::of(&e))?;
-        session
-            .read_response_header()
-            .await
-            .map_err(|e| Failure::of(&e))?;
-        let header = session.response_header().cloned().ok_or(Failure::Reset)?;
+        let header = session.resp_header().cloned().ok_or(Failure::Reset)?;
         let mut body = BytesMut::new();
         let mut held = Held {
             client: self,
             bytes: 0,
         };
         while let Some(chunk) = session
-            .read_response_body()
+            .read_body_bytes()
             .await
             .map_err(|e| Failure::of(&e))?
         {
@@ -264,14 +335,22 @@ impl UpstreamClient {
             }
             body.extend_from_slice(&chunk);
         }
-        self.connector
-            .release_http_session(session, peer, Some(upstream.timeouts.idle))
-            .await;
+        self.release(upstream, session).await;
         Ok(Fetched {
             header,
             body: body.freeze(),
         })
     }
+}
+
+/// A pooled connection the upstream closed while it idled: the request can go again on another
+/// (nothing of it was processed).
+fn stale_connection(e: &pingora::Error) -> bool {
+    use pingora::ErrorType::*;
+    matches!(
+        e.etype(),
+        ConnectionClosed | WriteError | ReadError | H1Error
+    )
 }
 
 /// Why a query the gateway sends itself failed.

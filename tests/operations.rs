@@ -392,7 +392,7 @@ async fn oversized_headers_uris_and_bodies_are_refused_before_anything_else() {
         .client
         .post(gw.url("/cdn"))
         .header("content-type", "application/json")
-        .body(format!("{{\"query\":\"{}\"}}", "x".repeat(100 * 1024)))
+        .body(format!("{{\"query\":\"{}\"}}", "x".repeat(3 * 1024 * 1024)))
         .send()
         .await
         .unwrap();

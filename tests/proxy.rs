@@ -237,8 +237,8 @@ async fn request_shape_errors_never_reach_the_upstream() {
         400
     );
     // Oversized body.
-    let big =
-        json!({ "query": format!("{{ posts {{ id }} }} #{}", "x".repeat(70_000)) }).to_string();
+    let big = json!({ "query": format!("{{ posts {{ id }} }} #{}", "x".repeat(3 * 1024 * 1024)) })
+        .to_string();
     let resp = post(Some("application/json"), big).await.unwrap();
     assert_eq!(resp.status(), 413);
     // Mutations: not over GET, not on the cdn endpoint.
@@ -507,4 +507,167 @@ async fn answers_speak_graphql_response_json_to_clients_that_ask_for_it() {
     assert_eq!(r.status(), 200);
     assert_eq!(ct(&r), "application/json");
     assert_eq!(origin.count(), 3);
+}
+
+/// Bodies up to `limits.max_body_bytes` (2 MiB by default) are read once, checked and sent: a
+/// 1 MiB mutation reaches the CMS whole; a 20 MiB one is refused from its Content-Length alone,
+/// before a byte of it is read, and one without a length as soon as it passes the limit.
+#[tokio::test]
+async fn a_one_mebibyte_mutation_passes_and_a_twenty_mebibyte_one_is_refused_unread() {
+    use std::io::{Read, Write};
+    let origin = MockOrigin::start().await;
+    origin.reply_with(Reply {
+        body: r#"{"data":{"createPost":{"id":"p9"}}}"#.into(),
+        ..Reply::default()
+    });
+    let gw = GatewayBuilder::new(&origin)
+        .public("default_stage = \"PUBLISHED\"\n[[permission]]\naction = \"read\"\n[[permission]]\naction = \"create\"\n")
+        .start()
+        .await;
+    let title = "t".repeat(1024 * 1024);
+    let body = json!({
+        "query": "mutation ($t: String!) { createPost(data: {title: $t}) { id } }",
+        "variables": { "t": title },
+    })
+    .to_string();
+    let resp = gw
+        .client
+        .post(gw.url("/content"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    assert_eq!(origin.count(), 1);
+    let seen = origin.last();
+    assert!(
+        seen.body.len() > 1024 * 1024,
+        "{} bytes upstream",
+        seen.body.len()
+    );
+    let sent: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
+    assert_eq!(
+        sent["variables"]["t"].as_str().map(str::len),
+        Some(1024 * 1024)
+    );
+    assert_eq!(
+        seen.header("content-length"),
+        Some(seen.body.len().to_string().as_str())
+    );
+
+    // 20 MiB declared: the answer comes before the body is sent at all.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.cfg.port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        s,
+        "POST /content HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        20 * 1024 * 1024
+    )
+    .unwrap();
+    let mut answer = [0u8; 12];
+    s.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 413");
+    // Chunked, no length: refused once past the limit, never held beyond it.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.cfg.port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        s,
+        "POST /content HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .unwrap();
+    let chunk = vec![b' '; 256 * 1024];
+    let mut refused = false;
+    for _ in 0..80 {
+        if write!(s, "{:x}\r\n", chunk.len()).is_err()
+            || s.write_all(&chunk).is_err()
+            || s.write_all(b"\r\n").is_err()
+        {
+            refused = true;
+            break;
+        }
+    }
+    let mut head = [0u8; 12];
+    let got = s.read_exact(&mut head);
+    assert!(
+        got.is_ok() || refused,
+        "no answer to an oversized chunked body"
+    );
+    if got.is_ok() {
+        assert_eq!(&head, b"HTTP/1.1 413");
+    }
+    assert_eq!(origin.count(), 1);
+    assert_eq!(gw.metric("contentgate_request_body_bytes").await, 0.0);
+}
+
+/// The pass-through streams a chunked answer through intact and keeps the upstream connection
+/// for the next request (one keep-alive pool for the pass-through and the fills).
+#[tokio::test]
+async fn a_chunked_answer_streams_through_and_the_upstream_connection_is_reused() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let served = Arc::new(AtomicUsize::new(0));
+    let (a, s) = (accepted.clone(), served.clone());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            a.fetch_add(1, Ordering::SeqCst);
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let mut w = conn.try_clone().unwrap();
+                let mut r = BufReader::new(conn);
+                loop {
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap();
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    r.read_exact(&mut body).unwrap();
+                    s.fetch_add(1, Ordering::SeqCst);
+                    let parts = [
+                        r#"{"data":{"posts":["#,
+                        r#"{"id":"p1","title":"one"},"#,
+                        r#"{"id":"p2","title":"two"}]}}"#,
+                    ];
+                    let mut out = String::from("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n");
+                    for p in parts {
+                        out.push_str(&format!("{:x}\r\n{p}\r\n", p.len()));
+                    }
+                    out.push_str("0\r\n\r\n");
+                    w.write_all(out.as_bytes()).unwrap();
+                }
+            });
+        }
+    });
+    let gw = GatewayBuilder::with_upstream(&format!("http://127.0.0.1:{port}/graphql"))
+        .start()
+        .await;
+    for _ in 0..3 {
+        let r = gw.query("/content", None, "{ posts { id title } }").await;
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["data"]["posts"][1]["title"], "two");
+    }
+    assert_eq!(served.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the upstream connection was not reused"
+    );
 }

@@ -579,7 +579,10 @@ fn limits(src: &Source, file: &FileConfig, errors: &mut Vec<ConfigError>) -> Lim
         errors.push(src.error(
             None,
             "limits.max_body_bytes",
-            format!("at most {} bytes: Pingora replays at most that much of a checked body to the upstream", MAX_FORWARDED_BODY_BYTES),
+            format!(
+                "at most {} bytes (16 MiB): a body is held whole while it is checked and sent",
+                MAX_FORWARDED_BODY_BYTES
+            ),
         ));
     }
     limits

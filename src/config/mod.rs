@@ -29,14 +29,14 @@ use crate::stage::Cms;
 /// preStop sleep (see deploy/).
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(15);
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
-/// Larger documents are refused before parsing. Capped by what Pingora can replay upstream
-/// after the gateway has read and checked the body (see `proxy::MAX_FORWARDED_BODY_BYTES`).
-pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
-/// Request bodies the process holds at once by default: 1 024 bodies of the largest size.
-pub const DEFAULT_MAX_BUFFERED_BODY_BYTES: usize = 64 * 1024 * 1024;
-/// Pingora replays a request body to the upstream from its retry buffer, which holds 64 KiB;
-/// the gateway must read the whole body before deciding, so this bounds what it can forward.
-pub const MAX_FORWARDED_BODY_BYTES: usize = 64 * 1024;
+/// Larger bodies are refused (413) before they are read: CMS mutations with rich text or many
+/// localizations routinely pass 64 KiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+/// Request bodies the process holds at once by default: 128 bodies of the default largest size.
+pub const DEFAULT_MAX_BUFFERED_BODY_BYTES: usize = 256 * 1024 * 1024;
+/// The largest `limits.max_body_bytes` accepted: a body is read whole, checked, re-serialized
+/// and sent in one write, so each one in flight is held about twice.
+pub const MAX_FORWARDED_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// The largest `[cache] l2_max_entry_bytes` accepted: an entry is read whole from Redis on a
 /// miss, within one command timeout.
 pub const MAX_L2_ENTRY_BYTES: usize = 8 * 1024 * 1024;

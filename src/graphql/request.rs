@@ -22,20 +22,34 @@ pub struct GraphqlRequest {
     pub variables: Map<String, Value>,
 }
 
-/// JSON into a `Value`, refusing a repeated object key at any depth (serde_json's own `Value`
-/// keeps the last copy silently). serde_json's recursion limit (128) still applies.
-struct Strict;
+/// Most JSON values (of any kind, at any depth) one request may carry: what its parse can
+/// build is about this many `Value`s (~56 bytes each with their containers, ~15 MB) whatever
+/// the body's size, checked as it parses (a 2 MiB body of `[[],[],…]` would otherwise build
+/// ~700 000).
+pub const MAX_JSON_VALUES: usize = 262_144;
 
-impl<'de> DeserializeSeed<'de> for Strict {
+/// JSON into a `Value`, refusing a repeated object key at any depth (serde_json's own `Value`
+/// keeps the last copy silently) and more than [`MAX_JSON_VALUES`] values. serde_json's
+/// recursion limit (128) still applies.
+struct Strict<'a>(&'a std::cell::Cell<usize>);
+
+impl<'de> DeserializeSeed<'de> for Strict<'_> {
     type Value = Value;
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(StrictVisitor)
+        let left = self.0.get();
+        if left == 0 {
+            return Err(de::Error::custom(format!(
+                "more than {MAX_JSON_VALUES} JSON values"
+            )));
+        }
+        self.0.set(left - 1);
+        d.deserialize_any(StrictVisitor(self.0))
     }
 }
 
-struct StrictVisitor;
+struct StrictVisitor<'a>(&'a std::cell::Cell<usize>);
 
-impl<'de> Visitor<'de> for StrictVisitor {
+impl<'de> Visitor<'de> for StrictVisitor<'_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -69,7 +83,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut out = Vec::new();
-        while let Some(v) = seq.next_element_seed(Strict)? {
+        while let Some(v) = seq.next_element_seed(Strict(self.0))? {
             out.push(v);
         }
         Ok(Value::Array(out))
@@ -80,17 +94,19 @@ impl<'de> Visitor<'de> for StrictVisitor {
             if out.contains_key(&k) {
                 return Err(de::Error::custom(format!("key {k:?} is repeated")));
             }
-            let v = map.next_value_seed(Strict)?;
+            let v = map.next_value_seed(Strict(self.0))?;
             out.insert(k, v);
         }
         Ok(Value::Object(out))
     }
 }
 
-/// Parses JSON text strictly (no repeated keys, nothing after the value).
+/// Parses JSON text strictly (no repeated keys, at most [`MAX_JSON_VALUES`] values, nothing
+/// after the value).
 pub fn strict_json(text: &[u8]) -> Result<Value, serde_json::Error> {
+    let budget = std::cell::Cell::new(MAX_JSON_VALUES);
     let mut d = serde_json::Deserializer::from_slice(text);
-    let v = Strict.deserialize(&mut d)?;
+    let v = Strict(&budget).deserialize(&mut d)?;
     d.end()?;
     Ok(v)
 }
@@ -296,6 +312,15 @@ mod tests {
             GraphqlRequest::from_json(b"\"q\""),
             Err(GraphqlError::NotAnObject)
         );
+    }
+
+    #[test]
+    fn a_body_of_many_small_values_is_refused_before_it_is_built() {
+        let many = format!("[{}[]]", "[],".repeat(MAX_JSON_VALUES));
+        let e = strict_json(many.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("more than 262144 JSON values"), "{e}");
+        let fits = format!("[{}[]]", "[],".repeat(MAX_JSON_VALUES - 2));
+        assert!(strict_json(fits.as_bytes()).is_ok());
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! holds its share of the budget until its request ends (it is replayed to the upstream from
 //! the request's context); `contentgate_request_body_bytes` shows the bytes held.
 //!
-//! Worst case per process: the budget, plus for each body in flight Pingora's replay copy of at
-//! most 64 KiB and the gateway's re-serialization (about as large as the body).
+//! Worst case per process: the budget, plus for each body in flight the gateway's
+//! re-serialization (about as large as the body). Nothing else keeps a copy: the gateway sends
+//! the checked request itself ([`super::forward::pass_through`]), Pingora replays nothing.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -124,7 +125,6 @@ pub async fn read(
     if !permit.grow(declared.unwrap_or(0)) {
         return Ok(Err(Rejection::BodyBudget));
     }
-    session.enable_retry_buffering();
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
     // One deadline for the whole body (a slow POST), not per read.
     let deadline = tokio::time::Instant::now() + timeout;

@@ -123,3 +123,108 @@ fn is_own(name: &str) -> bool {
         "content-type" | "gcms-stage" | "gcms-locales" | "x-request-id"
     )
 }
+
+/// The pass-through: the checked request sent by [`crate::upstream::UpstreamClient::send`] (header
+/// and body in one write, the client's allow-listed headers kept), the answer streamed back as
+/// it arrives with the gateway's headers, under the upstream's total deadline. A mutation's
+/// answer is scanned for top-level `errors`; a clean one purges what the mutation touched. A
+/// failure before the answer's header went out is answered 502/504 by the `fail_to_proxy`
+/// hook; after it, the connection is closed (a visibly truncated answer).
+pub(super) async fn pass_through(
+    gw: &super::Gateway,
+    session: &mut pingora::proxy::Session,
+    ctx: &mut super::ctx::RequestCtx,
+) -> Result<()> {
+    let a = ctx.admitted.as_ref().ok_or_else(super::missing)?;
+    let upstream = a.endpoint.upstream.clone();
+    let mutation = super::is_mutation(ctx);
+    let req = request(
+        &upstream,
+        a,
+        &a.snapshot.cms,
+        &session.req_header().method,
+        &ctx.request_id,
+        session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION),
+    );
+    let mut header = session.req_header().clone();
+    header.set_version(http::Version::HTTP_11);
+    apply(&req, &upstream, &mut header)?;
+    if req.body.is_none() {
+        header.remove_header(&http::header::CONTENT_LENGTH);
+        header.remove_header(&http::header::TRANSFER_ENCODING);
+    }
+    let started = std::time::Instant::now();
+    ctx.upstream_started = Some(started);
+    let deadline = tokio::time::Instant::now() + upstream.timeouts.total;
+    ctx.upstream_deadline = Some(started + upstream.timeouts.total);
+    let past = || {
+        Error::explain(
+            ErrorType::Custom(crate::upstream::UPSTREAM_DEADLINE),
+            "upstream exceeded total_timeout",
+        )
+    };
+    let mut up = tokio::time::timeout_at(
+        deadline,
+        gw.upstream
+            .send(&upstream, &header, req.body.as_deref(), !mutation),
+    )
+    .await
+    .map_err(|_| past())?
+    .map_err(|e| e.into_up())?;
+    let mut resp = up
+        .resp_header()
+        .cloned()
+        .ok_or_else(|| Error::new(ErrorType::ConnectionClosed))?;
+    crate::upstream::record(
+        &gw.metrics,
+        ctx.endpoint_kind(),
+        started.elapsed(),
+        Ok(resp.status.as_u16()),
+    );
+    for h in super::headers::HOP_BY_HOP {
+        if *h != "transfer-encoding" {
+            resp.remove_header(*h);
+        }
+    }
+    // A mutation purges once its whole answer arrived without `errors`: a 200 carrying errors
+    // is the CMS refusing it, and changed nothing.
+    let mut scan = (resp.status.is_success() && mutation).then(super::ctx::TopLevelErrors::default);
+    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    resp.insert_header("x-cache", ctx.cache.as_str())?;
+    super::headers::answer_headers(ctx, &mut resp, false)?;
+    super::headers::add_cors(ctx, &mut resp)?;
+    session
+        .write_response_header(Box::new(resp), false)
+        .await
+        .map_err(|e| e.into_down())?;
+    loop {
+        let chunk = tokio::time::timeout_at(deadline, up.read_body_bytes())
+            .await
+            .map_err(|_| past())?
+            .map_err(|e| e.into_up())?;
+        match chunk {
+            Some(b) => {
+                if let Some(s) = &mut scan {
+                    s.feed(&b);
+                }
+                session
+                    .write_response_body(Some(b), false)
+                    .await
+                    .map_err(|e| e.into_down())?;
+            }
+            None => break,
+        }
+    }
+    session
+        .write_response_body(None, true)
+        .await
+        .map_err(|e| e.into_down())?;
+    if scan.is_some_and(|s| !s.found) {
+        super::cached::purge_after_mutation(gw, ctx);
+    }
+    gw.upstream.release(&upstream, up).await;
+    Ok(())
+}
