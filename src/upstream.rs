@@ -10,7 +10,8 @@ use bytes::{Bytes, BytesMut};
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
-use pingora::protocols::http::v1::client::{http_req_header_to_wire, HttpSession as H1Session};
+use pingora::protocols::http::v1::client::http_req_header_to_wire;
+pub use pingora::protocols::http::v1::client::HttpSession as H1Session;
 use pingora::upstreams::peer::HttpPeer;
 use tokio::io::AsyncWriteExt;
 
@@ -286,8 +287,15 @@ impl UpstreamClient {
         h1.write_timeout = Some(timeout);
         loop {
             h1.read_response().await?;
-            // An informational answer (100 Continue) is not the answer.
+            // An informational answer (100, 102, 103) is not the answer; a 101 to a request
+            // that asked for no upgrade is a broken upstream.
             match h1.get_status().map(|s| s.as_u16()) {
+                Some(101) => {
+                    return Err(pingora::Error::explain(
+                        pingora::ErrorType::InvalidHTTPHeader,
+                        "the upstream switched protocols unasked",
+                    ))
+                }
                 Some(100..=199) => continue,
                 _ => return Ok(h1),
             }

@@ -881,3 +881,42 @@ async fn cache_fills_share_a_bounded_buffer_budget() {
     let (status, _, h) = get(&gw, Some("jti-a"), Q, &[]).await;
     assert_eq!((status, x_cache(&h)), (200, "MISS"));
 }
+
+/// A mutation whose client goes away before the answer may still have run: it purges what read
+/// its model as if it had succeeded (a miss too many, never a stale read).
+#[tokio::test]
+async fn a_mutation_whose_client_left_still_purges() {
+    let (origin, gw) = gateway().await;
+    get(&gw, Some("jti-a"), Q, &[]).await;
+    assert_eq!(x_cache(&get(&gw, Some("jti-a"), Q, &[]).await.2), "HIT");
+    origin.reply_with(Reply {
+        delay: std::time::Duration::from_millis(800),
+        ..Reply::default()
+    });
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let gone = impatient
+        .post(gw.url("/content"))
+        .header("authorization", bearer(&es("jti-writer")))
+        .header("content-type", "application/json")
+        .body(json!({ "query": "mutation { updatePost(where: {id: \"p1\"}, data: {title: \"New\"}) { id } }" }).to_string())
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client was meant to give up");
+    origin.reply_with(Reply::default());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while gw
+        .metric("contentgate_cache_purges_total{source=\"mutation\"}")
+        .await
+        < 1.0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no purge after the client left"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(x_cache(&get(&gw, Some("jti-a"), Q, &[]).await.2), "MISS");
+}

@@ -182,23 +182,33 @@ async fn buffered_bodies_share_one_budget() {
     let mut b = GatewayBuilder::new(&origin);
     b.limits = "\n[limits]\nmax_body_bytes = 60000\nmax_buffered_body_bytes = 100000\nclient_body_timeout = \"5s\"\n".into();
     let gw = b.start().await;
-    // A slow upload declares 60 000 bytes and sends ten.
+    // Headers alone hold nothing: a declared length reserves no budget.
+    let mut idle = Vec::new();
+    for _ in 0..5 {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", gw.cfg.port)).unwrap();
+        write!(c, "POST /content HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n").unwrap();
+        idle.push(c);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(gw.metric("contentgate_request_body_bytes").await, 0.0);
+    // A slow upload declares 60 000 bytes, sends 50 000 and stalls: those are held.
     let mut slow = std::net::TcpStream::connect(("127.0.0.1", gw.cfg.port)).unwrap();
     write!(
         slow,
-        "POST /content HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n{{\"query\":"
+        "POST /content HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n{{\"query\":\"{}",
+        " ".repeat(50_000 - 10)
     )
     .unwrap();
     slow.flush().unwrap();
     let held = std::time::Instant::now();
-    while gw.metric("contentgate_request_body_bytes").await < 60000.0 {
+    while gw.metric("contentgate_request_body_bytes").await < 50000.0 {
         assert!(
             held.elapsed() < std::time::Duration::from_secs(5),
             "the slow body is not counted"
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    // Another 60 000-byte body does not fit in the 40 000 left: refused before it is read.
+    // Another 59 000-byte body does not fit in the 50 000 left: refused once it passes them.
     let big = format!(
         "{{\"query\":\"{{ posts {{ id }} }}{}\"}}",
         " ".repeat(59_000)
@@ -223,6 +233,7 @@ async fn buffered_bodies_share_one_budget() {
     );
     // The slow upload ends: its share comes back, and the big body passes.
     drop(slow);
+    drop(idle);
     let freed = std::time::Instant::now();
     while gw.metric("contentgate_request_body_bytes").await > 0.0 {
         assert!(

@@ -105,11 +105,18 @@ impl Gateway {
                 &mut permit,
             )
             .await?;
-            // Held until the request ends: the body is replayed from the context.
-            ctx.body_permit = Some(permit);
             match read {
-                Ok(b) => Some(b),
-                Err(r) => return Ok(self.refused(ctx, r)),
+                Ok(b) => {
+                    // Held until the checked request is written upstream.
+                    ctx.body_permit = Some(permit);
+                    Some(b)
+                }
+                // A refused body is freed now, not when Pingora is done with the connection
+                // (it may wait to drain the rest of an oversized upload).
+                Err(r) => {
+                    drop(permit);
+                    return Ok(self.refused(ctx, r));
+                }
             }
         } else {
             if method == Method::GET && has_body(session) {
@@ -170,8 +177,6 @@ impl Gateway {
                         .with_label_values(&[admitted.principal.kind()])
                         .inc();
                 }
-                // Only the gateway's re-serialization of what was checked goes upstream.
-                ctx.body = body.map(|_| admitted.parsed.forward.clone());
                 ctx.admitted = Some(super::ctx::Admitted {
                     endpoint,
                     snapshot: snap,

@@ -2,12 +2,14 @@
 //! `limits.max_body_bytes` (by Content-Length before a byte is read), and counted against one
 //! process-wide budget of buffered bytes (`limits.max_buffered_body_bytes`), so many slow
 //! uploads cannot hold more memory than that however many connections they open. A body
-//! holds its share of the budget until its request ends (it is replayed to the upstream from
-//! the request's context); `contentgate_request_body_bytes` shows the bytes held.
+//! holds its share while it is read and checked and until the checked request has been written
+//! upstream (or the request ends); `contentgate_request_body_bytes` shows the bytes held. Only
+//! bytes that arrived are counted: a declared length reserves nothing.
 //!
-//! Worst case per process: the budget, plus for each body in flight the gateway's
-//! re-serialization (about as large as the body). Nothing else keeps a copy: the gateway sends
-//! the checked request itself ([`super::forward::pass_through`]), Pingora replays nothing.
+//! What the budget does not count, per body in flight: its parse (at most
+//! `graphql::request::MAX_JSON_VALUES` values, ~15 MB), the re-serialization (about the body's
+//! size) and the one-buffer copy `UpstreamClient::send` writes (header + body). Pingora replays
+//! nothing: the gateway sends the checked request itself ([`super::forward::pass_through`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -99,9 +101,9 @@ impl Drop for BodyPermit {
     }
 }
 
-/// Reads the whole request body into memory held by `permit` (taken as the bytes arrive, the
-/// declared length first). `Err` is the refusal: too large (413), too slow (408), or the
-/// process's budget exhausted (503).
+/// Reads the whole request body into memory held by `permit` (taken as the bytes arrive).
+/// `Err` is the refusal: too large (413), too slow (408), or the process's budget exhausted
+/// (503).
 pub async fn read(
     session: &mut Session,
     limit: usize,
@@ -120,12 +122,9 @@ pub async fn read(
             limit,
         })));
     }
-    // The declared length is taken up front: a request that cannot be covered is refused
-    // before it is read.
-    if !permit.grow(declared.unwrap_or(0)) {
-        return Ok(Err(Rejection::BodyBudget));
-    }
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
+    // Budget is taken as bytes arrive, never for a length only declared: headers alone must
+    // not be able to hold the budget (many such requests would refuse every body).
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit).min(64 * 1024));
     // One deadline for the whole body (a slow POST), not per read.
     let deadline = tokio::time::Instant::now() + timeout;
     loop {

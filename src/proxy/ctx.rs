@@ -3,8 +3,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
-
 use crate::config::{Endpoint, EndpointKind};
 use crate::policy::Snapshot;
 
@@ -50,16 +48,13 @@ pub struct RequestCtx {
     /// The endpoint kind, once routed (refusals before admission are labelled by it too).
     pub kind: Option<EndpointKind>,
     pub admitted: Option<Admitted>,
-    /// The complete request body (POST), replayed to the upstream.
-    pub body: Option<Bytes>,
-    /// The body's share of the process's buffered-body budget, given back when this drops.
+    /// The body's share of the process's buffered-body budget: given back once the checked
+    /// request is on its way (or the request ends).
     pub body_permit: Option<super::body::BodyPermit>,
-    pub body_sent: bool,
     pub cache: CacheStatus,
     /// Status the gateway answered with itself (refusals, upstream failures).
     pub own_status: Option<u16>,
     pub upstream_started: Option<Instant>,
-    pub upstream_deadline: Option<Instant>,
     pub refusal_reason: Option<&'static str>,
     /// The client address (the peer, or from X-Forwarded-For behind a trusted proxy).
     pub client_ip: Option<std::net::IpAddr>,
@@ -67,8 +62,6 @@ pub struct RequestCtx {
     pub media: super::respond::Media,
     /// The request's Origin when the endpoint's CORS policy allows it: echoed on the response.
     pub cors: Option<(String, std::sync::Arc<crate::config::Cors>)>,
-    /// A mutation's 200 answer, scanned for a top-level `errors` key before it purges.
-    pub mutation_answer: Option<TopLevelErrors>,
 }
 
 impl RequestCtx {
@@ -78,18 +71,14 @@ impl RequestCtx {
             request_id: uuid::Uuid::new_v4().simple().to_string(),
             kind: None,
             admitted: None,
-            body: None,
             body_permit: None,
-            body_sent: false,
             cache: CacheStatus::Bypass,
             own_status: None,
             upstream_started: None,
-            upstream_deadline: None,
             refusal_reason: None,
             client_ip: None,
             cors: None,
             media: super::respond::Media::Json,
-            mutation_answer: None,
         }
     }
 

@@ -159,25 +159,76 @@ pub(super) async fn pass_through(
     let started = std::time::Instant::now();
     ctx.upstream_started = Some(started);
     let deadline = tokio::time::Instant::now() + upstream.timeouts.total;
-    ctx.upstream_deadline = Some(started + upstream.timeouts.total);
     let past = || {
         Error::explain(
             ErrorType::Custom(crate::upstream::UPSTREAM_DEADLINE),
             "upstream exceeded total_timeout",
         )
     };
-    let mut up = tokio::time::timeout_at(
+    let sent = tokio::time::timeout_at(
         deadline,
         gw.upstream
             .send(&upstream, &header, req.body.as_deref(), !mutation),
     )
     .await
-    .map_err(|_| past())?
-    .map_err(|e| e.into_up())?;
-    let mut resp = up
-        .resp_header()
-        .cloned()
-        .ok_or_else(|| Error::new(ErrorType::ConnectionClosed))?;
+    .map_err(|_| past())
+    .and_then(|r| r.map_err(|e| e.into_up()));
+    // The checked request is written (or failed): its body's budget is free.
+    ctx.body_permit = None;
+    let streamed = match sent {
+        Ok(up) => relay(gw, session, ctx, up, started, deadline, mutation).await,
+        Err(e) => Err((e, None)),
+    };
+    match streamed {
+        Ok((up, clean)) => {
+            if clean {
+                super::cached::purge_after_mutation(gw, ctx);
+            }
+            gw.upstream.release(&upstream, up).await;
+            Ok(())
+        }
+        Err((e, answered)) => {
+            // A mutation whose outcome is unknown — the upstream or the client failed after it
+            // was sent, or its answer was not read to the end — may have run: purge as if it
+            // did (a few extra misses, never a stale read). A refused one (errors, non-2xx) not.
+            let never_sent = matches!(
+                e.etype(),
+                ErrorType::InvalidHTTPHeader
+                    | ErrorType::ConnectRefused
+                    | ErrorType::ConnectNoRoute
+                    | ErrorType::ConnectTimedout
+                    | ErrorType::ConnectError
+                    | ErrorType::TLSHandshakeFailure
+            ) && answered.is_none();
+            if mutation && answered != Some(false) && !never_sent {
+                super::cached::purge_after_mutation(gw, ctx);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Streams the answer of a sent request to the client. Returns the connection (read to the
+/// end) and whether a mutation's answer was clean (2xx, no top-level `errors`); on failure,
+/// whether the answer known so far was clean (`None`: nothing was read or decided).
+async fn relay(
+    gw: &super::Gateway,
+    session: &mut pingora::proxy::Session,
+    ctx: &mut super::ctx::RequestCtx,
+    mut up: crate::upstream::H1Session,
+    started: std::time::Instant,
+    deadline: tokio::time::Instant,
+    mutation: bool,
+) -> std::result::Result<(crate::upstream::H1Session, bool), (Box<Error>, Option<bool>)> {
+    let past = || {
+        Error::explain(
+            ErrorType::Custom(crate::upstream::UPSTREAM_DEADLINE),
+            "upstream exceeded total_timeout",
+        )
+    };
+    let Some(mut resp) = up.resp_header().cloned() else {
+        return Err((Error::new(ErrorType::ConnectionClosed), None));
+    };
     crate::upstream::record(
         &gw.metrics,
         ctx.endpoint_kind(),
@@ -189,42 +240,60 @@ pub(super) async fn pass_through(
             resp.remove_header(*h);
         }
     }
+    // An answer delimited by the upstream closing (HTTP/1.0, no length) goes to the client
+    // chunked, so the client's connection stays framed and reusable.
+    let bodiless = matches!(resp.status.as_u16(), 204 | 304);
+    if !bodiless
+        && !resp.headers.contains_key(http::header::CONTENT_LENGTH)
+        && !resp.headers.contains_key(http::header::TRANSFER_ENCODING)
+    {
+        let _ = resp.insert_header(http::header::TRANSFER_ENCODING, "chunked");
+    }
+    resp.set_version(http::Version::HTTP_11);
     // A mutation purges once its whole answer arrived without `errors`: a 200 carrying errors
-    // is the CMS refusing it, and changed nothing.
-    let mut scan = (resp.status.is_success() && mutation).then(super::ctx::TopLevelErrors::default);
-    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-    resp.insert_header("x-cache", ctx.cache.as_str())?;
-    super::headers::answer_headers(ctx, &mut resp, false)?;
-    super::headers::add_cors(ctx, &mut resp)?;
-    session
-        .write_response_header(Box::new(resp), false)
-        .await
-        .map_err(|e| e.into_down())?;
+    // is the CMS refusing it, and changed nothing; a non-2xx answer changed nothing either.
+    let success = resp.status.is_success();
+    let mut scan = (success && mutation).then(super::ctx::TopLevelErrors::default);
+    let fail = |e: Box<Error>, scan: &Option<super::ctx::TopLevelErrors>| {
+        let verdict = if !success {
+            Some(false)
+        } else {
+            scan.as_ref().map(|s| !s.found)
+        };
+        (e, verdict)
+    };
+    let headers = (|| -> Result<()> {
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        resp.insert_header("x-cache", ctx.cache.as_str())?;
+        super::headers::answer_headers(ctx, &mut resp, false)?;
+        super::headers::add_cors(ctx, &mut resp)
+    })();
+    if let Err(e) = headers {
+        return Err(fail(e, &scan));
+    }
+    if let Err(e) = session.write_response_header(Box::new(resp), false).await {
+        return Err(fail(e.into_down(), &scan));
+    }
     loop {
-        let chunk = tokio::time::timeout_at(deadline, up.read_body_bytes())
-            .await
-            .map_err(|_| past())?
-            .map_err(|e| e.into_up())?;
+        let chunk = match tokio::time::timeout_at(deadline, up.read_body_bytes()).await {
+            Err(_) => return Err(fail(past(), &scan)),
+            Ok(Err(e)) => return Err(fail(e.into_up(), &scan)),
+            Ok(Ok(c)) => c,
+        };
         match chunk {
             Some(b) => {
                 if let Some(s) = &mut scan {
                     s.feed(&b);
                 }
-                session
-                    .write_response_body(Some(b), false)
-                    .await
-                    .map_err(|e| e.into_down())?;
+                if let Err(e) = session.write_response_body(Some(b), false).await {
+                    return Err(fail(e.into_down(), &scan));
+                }
             }
             None => break,
         }
     }
-    session
-        .write_response_body(None, true)
-        .await
-        .map_err(|e| e.into_down())?;
-    if scan.is_some_and(|s| !s.found) {
-        super::cached::purge_after_mutation(gw, ctx);
+    if let Err(e) = session.write_response_body(None, true).await {
+        return Err(fail(e.into_down(), &scan));
     }
-    gw.upstream.release(&upstream, up).await;
-    Ok(())
+    Ok((up, scan.is_some_and(|s| !s.found)))
 }
