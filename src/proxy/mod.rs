@@ -1,8 +1,9 @@
 //! The Pingora proxy: each `ProxyHttp` hook is a few lines that delegate.
 //!
 //! [`admit`] runs the edge checks and the decision and yields one [`admit::Flow`]; a cached
-//! read is served by [`cached`], a pass-through gets its [`forward::request`] applied in
-//! `upstream_request_filter`; every refusal and failure becomes an answer in [`respond`];
+//! read is served by [`cached`], a pass-through is sent and streamed back by
+//! [`forward::pass_through`] (the gateway's own upstream request, shared with the fills), so no
+//! request enters Pingora's proxy loop; every refusal and failure becomes an answer in [`respond`];
 //! [`headers`] holds what is forwarded and what every answer carries. Pingora's `Ok(true)`
 //! ("response already written") never leaves this module.
 
