@@ -25,21 +25,7 @@ pub fn registry_entry(jti: &str, name: &str, default_stage: &str) -> String {
 /// jti in the current policies.
 pub fn inspect(jwt: &str, config: Option<&Path>) -> Result<String, String> {
     let jwt = jwt.trim();
-    let mut parts = jwt.split('.');
-    let (Some(h), Some(c), Some(_), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err("not a JWT: expected three dot-separated segments".into());
-    };
-    let decode = |seg: &str| -> Result<Value, String> {
-        use base64::Engine;
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(seg)
-            .map_err(|e| format!("bad base64url: {e}"))?;
-        serde_json::from_slice(&bytes).map_err(|e| format!("bad JSON: {e}"))
-    };
-    let header = decode(h)?;
-    let claims = decode(c)?;
+    let (header, claims) = crate::auth::decode_unverified(jwt)?;
     let mut out = String::new();
     out.push_str(&format!(
         "header: {}\n",

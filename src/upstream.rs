@@ -88,6 +88,32 @@ pub struct UpstreamRequest {
     pub body: Option<Bytes>,
 }
 
+impl UpstreamRequest {
+    /// Sets this request's target, `host`, the gateway's own headers and the body's framing
+    /// (`content-length`, or none at all without a body) on `h`: the one place both the
+    /// pass-through (on the client's allow-listed headers) and the fills (on a fresh header)
+    /// shape what the upstream receives.
+    pub fn set_on(&self, upstream: &Upstream, h: &mut RequestHeader) -> pingora::Result<()> {
+        h.set_uri(
+            self.path
+                .parse()
+                .map_err(|_| pingora::Error::new(pingora::ErrorType::InternalError))?,
+        );
+        h.insert_header(http::header::HOST, upstream.host_header.clone())?;
+        for (name, value) in &self.headers {
+            h.insert_header(*name, value.clone())?;
+        }
+        match &self.body {
+            Some(body) => h.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?,
+            None => {
+                h.remove_header(&http::header::CONTENT_LENGTH);
+                h.remove_header(&http::header::TRANSFER_ENCODING);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Records one upstream exchange: latency by endpoint kind, and the failure or the 5xx/429
 /// status that counts as an upstream error. The one recorder for pass-through and fills.
 pub fn record(
@@ -200,18 +226,11 @@ impl UpstreamClient {
         }
     }
 
-    /// The request as the upstream receives it: `req`'s method, target and the gateway's own
-    /// headers, `host`, and `content-length` for a body.
+    /// A fill's request as the upstream receives it: nothing but what `req` sets.
     pub fn header(upstream: &Upstream, req: &UpstreamRequest) -> pingora::Result<RequestHeader> {
         let mut header =
             RequestHeader::build(req.method, req.path.as_bytes(), Some(req.headers.len() + 4))?;
-        header.insert_header("host", upstream.host_header.clone())?;
-        for (k, v) in &req.headers {
-            header.insert_header(*k, v.clone())?;
-        }
-        if let Some(body) = &req.body {
-            header.insert_header("content-length", body.len().to_string())?;
-        }
+        req.set_on(upstream, &mut header)?;
         Ok(header)
     }
 

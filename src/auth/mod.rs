@@ -432,6 +432,25 @@ pub fn authenticate(
         .map(Principal::Token)
 }
 
+/// A JWT's header and claims, decoded without any verification (for "is this my token?"
+/// screens; never for a decision).
+pub fn decode_unverified(jwt: &str) -> Result<(serde_json::Value, serde_json::Value), String> {
+    let mut parts = jwt.trim().split('.');
+    let (Some(h), Some(c), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("not a JWT: expected three dot-separated segments".into());
+    };
+    let decode = |seg: &str| -> Result<serde_json::Value, String> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(seg)
+            .map_err(|e| format!("bad base64url: {e}"))?;
+        serde_json::from_slice(&bytes).map_err(|e| format!("bad JSON: {e}"))
+    };
+    Ok((decode(h)?, decode(c)?))
+}
+
 /// sha256 of a token string, hex: what a registry entry pins.
 pub fn token_digest_hex(token: &str) -> String {
     hex::encode(Sha256::digest(token.trim().as_bytes()))

@@ -1228,24 +1228,14 @@ impl Manager {
         }
         let current = self.current()?;
         let snap = self.snapshot(&current)?;
-        let decode = |seg: &str| -> Option<Value> {
-            use base64::Engine;
-            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(seg)
-                .ok()?;
-            serde_json::from_slice(&bytes).ok()
-        };
-        let mut parts = jwt.split('.');
-        let (header, claims) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some(h), Some(c), Some(_), None) => (decode(h), decode(c)),
-            _ => (None, None),
-        };
-        let (Some(header), Some(claims)) = (header, claims) else {
-            return Ok(json!({
-                "header": null, "claims": null, "jti": null, "verified": false,
-                "verify_error": "not a JWT: expected three base64url JSON segments",
-                "status": "invalid", "token": null,
-            }));
+        let (header, claims) = match crate::auth::decode_unverified(jwt) {
+            Ok(parts) => parts,
+            Err(why) => {
+                return Ok(json!({
+                    "header": null, "claims": null, "jti": null, "verified": false,
+                    "verify_error": why, "status": "invalid", "token": null,
+                }))
+            }
         };
         let jti = claims
             .get("jti")

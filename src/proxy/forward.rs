@@ -101,19 +101,7 @@ pub fn apply(req: &UpstreamRequest, upstream: &Upstream, up: &mut RequestHeader)
     for h in dropped {
         up.remove_header(&h);
     }
-    up.set_uri(
-        req.path
-            .parse()
-            .map_err(|_| Error::new(ErrorType::InternalError))?,
-    );
-    up.insert_header(http::header::HOST, upstream.host_header.clone())?;
-    for (name, value) in &req.headers {
-        up.insert_header(*name, value.clone())?;
-    }
-    if let Some(body) = &req.body {
-        up.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-    }
-    Ok(())
+    req.set_on(upstream, up)
 }
 
 /// Headers only the gateway sets upstream (the client's copies are never kept).
@@ -152,10 +140,6 @@ pub(super) async fn pass_through(
     let mut header = session.req_header().clone();
     header.set_version(http::Version::HTTP_11);
     apply(&req, &upstream, &mut header)?;
-    if req.body.is_none() {
-        header.remove_header(&http::header::CONTENT_LENGTH);
-        header.remove_header(&http::header::TRANSFER_ENCODING);
-    }
     let started = std::time::Instant::now();
     ctx.upstream_started = Some(started);
     let deadline = tokio::time::Instant::now() + upstream.timeouts.total;
