@@ -919,4 +919,27 @@ async fn a_mutation_whose_client_left_still_purges() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(x_cache(&get(&gw, Some("jti-a"), Q, &[]).await.2), "MISS");
+    // The upstream's own failure after the mutation was sent is as unknown (a client that left
+    // may still have been written to; an upstream that times out was not answered at all):
+    // cached again, then a mutation whose answer outlasts read_timeout (2 s) gets 504 and purges.
+    assert_eq!(x_cache(&get(&gw, Some("jti-a"), Q, &[]).await.2), "HIT");
+    origin.reply_with(Reply {
+        delay: std::time::Duration::from_millis(2500),
+        ..Reply::default()
+    });
+    let resp = gw
+        .query(
+            "/content",
+            Some(&bearer(&es("jti-writer"))),
+            "mutation { updatePost(where: {id: \"p1\"}, data: {title: \"Newer\"}) { id } }",
+        )
+        .await;
+    assert_eq!(resp.status(), 504);
+    origin.reply_with(Reply::default());
+    assert_eq!(
+        gw.metric("contentgate_cache_purges_total{source=\"mutation\"}")
+            .await,
+        2.0
+    );
+    assert_eq!(x_cache(&get(&gw, Some("jti-a"), Q, &[]).await.2), "MISS");
 }

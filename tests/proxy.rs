@@ -239,7 +239,7 @@ async fn request_shape_errors_never_reach_the_upstream() {
     // Oversized body: answered from its Content-Length, before the client has sent it (a client
     // still uploading may see the connection close instead of the answer).
     assert_eq!(
-        refused_by_length(gw.cfg.port, "/content", 3 * 1024 * 1024),
+        raw::refused_by_length(gw.cfg.port, "/content", 3 * 1024 * 1024),
         "HTTP/1.1 413"
     );
     // Mutations: not over GET, not on the cdn endpoint.
@@ -607,7 +607,7 @@ async fn a_one_mebibyte_mutation_passes_and_a_twenty_mebibyte_one_is_refused_unr
 /// for the next request (one keep-alive pool for the pass-through and the fills).
 #[tokio::test]
 async fn a_chunked_answer_streams_through_and_the_upstream_connection_is_reused() {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufReader, Write};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -623,23 +623,7 @@ async fn a_chunked_answer_streams_through_and_the_upstream_connection_is_reused(
             std::thread::spawn(move || {
                 let mut w = conn.try_clone().unwrap();
                 let mut r = BufReader::new(conn);
-                loop {
-                    let mut len = 0usize;
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        if r.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap();
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    r.read_exact(&mut body).unwrap();
+                while read_request(&mut r) {
                     s.fetch_add(1, Ordering::SeqCst);
                     let parts = [
                         r#"{"data":{"posts":["#,
@@ -675,7 +659,7 @@ async fn a_chunked_answer_streams_through_and_the_upstream_connection_is_reused(
 
 /// A raw origin answering every connection with `answer`, then closing it.
 fn raw_origin(answer: &'static [u8]) -> u16 {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -684,23 +668,9 @@ fn raw_origin(answer: &'static [u8]) -> u16 {
             std::thread::spawn(move || {
                 let mut w = conn.try_clone().unwrap();
                 let mut r = BufReader::new(conn);
-                let mut len = 0usize;
-                let mut line = String::new();
-                loop {
-                    line.clear();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap();
-                    }
-                    if line == "\r\n" {
-                        break;
-                    }
+                if read_request(&mut r) {
+                    let _ = w.write_all(answer);
                 }
-                let mut body = vec![0; len];
-                let _ = r.read_exact(&mut body);
-                let _ = w.write_all(answer);
             });
         }
     });
@@ -737,18 +707,24 @@ async fn odd_upstream_answers_are_framed_or_refused() {
     assert_eq!(r.status(), 502, "{}", r.text().await.unwrap());
 }
 
-/// The status line a request declaring `len` body bytes gets before it sends any of them.
-fn refused_by_length(port: u16, path: &str, len: usize) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = [0u8; 12];
-    s.read_exact(&mut answer).unwrap();
-    String::from_utf8_lossy(&answer).to_string()
+/// Reads one request (header, and a Content-Length body) off a raw origin's connection; `false`
+/// once the client closed it.
+fn read_request(r: &mut std::io::BufReader<std::net::TcpStream>) -> bool {
+    use std::io::{BufRead, Read};
+    let mut len = 0usize;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return false;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap();
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).is_ok()
 }

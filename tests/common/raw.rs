@@ -365,3 +365,18 @@ pub async fn exchange_async(port: u16, request: Vec<u8>, wait: Duration) -> Exch
         .await
         .unwrap()
 }
+
+/// The status line a request declaring `len` body bytes gets before it sends any of them.
+pub fn refused_by_length(port: u16, path: &str, len: usize) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = [0u8; 12];
+    s.read_exact(&mut answer).unwrap();
+    String::from_utf8_lossy(&answer).to_string()
+}
