@@ -231,18 +231,20 @@ impl ListQuery {
                     .and_then(|a| Action::ALL.iter().position(|x| *x == a))
                     .unwrap_or(usize::MAX)
             };
-            list.sort_by(|a, b| {
+            // Each row's key is built once (not per comparison: a model list can be long).
+            let mut keyed: Vec<(String, usize, PermissionView)> = list
+                .into_iter()
+                .map(|p| (models(&p), action_rank(&p), p))
+                .collect();
+            keyed.sort_by(|a, b| {
                 let ord = match key.as_str() {
-                    "model" => models(a)
-                        .cmp(&models(b))
-                        .then(action_rank(a).cmp(&action_rank(b))),
-                    _ => action_rank(a)
-                        .cmp(&action_rank(b))
-                        .then(models(a).cmp(&models(b))),
+                    "model" => a.0.cmp(&b.0).then(a.1.cmp(&b.1)),
+                    _ => a.1.cmp(&b.1).then(a.0.cmp(&b.0)),
                 };
                 let ord = if *desc { ord.reverse() } else { ord };
-                ord.then(a.id.cmp(&b.id))
+                ord.then(a.2.id.cmp(&b.2.id))
             });
+            return keyed.into_iter().map(|(_, _, p)| p).collect();
         }
         list
     }
