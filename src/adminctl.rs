@@ -196,7 +196,7 @@ impl Client {
     ) -> Result<Value, Failure> {
         let etag = match if_match {
             Some(e) => e.to_string(),
-            None => self.get("/admin/api/stages", "")?["etag"]
+            None => self.get("/admin/api/whoami", "")?["etag"]
                 .as_str()
                 .unwrap_or("")
                 .to_string(),

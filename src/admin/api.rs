@@ -386,18 +386,23 @@ pub fn handle(manager: &Arc<Manager>, call: Call) -> Result<Response<Vec<u8>>, M
     };
     let body = || body_json(&call.body);
     Ok(match (call.method.as_str(), pattern) {
-        ("GET", "/admin/api/whoami") => ok(
-            200,
-            json!({
-                "name": call.caller.name,
-                "scope": call.caller.scope.as_str(),
-                "writable": call.caller.scope == AdminScope::Write && manager.read_only_reason().is_none(),
-                "read_only_reason": manager.read_only_reason(),
-                "source": manager.source_name(),
-                "csrf": call.caller.csrf,
-            }),
-            None,
-        ),
+        ("GET", "/admin/api/whoami") => {
+            // The policy's current ETag too: a script that only needs to change something gets
+            // it here, with one read of the source and no compile.
+            let etag = manager.current()?.etag;
+            ok(
+                200,
+                json!({
+                    "name": call.caller.name,
+                    "scope": call.caller.scope.as_str(),
+                    "writable": call.caller.scope == AdminScope::Write && manager.read_only_reason().is_none(),
+                    "read_only_reason": manager.read_only_reason(),
+                    "source": manager.source_name(),
+                    "csrf": call.caller.csrf,
+                }),
+                Some(&etag),
+            )
+        }
         ("GET", "/admin/api/endpoints") => ok(200, json!({ "endpoints": call.endpoints }), None),
         ("GET", "/admin/api/stages") => {
             let (v, etag) = manager.stages()?;
