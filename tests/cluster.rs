@@ -727,8 +727,11 @@ async fn a_token_rate_limit_is_the_clusters_number() {
     let expected = 40.0 * run.as_secs_f64() + 1.0;
     let ratio = f64::from(accepted) / expected;
     eprintln!("accepted {accepted} of an expected {expected} ({ratio:.3})");
+    // Never above the cluster's number (three local limits would admit ~3x; the fallback's
+    // divided one ~1/3). Below it by the clients' jitter: with burst = 1, GCRA forfeits how late
+    // each next request arrives after its slot (0.88-0.93 on 2 cores, alone or with the file).
     assert!(
-        (0.9..=1.1).contains(&ratio),
+        (0.75..=1.1).contains(&ratio),
         "accepted {accepted}, expected ~{expected}"
     );
     for gw in &r.gws {
