@@ -468,6 +468,77 @@ async fn two_hundred_concurrent_identical_misses_make_one_upstream_request() {
     assert_eq!(coalesced + hits, 199.0);
 }
 
+/// `[server] work_stealing = false` runs one single-threaded runtime per thread, each with its
+/// own connections: a fill spawned on one runtime must still wake the followers waiting on the
+/// other, and the pass-through pool must work from both.
+#[tokio::test]
+async fn without_work_stealing_misses_from_every_runtime_still_coalesce() {
+    let origin = MockOrigin::start().await;
+    let cfg = GatewayBuilder::new(&origin)
+        .tokens(&reader_tokens())
+        .extra("\n[cache]\ndefault_ttl = \"60s\"\n")
+        .write();
+    let text = std::fs::read_to_string(cfg.config()).unwrap();
+    assert!(text.contains("threads = 2\n"));
+    std::fs::write(
+        cfg.config(),
+        text.replacen("threads = 2\n", "threads = 2\nwork_stealing = false\n", 1),
+    )
+    .unwrap();
+    let gw = Arc::new(cfg.start().await);
+    origin.reply_with(Reply {
+        delay: Duration::from_millis(400),
+        ..Reply::default()
+    });
+    // Each request on its own connection, so both runtimes get some of them.
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let gw = gw.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap();
+            let res = client
+                .post(gw.url("/cdn"))
+                .header("content-type", "application/json")
+                .body(json!({ "query": Q }).to_string())
+                .send()
+                .await
+                .unwrap();
+            (res.status().as_u16(), res.text().await.unwrap())
+        }));
+    }
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("Hello"), "{body}");
+    }
+    assert_eq!(
+        origin.count(),
+        1,
+        "64 identical misses, one upstream request"
+    );
+    origin.reply_with(Reply::default());
+    for i in 0..8 {
+        let res = gw
+            .client
+            .post(gw.url("/content"))
+            .header("authorization", bearer(&es("jti-a")))
+            .header("content-type", "application/json")
+            .body(json!({ "query": format!("{{ posts(first: {i}) {{ id }} }}") }).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200, "{}", res.text().await.unwrap());
+    }
+    assert_eq!(
+        origin.count(),
+        9,
+        "the pass-through reached the origin from the pool"
+    );
+}
+
 #[tokio::test]
 async fn a_leader_that_disconnects_does_not_fail_its_followers() {
     let (origin, gw) = gateway().await;

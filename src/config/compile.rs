@@ -496,6 +496,7 @@ fn server(
     };
     ServerSettings {
         threads,
+        work_stealing: file.server.work_stealing.unwrap_or(DEFAULT_WORK_STEALING),
         grace_period: file.server.grace_period.unwrap_or(DEFAULT_GRACE_PERIOD),
         shutdown_timeout: file
             .server

@@ -119,6 +119,7 @@ pub struct FileWebhooks {
 #[serde(deny_unknown_fields)]
 pub struct FileServer {
     pub threads: Option<usize>,
+    pub work_stealing: Option<bool>,
     #[serde(default, with = "humantime_serde::option")]
     pub grace_period: Option<Duration>,
     #[serde(default, with = "humantime_serde::option")]

@@ -29,6 +29,8 @@ use crate::stage::Cms;
 /// preStop sleep (see deploy/).
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(15);
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pingora's default. On 2 cores neither mode was a clear win (benches/README.md, "Scaling").
+pub const DEFAULT_WORK_STEALING: bool = true;
 /// Larger bodies are refused (413) before they are read: CMS mutations with rich text or many
 /// localizations routinely pass 64 KiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
@@ -184,6 +186,9 @@ pub struct Listener {
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub threads: usize,
+    /// `false`: one single-threaded runtime per thread, each with its own connections (nginx's
+    /// worker model); `true`: one runtime whose threads steal each other's tasks.
+    pub work_stealing: bool,
     pub grace_period: Duration,
     pub shutdown_timeout: Duration,
     /// Where Pingora keeps its pid file and upgrade socket; per instance, so two gateways on one
@@ -469,6 +474,7 @@ pub fn server_conf(config: &Config) -> pingora::server::configuration::ServerCon
     let _ = std::fs::create_dir_all(&s.runtime_dir);
     pingora::server::configuration::ServerConf {
         threads: s.threads,
+        work_stealing: s.work_stealing,
         grace_period_seconds: Some(s.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(s.shutdown_timeout.as_secs()),
         pid_file: s.runtime_dir.join("contentgate.pid").display().to_string(),
