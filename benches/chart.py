@@ -23,9 +23,11 @@ NAMES = {
     "a_get": "hit GET",
     "a_post": "hit POST",
     "b_pat": "PAT hit",
+    "b_pad": "hit, PAT-sized",
     "c_pass": "pass-through",
     "d_cached": "20 ms origin, cached",
     "d_uncached": "20 ms origin, uncached",
+    "u_get": "hit, 1 connection",
 }
 
 

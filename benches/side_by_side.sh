@@ -3,10 +3,13 @@
 #
 # What it measures (all on 127.0.0.1, same requests to every server, wrk as load generator):
 #   (a) anonymous cache hit, GET (/cdn?query=...) and POST (/cdn, JSON body)
-#   (b) ES256 PAT + permission-checked cache hit (GET with Authorization: Bearer <PAT>)
+#   (b) ES256 PAT + permission-checked cache hit (GET with Authorization: Bearer <PAT>), and the
+#       anonymous hit padded to the same request size (an X-Pad header as long as the
+#       Authorization one), which separates the check's cost from the cost of the longer request
 #   (c) pass-through to the upstream (POST /content: contentgate authorizes, nginx proxy_pass
 #       with upstream keep-alive, Varnish passes POSTs); the origin alone as a ceiling
 #   (d) a 20 ms upstream: cached (GET /slow/cdn) vs. uncached (GET /slow/content) latency
+#   (u) the anonymous GET hit unloaded: one connection, latency
 #   (e) 1 000 concurrent identical POST misses against a 200 ms upstream: how many reach it
 # and prints one table (requests/s, p50, p99, RSS, each as a ratio to nginx) of medians over
 # interleaved rounds (every round runs every (scenario, server) once), then the issue's targets.
@@ -288,6 +291,8 @@ export BENCH_SERVICE_TOKEN=bench-service-token
 PAT="$("$BIN" token mint --alg ES256 --key "$ROOT/tests/fixtures/keys/es256.key.pem" \
     --kid es --jti bench --iss bench --aud bench 2>/dev/null)"
 [[ -n "$PAT" ]] || die "token mint printed nothing"
+# b_pad's header: the same length on the wire as "Authorization: Bearer <PAT>".
+PAD="$(head -c $(( ${#PAT} + 7 + 13 - 5 )) /dev/zero | tr '\0' x)"
 start contentgate "$SERVER_CPU" \
     "$BIN" serve --config "$WORK/cg/gateway.toml"
 for _ in $(seq 1 300); do
@@ -394,6 +399,8 @@ spec_of() {
         a_get)      echo "GET /cdn?query=$QENC 0 $O_FAST 1 $CONNS" ;;
         a_post)     echo "POST /cdn 0 $O_FAST 1 $CONNS" ;;
         b_pat)      echo "GET /cdn?query=$QENC 1 $O_FAST 1 $CONNS" ;;
+        b_pad)      echo "GET /cdn?query=$QENC 2 $O_FAST 1 $CONNS" ;;
+        u_get)      echo "GET /cdn?query=$QENC 0 $O_FAST 1 1" ;;
         c_pass)     echo "POST /content 0 $O_FAST 0 $CONNS" ;;
         d_cached)   echo "GET /slow/cdn?query=$QENC 0 $O_SLOW 1 $D_CONNS" ;;
         d_uncached) echo "GET /slow/content?query=$QENC 0 $O_SLOW 0 $D_CONNS" ;;
@@ -408,14 +415,17 @@ path_for() { # SERVER PATH
 RUNS=(
     "a_get contentgate" "a_get nginx" "a_get varnish"
     "a_post contentgate" "a_post nginx"
-    "b_pat contentgate" "b_pat nginx"
+    "b_pat contentgate" "b_pat nginx" "b_pad contentgate" "b_pad nginx"
     "c_pass contentgate" "c_pass nginx" "c_pass varnish" "c_pass origin"
     "d_cached contentgate" "d_cached nginx"
     "d_uncached contentgate" "d_uncached nginx"
+    "u_get contentgate" "u_get nginx"
 )
 NOT_RUN=(
     "a_post varnish|POST: the default VCL does not cache POST"
     "b_pat varnish|Authorization: the default VCL passes it (no cache)"
+    "b_pad varnish|the PAT row's reference; Varnish has no PAT row"
+    "u_get varnish|unloaded latency: contentgate and nginx only"
 )
 
 # curl_req SERVER SCENARIO -> prints "status x-cache"
@@ -425,6 +435,7 @@ curl_req() {
     path="$(path_for "$server" "$path")"
     local args=(-s -o /dev/null -D - --max-time 5)
     [[ "$auth" == 1 ]] && args+=(-H "Authorization: Bearer $PAT")
+    [[ "$auth" == 2 ]] && args+=(-H "X-Pad: $PAD")
     [[ "$method" == POST ]] && args+=(-X POST -H 'content-type: application/json' --data-binary "$BODY")
     curl "${args[@]}" "http://127.0.0.1:$(port_of "$server")$path" | tr -d '\r' | awk '
         NR == 1 { status = $2 } tolower($1) == "x-cache:" { xc = $2 }
@@ -515,6 +526,7 @@ run_wrk() {
     path="$(path_for "$server" "$path")"
     local args=(-t1 "-c$conns" "-d${dur}s" --latency --timeout 5s)
     [[ "$auth" == 1 ]] && args+=(-H "Authorization: Bearer $PAT")
+    [[ "$auth" == 2 ]] && args+=(-H "X-Pad: $PAD")
     [[ "$method" == POST ]] && args+=(-s "$WORK/post.lua")
     local out="$WORK/wrk.$scen.$server.$round.txt" before after spid tk0 tk1 w0 w1 st0 si0 st1 si1 ct0 ci0 ct1 ci1
     QUIET_LOAD=- QUIET_BUSY=-
@@ -612,19 +624,32 @@ if [[ -n "$PROFILE" ]]; then
     mkdir -p "$PROFILE"
     tools="${TARGET_DIR}/tools"
     [[ -x "$tools/bin/inferno-flamegraph" ]] || cargo install -q --locked --root "$tools" inferno >&2
+    # contentgate and nginx (its worker) under the same loads; one flamegraph each, and the split
+    # of CPU per request (benches/perf_split.py) scaled by the us/req of the measured rounds.
+    split_args=()
     for scen in a_get c_pass; do
-        wait_quiet
-        log "profiling contentgate under $scen (${DURATION}s)"
-        perf record -q -e cpu-clock -F 499 --call-graph dwarf,16384 -o "$WORK/perf.$scen.data" \
-            -p "$PID_contentgate" -- sleep "$DURATION" 2>"$WORK/perf.$scen.log" &
-        perf_pid=$!
-        sleep 0.3
-        run_wrk "$scen" contentgate "$DURATION" warmup
-        wait "$perf_pid" || true
-        perf script -i "$WORK/perf.$scen.data" 2>/dev/null | "$tools/bin/inferno-collapse-perf" >"$WORK/$scen.folded"
-        "$tools/bin/inferno-flamegraph" --title "contentgate, $scen ($(date -u +%Y-%m-%d), cpu-clock)" \
-            <"$WORK/$scen.folded" >"$PROFILE/flamegraph-$scen.svg"
+        for server in contentgate nginx; do
+            spid="$(pid_of "$server")"
+            [[ "$server" == nginx ]] && spid="$(pgrep -P "$spid" | head -1)"
+            wait_quiet
+            log "profiling $server under $scen (${DURATION}s)"
+            perf record -q -e cpu-clock -F 499 --call-graph dwarf,16384 -o "$WORK/perf.$scen.$server.data" \
+                -p "$spid" -- sleep "$DURATION" 2>"$WORK/perf.$scen.$server.log" &
+            perf_pid=$!
+            sleep 0.3
+            run_wrk "$scen" "$server" "$DURATION" warmup
+            wait "$perf_pid" || true
+            perf script -i "$WORK/perf.$scen.$server.data" 2>/dev/null | "$tools/bin/inferno-collapse-perf" >"$WORK/$scen.$server.folded"
+            name="flamegraph-$scen.svg"
+            [[ "$server" == nginx ]] && name="flamegraph-nginx-$scen.svg"
+            "$tools/bin/inferno-flamegraph" --title "$server, $scen ($(date -u +%Y-%m-%d), cpu-clock)" \
+                <"$WORK/$scen.$server.folded" >"$PROFILE/$name"
+            us="$(awk -F'\t' -v s="$scen" -v v="$server" '$2 == s && $3 == v { print $11 }' "$RESULTS" | sort -n \
+                | awk '{ a[NR] = $1 } END { print (NR ? a[int((NR + 1) / 2)] : 0) }')"
+            split_args+=("$server $scen" "$WORK/$scen.$server.folded" "$us")
+        done
     done
+    python3 "$(dirname "$0")/perf_split.py" "${split_args[@]}" >"$PROFILE/cpu-split.txt"
     # Syscalls per pass-through request: strace -c on the server while wrk runs 3 s.
     : >"$PROFILE/syscalls-c_pass.txt"
     for server in contentgate nginx; do
@@ -704,7 +729,7 @@ awk -F'\t' -v rssfile="$RSS_FILE" -v notrun="$(printf '%s\n' "${NOT_RUN[@]}")" '
             last = sc
             note = ""
             if (bad[k] > 0) note = note sprintf("%d non-2xx/socket errors; ", bad[k])
-            if (sc ~ /cached|a_|b_/ && sc != "d_uncached" && up[k] > 0) note = note sprintf("%d upstream reqs; ", up[k])
+            if (sc ~ /cached|a_|b_|u_/ && sc != "d_uncached" && up[k] > 0) note = note sprintf("%d upstream reqs; ", up[k])
             if (sv == "origin") note = note "origin alone (no proxy); "
             if (sv == "nginx" && sc == "b_pat") note = note "no auth check; "
             if (sv == "varnish" && sc == "c_pass") note = note "POST passed by default VCL; "
@@ -727,6 +752,12 @@ awk -F'\t' -v rssfile="$RSS_FILE" -v notrun="$(printf '%s\n' "${NOT_RUN[@]}")" '
         printf "  (a) GET hit p99 %.3f ms vs nginx %.3f ms (target <=): %s\n", m99["a_get " cg], m99["a_get nginx"], (m99["a_get " cg] <= m99["a_get nginx"] ? "met" : "MISSED")
         printf "  (a) POST hit p99 %.3f ms vs nginx %.3f ms (target <=): %s\n", m99["a_post " cg], m99["a_post nginx"], (m99["a_post " cg] <= m99["a_post nginx"] ? "met" : "MISSED")
         t = mr["b_pat " cg] / mr["a_get " cg]; printf "  (b) PAT hit req/s %.2fx anonymous GET hit (target >= 0.95): %s\n", t, (t >= 0.95 ? "met" : "MISSED")
+        if (mr["b_pad " cg] > 0)
+            printf "      the request size alone: anonymous hit padded to the size of the PAT request %.2fx the plain one (nginx %.2fx, and %.2fx with the PAT header); PAT hit %.2fx the padded one\n",
+                mr["b_pad " cg] / mr["a_get " cg], mr["b_pad nginx"] / mr["a_get nginx"], mr["b_pat nginx"] / mr["a_get nginx"], mr["b_pat " cg] / mr["b_pad " cg]
+        if (m99["u_get " cg] > 0)
+            printf "  (u) GET hit unloaded (1 connection): p50 %.3f vs nginx %.3f ms, p99 %.3f vs nginx %.3f ms (target p99 <=): %s\n",
+                m50["u_get " cg], m50["u_get nginx"], m99["u_get " cg], m99["u_get nginx"], (m99["u_get " cg] <= m99["u_get nginx"] ? "met" : "MISSED")
         t = mr["c_pass " cg] / mr["c_pass nginx"]; printf "  (c) pass-through req/s %.2fx nginx proxy_pass (target >= 1.0): %s\n", t, (t >= 1.0 ? "met" : "MISSED")
         t = m50["d_uncached " cg] / m50["d_cached " cg]; t2 = m99["d_uncached " cg] / m99["d_cached " cg]
         printf "  (d) 20 ms upstream: uncached/cached latency p50 %.1fx, p99 %.1fx (target >= 20): %s\n", t, t2, (t >= 20 && t2 >= 20 ? "met" : "MISSED")
