@@ -5,9 +5,11 @@
 //! rejection reason, reload result) — never a token, jti, path or query text.
 //! The catalogue with meanings lives in docs/metrics.md.
 
+use std::sync::OnceLock;
+
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Sub-millisecond buckets: a cache hit or an auth check is measured in microseconds.
@@ -16,17 +18,97 @@ const LATENCY_BUCKETS: &[f64] = &[
     1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// A metric family whose children for label values from closed sets are resolved once each.
+///
+/// `with_label_values` takes the family's `RwLock` for reading (an atomic write on a line every
+/// core shares) and hashes the labels; the families every request touches go through
+/// [`HotVec::with`] instead, which finds the child by position in the sets and keeps it.
+/// Values outside the sets still work, through `with_label_values` (the `Deref`). The series
+/// exported are the same either way.
+pub struct HotVec<V: Family> {
+    vec: V,
+    sets: &'static [&'static [&'static str]],
+    children: Box<[OnceLock<V::Child>]>,
+}
+
+/// A labelled metric family (the two kinds [`HotVec`] holds).
+pub trait Family {
+    type Child;
+    fn child(&self, labels: &[&str]) -> Self::Child;
+}
+
+impl Family for IntCounterVec {
+    type Child = IntCounter;
+    fn child(&self, labels: &[&str]) -> IntCounter {
+        self.with_label_values(labels)
+    }
+}
+
+impl Family for HistogramVec {
+    type Child = Histogram;
+    fn child(&self, labels: &[&str]) -> Histogram {
+        self.with_label_values(labels)
+    }
+}
+
+impl<V: Family> HotVec<V> {
+    fn new(vec: V, sets: &'static [&'static [&'static str]]) -> Self {
+        let n = sets.iter().map(|s| s.len()).product();
+        Self {
+            vec,
+            sets,
+            children: (0..n).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// The position of `labels` in the product of the sets, if every value is in its set.
+    fn index(&self, labels: &[&str]) -> Option<usize> {
+        if labels.len() != self.sets.len() {
+            return None;
+        }
+        let mut i = 0;
+        for (set, label) in self.sets.iter().zip(labels) {
+            i = i * set.len() + set.iter().position(|v| v == label)?;
+        }
+        Some(i)
+    }
+
+    /// Runs `f` on the child for `labels` (resolved once if the values are in the sets).
+    pub fn with<R>(&self, labels: &[&str], f: impl FnOnce(&V::Child) -> R) -> R {
+        match self.index(labels).and_then(|i| self.children.get(i)) {
+            Some(cell) => f(cell.get_or_init(|| self.vec.child(labels))),
+            None => f(&self.vec.child(labels)),
+        }
+    }
+}
+
+impl<V: Family> std::ops::Deref for HotVec<V> {
+    type Target = V;
+    fn deref(&self) -> &V {
+        &self.vec
+    }
+}
+
+/// The closed sets of the per-request labels (the values of `EndpointKind::as_str` and "none",
+/// [`status_class`], `CacheStatus::as_str`, the cache lookup results, `Principal::kind`).
+const ENDPOINTS: &[&str] = &["cdn", "content", "management", "none"];
+const STATUS_CLASSES: &[&str] = &["2xx", "4xx", "5xx", "3xx", "1xx", "other"];
+const CACHE_RESULTS: &[&str] = &["HIT", "BYPASS", "MISS", "STALE"];
+const LOOKUPS: &[&str] = &["hit", "miss", "coalesced", "stale", "bypass"];
+const PRINCIPALS: &[&str] = &["public", "token"];
+const AUTH_OK: &[&str] = &["public", "ok"];
+
 pub struct Metrics {
     registry: Registry,
-    pub requests: IntCounterVec,
-    pub request_duration: HistogramVec,
+    pub requests: HotVec<IntCounterVec>,
+    pub request_duration: HotVec<HistogramVec>,
     pub upstream_duration: HistogramVec,
     pub in_flight: IntGauge,
     pub upstream_errors: IntCounterVec,
-    pub auth_results: IntCounterVec,
+    pub auth_results: HotVec<IntCounterVec>,
     pub graphql_rejections: IntCounterVec,
     pub permission_denials: IntCounterVec,
-    pub cache_lookups: IntCounterVec,
+    pub cache_lookups: HotVec<IntCounterVec>,
     pub cache_entries: IntGauge,
     pub cache_bytes: IntGauge,
     pub cache_evictions: IntCounterVec,
@@ -36,7 +118,7 @@ pub struct Metrics {
     pub admin_api: IntCounterVec,
     pub request_body_bytes: IntGauge,
     pub rate_limit_rejections: IntCounterVec,
-    pub stage_injections: IntCounterVec,
+    pub stage_injections: HotVec<IntCounterVec>,
     pub reloads: IntCounterVec,
     pub generation: IntGauge,
     pub last_reload_success: IntGauge,
@@ -94,19 +176,28 @@ impl Metrics {
             reg(&registry, IntGauge::new(name, help).expect("valid metric"))
         };
         let m = Metrics {
-            requests: counter(
-                "contentgate_requests_total",
-                "Requests answered, by endpoint kind, status class and cache result.",
-                &["endpoint", "status_class", "cache"],
+            requests: HotVec::new(
+                counter(
+                    "contentgate_requests_total",
+                    "Requests answered, by endpoint kind, status class and cache result.",
+                    &["endpoint", "status_class", "cache"],
+                ),
+                &[ENDPOINTS, STATUS_CLASSES, CACHE_RESULTS],
             ),
-            request_duration: hist("contentgate_request_duration_seconds", "Time from request header to the end of the response.", &["endpoint"]),
+            request_duration: HotVec::new(
+                hist("contentgate_request_duration_seconds", "Time from request header to the end of the response.", &["endpoint"]),
+                &[ENDPOINTS],
+            ),
             upstream_duration: hist("contentgate_upstream_duration_seconds", "Time spent waiting on the upstream per forwarded request.", &["endpoint"]),
             in_flight: gauge("contentgate_requests_in_flight", "Requests currently being processed."),
             upstream_errors: counter("contentgate_upstream_errors_total", "Failed upstream exchanges, by kind.", &["kind"]),
-            auth_results: counter(
-                "contentgate_auth_results_total",
-                "Authentication outcomes: ok (token), public (no credentials), or the refusal reason.",
-                &["reason"],
+            auth_results: HotVec::new(
+                counter(
+                    "contentgate_auth_results_total",
+                    "Authentication outcomes: ok (token), public (no credentials), or the refusal reason.",
+                    &["reason"],
+                ),
+                &[AUTH_OK],
             ),
             graphql_rejections: counter("contentgate_graphql_rejections_total", "Requests refused before authorization, by reason.", &["reason"]),
                         permission_denials: counter(
@@ -114,10 +205,13 @@ impl Metrics {
                 "Requests refused with 403, by the missing action (read, create, ..., introspection, management).",
                 &["action"],
             ),
-                        cache_lookups: counter(
-                "contentgate_cache_lookups_total",
-                "Read-path cache outcomes: hit, miss (leader of a fill), coalesced (joined a fill), stale, bypass.",
-                &["result"],
+            cache_lookups: HotVec::new(
+                counter(
+                    "contentgate_cache_lookups_total",
+                    "Read-path cache outcomes: hit, miss (leader of a fill), coalesced (joined a fill), stale, bypass.",
+                    &["result"],
+                ),
+                &[LOOKUPS],
             ),
             cache_entries: gauge("contentgate_cache_entries", "Entries in the read-path cache."),
             cache_bytes: gauge("contentgate_cache_bytes", "Weighted size of the read-path cache in bytes."),
@@ -139,9 +233,13 @@ impl Metrics {
             webhook_rejections: counter("contentgate_webhook_rejections_total", "CMS webhooks refused, by reason.", &["reason"]),
             request_body_bytes: gauge("contentgate_request_body_bytes", "Bytes of request bodies held by requests in flight (limits.max_buffered_body_bytes caps the sum; 503 BODY_BUDGET_EXHAUSTED beyond)."),
             admin_api: counter("contentgate_admin_api_requests_total", "Management API and console requests, by operation (read, write, login) and result (ok or the error code).", &["op", "result"]),
-            stage_injections: counter("contentgate_stage_injections_total",
-                "Requests forwarded with the principal's default gcms-stage injected, by principal kind.",
-                &["principal"],
+            stage_injections: HotVec::new(
+                counter(
+                    "contentgate_stage_injections_total",
+                    "Requests forwarded with the principal's default gcms-stage injected, by principal kind.",
+                    &["principal"],
+                ),
+                &[PRINCIPALS],
             ),
             reloads: counter("contentgate_policy_reloads_total", "Policy reload attempts, by result (applied, rejected).", &["result"]),
                         generation: gauge("contentgate_policy_generation", "Generation of the policy snapshot in use."),
@@ -239,5 +337,50 @@ pub fn status_class(status: u16) -> &'static str {
         400..=499 => "4xx",
         500..=599 => "5xx",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hot_children_are_the_families_own_series() {
+        let m = Metrics::new();
+        m.requests.with(&["cdn", "2xx", "HIT"], |c| c.inc());
+        m.requests.with(&["cdn", "2xx", "HIT"], |c| c.inc());
+        // Outside the sets: still counted, through with_label_values.
+        m.requests.with(&["cdn", "2xx", "ELSEWHERE"], |c| c.inc());
+        m.request_duration.with(&["none"], |h| h.observe(0.5));
+        assert_eq!(
+            m.requests.with_label_values(&["cdn", "2xx", "HIT"]).get(),
+            2
+        );
+        assert_eq!(
+            m.requests
+                .with_label_values(&["cdn", "2xx", "ELSEWHERE"])
+                .get(),
+            1
+        );
+        assert_eq!(
+            m.request_duration
+                .with_label_values(&["none"])
+                .get_sample_count(),
+            1
+        );
+        // Every position of the product is distinct.
+        let mut seen = std::collections::HashSet::new();
+        for e in ENDPOINTS {
+            for s in STATUS_CLASSES {
+                for c in CACHE_RESULTS {
+                    assert!(seen.insert(m.requests.index(&[e, s, c]).unwrap()));
+                }
+            }
+        }
+        assert_eq!(seen.len(), m.requests.children.len());
+        assert_eq!(m.requests.index(&["cdn", "2xx"]), None);
+        assert!(String::from_utf8(m.render()).unwrap().contains(
+            "contentgate_requests_total{cache=\"HIT\",endpoint=\"cdn\",status_class=\"2xx\"} 2"
+        ));
     }
 }

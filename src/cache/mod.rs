@@ -249,10 +249,7 @@ impl ReadCache {
     }
 
     pub fn record(&self, outcome: &'static str) {
-        self.metrics
-            .cache_lookups
-            .with_label_values(&[outcome])
-            .inc();
+        self.metrics.cache_lookups.with(&[outcome], |c| c.inc());
     }
 
     /// Runs (or joins) the fill for `key` and waits for it at most `fetch_deadline`.

@@ -170,12 +170,11 @@ impl Gateway {
                     crate::auth::Principal::Public(_) => "public",
                     crate::auth::Principal::Token(_) => "ok",
                 };
-                self.metrics.auth_results.with_label_values(&[reason]).inc();
+                self.metrics.auth_results.with(&[reason], |c| c.inc());
                 if admitted.stage.inject {
                     self.metrics
                         .stage_injections
-                        .with_label_values(&[admitted.principal.kind()])
-                        .inc();
+                        .with(&[admitted.principal.kind()], |c| c.inc());
                 }
                 ctx.admitted = Some(super::ctx::Admitted {
                     endpoint,

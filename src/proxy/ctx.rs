@@ -94,19 +94,18 @@ impl RequestCtx {
             .or_else(|| session.response_written().map(|r| r.status.as_u16()))
             .unwrap_or(0);
         let endpoint = self.endpoint_kind();
-        metrics
-            .requests
-            .with_label_values(&[
+        metrics.requests.with(
+            &[
                 endpoint,
                 crate::metrics::status_class(status),
                 self.cache.as_str(),
-            ])
-            .inc();
+            ],
+            |c| c.inc(),
+        );
         let elapsed = self.started.elapsed();
         metrics
             .request_duration
-            .with_label_values(&[endpoint])
-            .observe(elapsed.as_secs_f64());
+            .with(&[endpoint], |h| h.observe(elapsed.as_secs_f64()));
         let upstream_ms = self
             .upstream_started
             .map(|s| s.elapsed().as_secs_f64() * 1000.0);
