@@ -89,28 +89,36 @@ pub struct UpstreamRequest {
 }
 
 impl UpstreamRequest {
-    /// Sets this request's target, `host`, the gateway's own headers and the body's framing
-    /// (`content-length`, or none at all without a body) on `h`: the one place both the
-    /// pass-through (on the client's allow-listed headers) and the fills (on a fresh header)
-    /// shape what the upstream receives.
-    pub fn set_on(&self, upstream: &Upstream, h: &mut RequestHeader) -> pingora::Result<()> {
-        h.set_uri(
-            self.path
-                .parse()
-                .map_err(|_| pingora::Error::new(pingora::ErrorType::InternalError))?,
-        );
+    /// The request header the upstream receives, built fresh: `kept` (the client's allow-listed
+    /// headers for the pass-through, nothing for a fill), then this request's target, `host`,
+    /// the gateway's own headers (replacing any kept copy) and the body's framing
+    /// (`content-length`, never `transfer-encoding`). The one place both paths shape it.
+    pub fn header<'a>(
+        &self,
+        upstream: &Upstream,
+        kept: impl Iterator<Item = (&'a http::HeaderName, &'a http::HeaderValue)>,
+    ) -> pingora::Result<RequestHeader> {
+        // No case map: header names go out lowercase, one map per message instead of two.
+        let mut h = RequestHeader::build_no_case(
+            self.method,
+            self.path.as_bytes(),
+            Some(self.headers.len() + 8),
+        )?;
+        for (name, value) in kept {
+            h.append_header(name.clone(), value.clone())?;
+        }
         h.insert_header(http::header::HOST, upstream.host_header.clone())?;
         for (name, value) in &self.headers {
             h.insert_header(*name, value.clone())?;
         }
+        h.remove_header(&http::header::TRANSFER_ENCODING);
         match &self.body {
             Some(body) => h.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?,
             None => {
                 h.remove_header(&http::header::CONTENT_LENGTH);
-                h.remove_header(&http::header::TRANSFER_ENCODING);
             }
         }
-        Ok(())
+        Ok(h)
     }
 }
 
@@ -226,14 +234,6 @@ impl UpstreamClient {
         }
     }
 
-    /// A fill's request as the upstream receives it: nothing but what `req` sets.
-    pub fn header(upstream: &Upstream, req: &UpstreamRequest) -> pingora::Result<RequestHeader> {
-        let mut header =
-            RequestHeader::build(req.method, req.path.as_bytes(), Some(req.headers.len() + 4))?;
-        req.set_on(upstream, &mut header)?;
-        Ok(header)
-    }
-
     /// THE upstream request path, for the pass-through and for fills: `header` and `body`
     /// serialized into one buffer and written with one write on a pooled HTTP/1.1 connection
     /// (Pingora's connector: TLS, SNI, the keep-alive pool), then the response header read (1xx
@@ -338,7 +338,10 @@ impl UpstreamClient {
         req: &UpstreamRequest,
         max_body: usize,
     ) -> Result<Fetched, Failure> {
-        let header = Self::header(upstream, req).map_err(|_| Failure::Protocol)?;
+        // A fill sends nothing but what `req` sets.
+        let header = req
+            .header(upstream, std::iter::empty())
+            .map_err(|_| Failure::Protocol)?;
         let mut session = self
             .send(upstream, &header, req.body.as_deref(), true)
             .await

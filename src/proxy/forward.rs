@@ -88,27 +88,20 @@ pub fn request(
     }
 }
 
-/// Shapes Pingora's upstream request header into `req`: the client's headers outside the allow
-/// list are dropped (hop-by-hop headers, cookies, `X-Forwarded-*`, `Forwarded`, method
-/// overrides, unknown `gcms-*` switches stay at the edge), then the gateway's own are set.
-pub fn apply(req: &UpstreamRequest, upstream: &Upstream, up: &mut RequestHeader) -> Result<()> {
-    let dropped: Vec<http::HeaderName> = up
-        .headers
-        .keys()
-        .filter(|k| !FORWARDED.contains(&k.as_str()) || is_own(k.as_str()))
-        .cloned()
-        .collect();
-    for h in dropped {
-        up.remove_header(&h);
-    }
-    req.set_on(upstream, up)
-}
-
-/// Headers only the gateway sets upstream (the client's copies are never kept).
-fn is_own(name: &str) -> bool {
-    matches!(
-        name,
-        "content-type" | "gcms-stage" | "gcms-locales" | "x-request-id"
+/// The pass-through's upstream header: only the client's headers on the allow list are kept
+/// (hop-by-hop headers, cookies, `X-Forwarded-*`, `Forwarded`, method overrides, unknown
+/// `gcms-*` switches stay at the edge), then the gateway's own are set over them.
+pub fn header(
+    req: &UpstreamRequest,
+    upstream: &Upstream,
+    client: &RequestHeader,
+) -> Result<RequestHeader> {
+    req.header(
+        upstream,
+        client
+            .headers
+            .iter()
+            .filter(|(name, _)| FORWARDED.contains(&name.as_str())),
     )
 }
 
@@ -137,25 +130,17 @@ pub(super) async fn pass_through(
             .headers
             .get(http::header::AUTHORIZATION),
     );
-    let mut header = session.req_header().clone();
-    header.set_version(http::Version::HTTP_11);
-    apply(&req, &upstream, &mut header)?;
+    let header = header(&req, &upstream, session.req_header())?;
     let started = std::time::Instant::now();
     ctx.upstream_started = Some(started);
     let deadline = tokio::time::Instant::now() + upstream.timeouts.total;
-    let past = || {
-        Error::explain(
-            ErrorType::Custom(crate::upstream::UPSTREAM_DEADLINE),
-            "upstream exceeded total_timeout",
-        )
-    };
     let sent = tokio::time::timeout_at(
         deadline,
         gw.upstream
             .send(&upstream, &header, req.body.as_deref(), !mutation),
     )
     .await
-    .map_err(|_| past())
+    .map_err(|_| past_deadline())
     .and_then(|r| r.map_err(|e| e.into_up()));
     // The checked request is written (or failed): its body's budget is free.
     ctx.body_permit = None;
@@ -192,6 +177,13 @@ pub(super) async fn pass_through(
     }
 }
 
+fn past_deadline() -> Box<Error> {
+    Error::explain(
+        ErrorType::Custom(crate::upstream::UPSTREAM_DEADLINE),
+        "upstream exceeded total_timeout",
+    )
+}
+
 /// Streams the answer of a sent request to the client. Returns the connection (read to the
 /// end) and whether a mutation's answer was clean (2xx, no top-level `errors`); on failure,
 /// whether the answer known so far was clean (`None`: nothing was read or decided).
@@ -204,12 +196,6 @@ async fn relay(
     deadline: tokio::time::Instant,
     mutation: bool,
 ) -> std::result::Result<(crate::upstream::H1Session, bool), (Box<Error>, Option<bool>)> {
-    let past = || {
-        Error::explain(
-            ErrorType::Custom(crate::upstream::UPSTREAM_DEADLINE),
-            "upstream exceeded total_timeout",
-        )
-    };
     let Some(mut resp) = up.resp_header().cloned() else {
         return Err((Error::new(ErrorType::ConnectionClosed), None));
     };
@@ -260,7 +246,7 @@ async fn relay(
     }
     loop {
         let chunk = match tokio::time::timeout_at(deadline, up.read_body_bytes()).await {
-            Err(_) => return Err(fail(past(), &scan)),
+            Err(_) => return Err(fail(past_deadline(), &scan)),
             Ok(Err(e)) => return Err(fail(e.into_up(), &scan)),
             Ok(Ok(c)) => c,
         };
