@@ -522,14 +522,12 @@ async fn without_work_stealing_misses_from_every_runtime_still_coalesce() {
     origin.reply_with(Reply::default());
     for i in 0..8 {
         let res = gw
-            .client
-            .post(gw.url("/content"))
-            .header("authorization", bearer(&es("jti-a")))
-            .header("content-type", "application/json")
-            .body(json!({ "query": format!("{{ posts(first: {i}) {{ id }} }}") }).to_string())
-            .send()
-            .await
-            .unwrap();
+            .query(
+                "/content",
+                Some(&bearer(&es("jti-a"))),
+                &format!("{{ posts(first: {i}) {{ id }} }}"),
+            )
+            .await;
         assert_eq!(res.status().as_u16(), 200, "{}", res.text().await.unwrap());
     }
     assert_eq!(

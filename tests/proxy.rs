@@ -531,14 +531,7 @@ async fn a_one_mebibyte_mutation_passes_and_a_twenty_mebibyte_one_is_refused_unr
         "variables": { "t": title },
     })
     .to_string();
-    let resp = gw
-        .client
-        .post(gw.url("/content"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.post_json("/content", None, body).await;
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
     assert_eq!(origin.count(), 1);
     let seen = origin.last();

@@ -213,14 +213,7 @@ async fn buffered_bodies_share_one_budget() {
         "{{\"query\":\"{{ posts {{ id }} }}{}\"}}",
         " ".repeat(59_000)
     );
-    let r = gw
-        .client
-        .post(gw.url("/content"))
-        .header("content-type", "application/json")
-        .body(big.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = gw.post_json("/content", None, big.clone()).await;
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "1");
     assert!(r.text().await.unwrap().contains("BODY_BUDGET_EXHAUSTED"));
@@ -242,14 +235,7 @@ async fn buffered_bodies_share_one_budget() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let r = gw
-        .client
-        .post(gw.url("/content"))
-        .header("content-type", "application/json")
-        .body(big)
-        .send()
-        .await
-        .unwrap();
+    let r = gw.post_json("/content", None, big).await;
     assert_ne!(r.status(), 503, "{}", r.text().await.unwrap());
     assert_eq!(origin.count(), 2);
 }

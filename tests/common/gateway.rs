@@ -99,11 +99,27 @@ impl TestGateway {
 
     /// POST a GraphQL query as JSON.
     pub async fn query(&self, path: &str, auth: Option<&str>, query: &str) -> reqwest::Response {
+        self.post_json(
+            path,
+            auth,
+            serde_json::json!({ "query": query }).to_string(),
+        )
+        .await
+    }
+
+    /// POST a JSON body as it is (bodies the `query` helper cannot build: variables, sizes,
+    /// raw bytes).
+    pub async fn post_json(
+        &self,
+        path: &str,
+        auth: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
         let mut req = self
             .client
             .post(self.url(path))
             .header("content-type", "application/json")
-            .body(serde_json::json!({ "query": query }).to_string());
+            .body(body);
         if let Some(a) = auth {
             req = req.header("authorization", a);
         }
