@@ -6,6 +6,8 @@
 //! upstream (or the request ends); `contentgate_request_body_bytes` shows the bytes held. Only
 //! bytes that arrived are counted: a declared length reserves nothing.
 //!
+//! The budget counts bytes received, not the buffer's capacity: growing by doubling, a buffer
+//! holds less than twice what it counted, so the process holds at most twice the budget.
 //! What the budget does not count, per body in flight: its parse (at most
 //! `graphql::request::MAX_JSON_VALUES` values, ~15 MB), the re-serialization (about the body's
 //! size) and the one-buffer copy `UpstreamClient::send` writes (header + body). Pingora replays
