@@ -6,8 +6,8 @@
 //! upstream (or the request ends); `contentgate_request_body_bytes` shows the bytes held. Only
 //! bytes that arrived are counted: a declared length reserves nothing.
 //!
-//! The budget counts bytes received, not the buffer's capacity: growing by doubling, a buffer
-//! holds less than twice what it counted, so the process holds at most twice the budget.
+//! The budget counts what the buffer allocated (its capacity, which grows by doubling from
+//! the first chunk, up to the limit), so it bounds the memory, not only the bytes received.
 //! What the budget does not count, per body in flight: its parse (at most
 //! `graphql::request::MAX_JSON_VALUES` values, ~15 MB), the re-serialization (about the body's
 //! size) and the one-buffer copy `UpstreamClient::send` writes (header + body). Pingora replays
@@ -124,9 +124,10 @@ pub async fn read(
             limit,
         })));
     }
-    // Budget is taken as bytes arrive, never for a length only declared: headers alone must
-    // not be able to hold the budget (many such requests would refuse every body).
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit).min(64 * 1024));
+    // Nothing is allocated, nor budget taken, for a length only declared: headers alone must
+    // hold neither memory nor budget (many such requests would refuse every body). The buffer
+    // is allocated as bytes arrive, and the budget follows its capacity.
+    let mut buf = BytesMut::new();
     // One deadline for the whole body (a slow POST), not per read.
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
@@ -139,7 +140,11 @@ pub async fn read(
                 limit,
             })));
         }
-        let beyond = (buf.len() + chunk.len()).saturating_sub(permit.bytes);
+        let needed = buf.len() + chunk.len();
+        if needed > buf.capacity() {
+            buf.reserve(needed.max(buf.capacity() * 2).min(limit) - buf.len());
+        }
+        let beyond = buf.capacity().saturating_sub(permit.bytes);
         if beyond > 0 && !permit.grow(beyond) {
             return Ok(Err(Rejection::BodyBudget));
         }
