@@ -8,6 +8,12 @@
 #   OLD_BIN=/path/old/contentgate NEW_BIN=/path/new/contentgate \
 #   ORIGIN_BIN=target/release/examples/bench_origin [MODE=pass] bash benches/ab_hit_cost.sh
 #
+# OLD_LOG / NEW_LOG replace each side's [log] keys (default `level = "warn"`, no access lines),
+# e.g. the same binary twice to compare log settings: OLD_BIN=$B NEW_BIN=$B
+# OLD_LOG=$'level = "info"\nbuffer_bytes = 0' NEW_LOG='level = "info"'. Each side's stderr goes
+# to a file ($W/old.log, $W/new.log, outside the watched policy directory); their line counts are
+# printed at the end.
+#
 # Build an old binary with e.g. `git worktree add /tmp/old <commit>` and
 # `CARGO_TARGET_DIR=/tmp/old-target cargo build --release --bin contentgate` there.
 # Ports 19001, 19010-19011, 19020-19021. About 3 minutes. Prints one line per run and the
@@ -18,6 +24,8 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 ORIGIN_BIN="${ORIGIN_BIN:-$ROOT/target/release/examples/bench_origin}"
 ROUNDS="${ROUNDS:-6}"
 MODE="${MODE:-hit}"
+OLD_LOG="${OLD_LOG:-level = \"warn\"}"
+NEW_LOG="${NEW_LOG:-level = \"warn\"}"
 case "$MODE" in
   hit) EP_PATH=/cdn; EP_KIND=cdn ;;
   pass) EP_PATH=/content; EP_KIND=content ;;
@@ -28,7 +36,7 @@ PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
 taskset -c 0 "$ORIGIN_BIN" --port 19001 > $W/origin.log 2>&1 &
 PIDS+=($!)
-mk() { # dir port admin
+mk() { # dir port admin log-keys
   mkdir -p $1/policies $1/run
   cat > $1/gateway.toml <<EOT
 [server]
@@ -57,7 +65,7 @@ locales = ["en", "de"]
 [cache]
 default_ttl = "3600s"
 [log]
-level = "warn"
+$4
 EOT
   printf 'default_stage = "PUBLISHED"\n[[permission]]\naction = "read"\n' > $1/policies/public.toml
   printf '[[token]]\njti = "bench"\nname = "bench"\ndefault_stage = "PUBLISHED"\n[[token.permission]]\naction = "read"\n' > $1/policies/tokens.toml
@@ -65,7 +73,7 @@ EOT
   cp $ROOT/policies/schema.graphql $1/policies/
 }
 export BENCH_SERVICE_TOKEN=x
-mk $W/old 19010 19011; mk $W/new 19020 19021
+mk $W/old 19010 19011 "$OLD_LOG"; mk $W/new 19020 19021 "$NEW_LOG"
 taskset -c 1 "$OLD_BIN" serve --config $W/old/gateway.toml > $W/old.log 2>&1 & P_old=$!
 taskset -c 1 "$NEW_BIN" serve --config $W/new/gateway.toml > $W/new.log 2>&1 & P_new=$!
 PIDS+=($P_old $P_new)
@@ -114,3 +122,4 @@ for scen in get pat; do
         m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
         printf "%s %s: new/old CPU per request, median of %d rounds: %.3f\n", s, mode, NR, m }'
 done
+echo "stderr lines: old $(wc -l < $W/old.log), new $(wc -l < $W/new.log)"

@@ -19,7 +19,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fail(&e.to_string()),
             };
-            contentgate::telemetry::init(&cfg.log.level, cfg.log.json);
+            contentgate::telemetry::init(&cfg.log);
             let rt = match Runtime::load(cfg) {
                 Ok(rt) => rt,
                 Err(e) => return fail(&e.to_string()),

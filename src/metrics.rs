@@ -7,6 +7,7 @@
 
 use std::sync::OnceLock;
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -299,6 +300,7 @@ impl Metrics {
         ] {
             m.cluster_alarm.with_label_values(&[reason]).set(0);
         }
+        reg(&m.registry, LogSink::new());
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -324,6 +326,54 @@ impl Metrics {
         let mut out = Vec::with_capacity(16 * 1024);
         // Encoding into a Vec cannot fail for well-formed metric families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+const LOG_DROPPED: (&str, &str) = (
+    "contentgate_log_lines_dropped_total",
+    "Log lines dropped because the log buffer ([log] buffer_bytes) was full or stderr failed.",
+);
+const LOG_BUFFERED: (&str, &str) = (
+    "contentgate_log_buffered_bytes",
+    "Bytes of log lines waiting for the log writer thread.",
+);
+
+/// The process's log sink (telemetry), read at each scrape.
+#[derive(Clone)]
+struct LogSink {
+    descs: Vec<prometheus::core::Desc>,
+}
+
+impl LogSink {
+    #[allow(clippy::expect_used)]
+    fn new() -> Self {
+        let dropped = IntCounter::new(LOG_DROPPED.0, LOG_DROPPED.1).expect("valid metric");
+        let held = IntGauge::new(LOG_BUFFERED.0, LOG_BUFFERED.1).expect("valid metric");
+        let descs = [dropped.desc(), held.desc()]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        LogSink { descs }
+    }
+}
+
+impl prometheus::core::Collector for LogSink {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let mut out = Vec::with_capacity(2);
+        if let Ok(dropped) = IntCounter::new(LOG_DROPPED.0, LOG_DROPPED.1) {
+            dropped.inc_by(crate::telemetry::dropped_lines());
+            out.extend(dropped.collect());
+        }
+        if let Ok(held) = IntGauge::new(LOG_BUFFERED.0, LOG_BUFFERED.1) {
+            held.set(i64::try_from(crate::telemetry::buffered_bytes()).unwrap_or(i64::MAX));
+            out.extend(held.collect());
+        }
         out
     }
 }

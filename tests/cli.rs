@@ -8,15 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn contentgate(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_contentgate"))
-        .args(args)
-        .env("CG_TEST_SERVICE_TOKEN", SERVICE_TOKEN)
-        .env("CG_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
-        .output()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn check_summarizes_a_valid_config() {
     let origin = MockOrigin::start().await;

@@ -783,12 +783,7 @@ async fn an_unreachable_upstream_without_an_sdl_file_fails_start_up_with_a_clear
     let cfg = GatewayBuilder::with_upstream(&format!("http://127.0.0.1:{port}/graphql"))
         .schema(None)
         .write();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_contentgate"))
-        .args(["serve", "--config", cfg.config().to_str().unwrap()])
-        .env("CG_TEST_SERVICE_TOKEN", SERVICE_TOKEN)
-        .env("CG_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
-        .output()
-        .unwrap();
+    let out = contentgate(&["serve", "--config", cfg.config().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -9,7 +9,6 @@ mod common;
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -278,13 +277,7 @@ async fn stale_refreshes_take_the_origin_budget_and_back_off_after_a_failed_fill
 }
 
 fn contentgate_check(config: &std::path::Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_contentgate"))
-        .args(["check", "--config"])
-        .arg(config)
-        .env("CG_TEST_SERVICE_TOKEN", SERVICE_TOKEN)
-        .env("CG_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
-        .output()
-        .unwrap()
+    contentgate(&["check", "--config", config.to_str().unwrap()])
 }
 
 fn b64url(bytes: &[u8]) -> String {

@@ -458,7 +458,37 @@ fn endpoints(
 
 /// `[log]`.
 fn log(src: &Source, file: &FileConfig, errors: &mut Vec<ConfigError>) -> LogSettings {
+    let buffer_bytes = match &file.log.buffer_bytes {
+        None => DEFAULT_LOG_BUFFER_BYTES,
+        Some(b) if *b.get_ref() > MAX_LOG_BUFFER_BYTES => {
+            errors.push(src.error(
+                Some(b.span()),
+                "log.buffer_bytes",
+                format!(
+                    "at most {MAX_LOG_BUFFER_BYTES} bytes (256 MiB); 0 writes each line on the request thread"
+                ),
+            ));
+            DEFAULT_LOG_BUFFER_BYTES
+        }
+        Some(b) => *b.get_ref(),
+    };
+    let flush_interval = match &file.log.flush_interval {
+        None => DEFAULT_LOG_FLUSH_INTERVAL,
+        Some(f) => match humantime::parse_duration(f.get_ref()) {
+            Ok(d) if (Duration::from_millis(1)..=Duration::from_secs(10)).contains(&d) => d,
+            parsed => {
+                let why = match parsed {
+                    Err(e) => format!("{:?}: {e}", f.get_ref()),
+                    Ok(_) => format!("{:?} is outside 1ms..10s", f.get_ref()),
+                };
+                errors.push(src.error(Some(f.span()), "log.flush_interval", why));
+                DEFAULT_LOG_FLUSH_INTERVAL
+            }
+        },
+    };
     LogSettings {
+        buffer_bytes,
+        flush_interval,
         level: file.log.level.clone().unwrap_or_else(|| "info".into()),
         json: match file.log.format.as_deref() {
             None | Some("json") => true,

@@ -350,4 +350,8 @@ pub struct FileLimits {
 pub struct FileLog {
     pub level: Option<String>,
     pub format: Option<String>,
+    /// Bytes of log lines held for the writer thread; lines beyond are dropped and counted.
+    pub buffer_bytes: Option<Spanned<usize>>,
+    /// How often held lines are written ("100ms").
+    pub flush_interval: Option<Spanned<String>>,
 }

@@ -48,6 +48,12 @@ pub const DEFAULT_MAX_DEPTH: usize = 64;
 /// The largest `max_depth` accepted: the walks' stack frames times this stays well inside a
 /// worker thread's 2 MiB stack (measured in tests/resources.rs with the debug build).
 pub const MAX_MAX_DEPTH: usize = 128;
+/// Log lines held for the writer thread: at 60 000 access lines a second (~350 bytes each), a
+/// log pipe may stall ~0.2 s before lines are dropped. The memory held is at most twice this.
+pub const DEFAULT_LOG_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+pub const MAX_LOG_BUFFER_BYTES: usize = 256 * 1024 * 1024;
+/// How often held log lines are written: `kubectl logs -f` sees a line within this.
+pub const DEFAULT_LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// Refused requests per client address (per second, burst) before it is refused up front.
 pub const DEFAULT_REFUSED_PER_IP: (u32, u32) = (100, 1_000);
 /// Parsed documents kept for repeated requests, in bytes (weighed per entry, admitted only).
@@ -222,6 +228,11 @@ pub struct Limits {
 pub struct LogSettings {
     pub level: String,
     pub json: bool,
+    /// Bytes of lines the writer thread may hold (`[log] buffer_bytes`); 0: each line is written
+    /// on the request thread.
+    pub buffer_bytes: usize,
+    /// How often the writer thread writes what it holds (`[log] flush_interval`).
+    pub flush_interval: Duration,
 }
 
 /// `[cms]`: the stages and locales of the project (DRAFT/PUBLISHED and `en` when absent).

@@ -186,7 +186,7 @@ pub fn run(port: u16, admin_port: u16, upstream_port: u16) -> Result<(), String>
     let (config_path, tokens) = write_files(&dir, port, admin_port, upstream_port)
         .map_err(|e| format!("cannot write demo files: {e}"))?;
     let config = Config::load(&config_path).map_err(|e| e.to_string())?;
-    crate::telemetry::init(&config.log.level, config.log.json);
+    crate::telemetry::init(&config.log);
     let rt = Runtime::load(config).map_err(|e| e.to_string())?;
     let mut server = server::build(&rt, false)?;
     let mut api = Service::new(

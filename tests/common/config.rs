@@ -13,6 +13,8 @@ pub const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keys
 pub const HS_SECRET: &str = "test-hs256-secret-with-at-least-32-bytes!";
 pub const SERVICE_TOKEN: &str = "service-token-for-the-cms";
 pub const ADMIN_TOKEN: &str = "admin-token-for-purges";
+/// The gateway under test writes its held log lines this often (`[log] flush_interval`).
+pub const LOG_FLUSH_MS: u64 = 10;
 pub const WEBHOOK_SECRET: &str = "webhook-secret";
 
 /// A free port for a gateway listener. Chosen below the kernel's ephemeral range (32768+), so
@@ -61,7 +63,9 @@ pub struct GatewayBuilder {
     pub schema: Option<String>,
     /// Extra keys of the `/cdn` endpoint table (cors, allow, deny).
     pub cdn_extra: String,
+    pub log: String,
 }
+
 pub const PUBLIC_READ: &str =
     "default_stage = \"PUBLISHED\"\n[[permission]]\naction = \"read\"\nstages = [\"PUBLISHED\"]\n";
 pub const PUBLIC_NOTHING: &str = "default_stage = \"PUBLISHED\"\n";
@@ -96,7 +100,14 @@ impl GatewayBuilder {
             poll_interval: "1h",
             schema: Some(sample_sdl()),
             cdn_extra: String::new(),
+            log: format!("flush_interval = \"{LOG_FLUSH_MS}ms\"\n"),
         }
+    }
+
+    /// Replaces the `[log]` keys after level and format (the default: a 10 ms flush interval).
+    pub fn log(mut self, keys: &str) -> Self {
+        self.log = keys.into();
+        self
     }
 
     pub fn public(mut self, p: &str) -> Self {
@@ -187,6 +198,7 @@ poll_interval = "{poll}"
 [log]
 level = "info"
 format = "json"
+{log}
 {limits}
 {extra}
 "#,
@@ -197,6 +209,7 @@ format = "json"
             limits = self.limits,
             extra = self.extra_config,
             cdn_extra = self.cdn_extra,
+            log = self.log,
         );
         let root = dir.path().to_path_buf();
         std::fs::create_dir_all(root.join("policies")).unwrap();

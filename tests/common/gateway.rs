@@ -8,6 +8,17 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
+/// Runs `contentgate ARGS` to completion (check, token, serve that fails at start-up) with the
+/// test credentials in the environment.
+pub fn contentgate(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_contentgate"))
+        .args(args)
+        .env("CG_TEST_SERVICE_TOKEN", SERVICE_TOKEN)
+        .env("CG_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
+        .output()
+        .unwrap()
+}
+
 pub struct ConfigDir {
     pub dir: tempfile::TempDir,
     pub port: u16,
@@ -24,6 +35,12 @@ impl ConfigDir {
     }
 
     pub async fn start(self) -> TestGateway {
+        let log = std::fs::File::create(self.dir.path().join("gateway.log")).unwrap();
+        self.start_with_stderr(Stdio::from(log)).await
+    }
+
+    /// Starts the gateway with its stderr going to `stderr` instead of gateway.log.
+    pub async fn start_with_stderr(self, stderr: Stdio) -> TestGateway {
         let child = Command::new(env!("CARGO_BIN_EXE_contentgate"))
             .args(["serve", "--config"])
             .arg(self.config())
@@ -36,9 +53,7 @@ impl ConfigDir {
                 std::env::var("CG_TEST_RUST_LOG").unwrap_or("info".into()),
             )
             .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(self.dir.path().join("gateway.log")).unwrap(),
-            ))
+            .stderr(stderr)
             .spawn()
             .expect("spawn contentgate");
         let gw = TestGateway {
@@ -89,7 +104,11 @@ impl TestGateway {
         }
     }
 
+    /// The gateway's stderr so far. Its log writer thread writes held lines every
+    /// `LOG_FLUSH_MS`; waiting a few of those first makes every line logged before the call
+    /// visible (a test that a secret is *not* logged must not pass by looking too early).
     pub fn log(&self) -> String {
+        std::thread::sleep(Duration::from_millis(4 * super::config::LOG_FLUSH_MS));
         std::fs::read_to_string(self.cfg.path().join("gateway.log")).unwrap_or_default()
     }
 
