@@ -9,6 +9,9 @@
 #   nginx/1        `worker_processes 1`, pinned to --server-cpu           wrk + origin on --client-cpu
 #   contentgate/2  `[server] threads = 2`, on both cores                  wrk + origin on --client-cpu
 #   contentgate/2ns  the same with `work_stealing = false` (a runtime per thread, nginx's model)
+#   floor/1        examples/pingora_floor, 1 thread, on --server-cpu: Pingora with nothing of
+#                  contentgate: a hit answered from request_filter with a fixed body, and
+#                  Pingora's own proxy flow for the pass-through (the floor under both paths)
 #   nginx/2        `worker_processes 2`, on both cores (one per core)     wrk + origin on --client-cpu
 # With two cores, the 2-worker runs share a core with wrk and the origin, so req/s cannot double;
 # the figure that says how a server scales is its CPU per request (us/req, from /proc/PID/stat):
@@ -17,7 +20,8 @@
 # Medians of --rounds interleaved rounds (the order rotates each round).
 #
 # How to run (needs nginx, wrk, curl, taskset; the release binaries):
-#   CARGO_TARGET_DIR=/work/bench-target cargo build --release --bin contentgate --example bench_origin
+#   CARGO_TARGET_DIR=/work/bench-target cargo build --release --bin contentgate --example bench_origin \
+#       --example pingora_floor
 #   CARGO_TARGET_DIR=/work/bench-target bash benches/scaling.sh [--duration 8] [--rounds 3]
 # Options: --duration S (8), --rounds N (3), --connections N (64), --base-port P (18600),
 #          --client-cpu C (0), --server-cpu C (1), --out FILE (also write the table there)
@@ -52,7 +56,8 @@ TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 [[ "$TARGET_DIR" = /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
 BIN="$TARGET_DIR/release/contentgate"
 ORIGIN_BIN="$TARGET_DIR/release/examples/bench_origin"
-for b in "$BIN" "$ORIGIN_BIN"; do [[ -x "$b" ]] || die "$b not found (build it first)"; done
+FLOOR_BIN="$TARGET_DIR/release/examples/pingora_floor"
+for b in "$BIN" "$ORIGIN_BIN" "$FLOOR_BIN"; do [[ -x "$b" ]] || die "$b not found (build it first)"; done
 ulimit -n 65536 2>/dev/null || true
 
 O_PORT=$BASE_PORT CG_PORT=$((BASE_PORT + 1)) CG_ADMIN=$((BASE_PORT + 2)) NGX_PORT=$((BASE_PORT + 3))
@@ -176,7 +181,12 @@ BOTH="$CLIENT_CPU,$SERVER_CPU"
 
 start_server() { # SERVER WORKERS (contentgate: 1, 2, or 2ns for two without work stealing)
     local url
-    if [[ "$1" == contentgate ]]; then
+    if [[ "$1" == floor ]]; then
+        taskset -c "$SERVER_CPU" "$FLOOR_BIN" --port "$CG_PORT" --origin "127.0.0.1:$O_PORT" \
+            --threads "$2" >"$WORK/server.log" 2>&1 &
+        SERVER_PID=$!
+        url="http://127.0.0.1:$CG_PORT/cdn"
+    elif [[ "$1" == contentgate ]]; then
         if [[ "$2" == 2ns ]]; then cg_config 2 false; else cg_config "$2" true; fi
         if [[ "$2" == 1 ]]; then
             taskset -c "$SERVER_CPU" "$BIN" serve --config "$WORK/cg/gateway.toml" >"$WORK/server.log" 2>&1 &
@@ -198,7 +208,7 @@ start_server() { # SERVER WORKERS (contentgate: 1, 2, or 2ns for two without wor
     done
     die "$1 not ready"
 }
-port_of() { if [[ "$1" == contentgate ]]; then echo "$CG_PORT"; else echo "$NGX_PORT"; fi; }
+port_of() { if [[ "$1" == nginx ]]; then echo "$NGX_PORT"; else echo "$CG_PORT"; fi; }
 proc_ticks() { # PID and its children (nginx workers)
     local total=0 t
     for p in $1 $(ps -o pid= --ppid "$1" 2>/dev/null || true); do
@@ -241,11 +251,11 @@ measure() { # ROUND SCENARIO SERVER WORKERS
     log "round $round $scen $server/$workers: $(tail -1 "$RESULTS" | cut -f4-8 | tr '\t' ' ')"
 }
 
-CONFIGS=("contentgate 1" "nginx 1" "contentgate 2" "nginx 2" "contentgate 2ns")
+CONFIGS=("contentgate 1" "nginx 1" "contentgate 2" "nginx 2" "contentgate 2ns" "floor 1")
 log "machine: $(nproc) cores, $(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p'), $(uname -r); load $(cut -d' ' -f1-3 /proc/loadavg)"
 for round in $(seq 1 "$ROUNDS"); do
-    for i in 0 1 2 3 4; do
-        read -r server workers <<<"${CONFIGS[$(( (i + round - 1) % 5 ))]}"
+    for i in "${!CONFIGS[@]}"; do
+        read -r server workers <<<"${CONFIGS[$(( (i + round - 1) % ${#CONFIGS[@]} ))]}"
         start_server "$server" "$workers"
         for scen in hit pass; do measure "$round" "$scen" "$server" "$workers"; done
         stop_server
@@ -288,6 +298,9 @@ report() {
                 k1 = sc " contentgate/1"; k2 = sc " nginx/1"; k3 = sc " contentgate/2"; k4 = sc " nginx/2"
                 if ((k1 in R) && (k2 in R) && (k3 in R) && (k4 in R))
                     printf "%-4s contentgate/nginx req/s: %.2fx with 1 worker, %.2fx with 2\n", sc, R[k1] / R[k2], R[k3] / R[k4]
+                k5 = sc " floor/1"
+                if ((k1 in R) && (k2 in R) && (k5 in R))
+                    printf "%-4s 1 worker: bare Pingora/nginx req/s %.2fx (us/req %.2f vs %.2f); contentgate/bare Pingora req/s %.2fx (us/req %.2f vs %.2f)\n", sc, R[k5] / R[k2], U[k5], U[k2], R[k1] / R[k5], U[k1], U[k5]
             }
         }'
 }

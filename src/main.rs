@@ -207,6 +207,8 @@ fn report(r: Result<String, String>) -> ExitCode {
 }
 
 fn fail(message: &str) -> ExitCode {
+    // The log lines held so far explain the error: they go first.
+    contentgate::telemetry::flush();
     eprintln!("contentgate: error:\n{message}");
     ExitCode::FAILURE
 }

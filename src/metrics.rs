@@ -332,7 +332,7 @@ impl Metrics {
 
 const LOG_DROPPED: (&str, &str) = (
     "contentgate_log_lines_dropped_total",
-    "Log lines dropped because the log buffer ([log] buffer_bytes) was full or stderr failed.",
+    "Log lines dropped, by cause: access_full (an access line found its three quarters of [log] buffer_bytes full), full (another line found the whole buffer full), stderr (the write failed, or did not finish within 0.5 s at exit).",
 );
 const LOG_BUFFERED: (&str, &str) = (
     "contentgate_log_buffered_bytes",
@@ -348,7 +348,8 @@ struct LogSink {
 impl LogSink {
     #[allow(clippy::expect_used)]
     fn new() -> Self {
-        let dropped = IntCounter::new(LOG_DROPPED.0, LOG_DROPPED.1).expect("valid metric");
+        let dropped = IntCounterVec::new(Opts::new(LOG_DROPPED.0, LOG_DROPPED.1), &["cause"])
+            .expect("valid metric");
         let held = IntGauge::new(LOG_BUFFERED.0, LOG_BUFFERED.1).expect("valid metric");
         let descs = [dropped.desc(), held.desc()]
             .into_iter()
@@ -366,8 +367,11 @@ impl prometheus::core::Collector for LogSink {
 
     fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
         let mut out = Vec::with_capacity(2);
-        if let Ok(dropped) = IntCounter::new(LOG_DROPPED.0, LOG_DROPPED.1) {
-            dropped.inc_by(crate::telemetry::dropped_lines());
+        if let Ok(dropped) = IntCounterVec::new(Opts::new(LOG_DROPPED.0, LOG_DROPPED.1), &["cause"])
+        {
+            for (cause, n) in crate::telemetry::dropped_lines() {
+                dropped.with_label_values(&[cause]).inc_by(n);
+            }
             out.extend(dropped.collect());
         }
         if let Ok(held) = IntGauge::new(LOG_BUFFERED.0, LOG_BUFFERED.1) {

@@ -90,7 +90,11 @@ async fn with_the_default_buffer_every_access_line_arrives_whole_and_once() {
     assert_eq!(want.len(), ids.len(), "request ids are unique");
     assert_eq!(seen.keys().cloned().collect::<HashSet<_>>(), want);
     assert!(seen.values().all(|&n| n == 1), "a line written twice");
-    assert_eq!(gw.metric("contentgate_log_lines_dropped_total").await, 0.0);
+    let metrics = gw.metrics().await;
+    for cause in ["access_full", "full", "stderr"] {
+        let series = format!("contentgate_log_lines_dropped_total{{cause=\"{cause}\"}} 0\n");
+        assert!(metrics.contains(&series), "{series:?} missing");
+    }
 }
 
 #[tokio::test]
@@ -122,7 +126,8 @@ async fn the_held_lines_are_written_when_the_process_exits() {
 async fn a_stderr_that_stops_draining_drops_whole_lines_and_stalls_nothing() {
     let origin = MockOrigin::start().await;
     // stderr is a pipe nobody reads yet: it fills at 64 KiB, the writer thread blocks in
-    // write(), the 64 KiB buffer behind it fills, and further lines are dropped.
+    // write(), access lines fill three quarters of the 64 KiB buffer behind it, and further
+    // access lines are dropped.
     let (mut reader, writer) = std::io::pipe().unwrap();
     let mut gw = GatewayBuilder::new(&origin)
         .log("buffer_bytes = 65536\nflush_interval = \"10ms\"")
@@ -132,9 +137,28 @@ async fn a_stderr_that_stops_draining_drops_whole_lines_and_stalls_nothing() {
     // ~1 MB of access lines, about 8 times what the pipe and the buffer hold. Each request is
     // answered within the client's 5 s timeout: the request threads never wait for the pipe.
     let mut ids = hits(&gw, 2_500, 16).await;
-    let dropped = gw.metric("contentgate_log_lines_dropped_total").await;
-    assert!(dropped > 0.0, "nothing dropped: the pipe did not fill?");
-    assert!(gw.metric("contentgate_log_buffered_bytes").await <= 65_536.0);
+    let access_full = "contentgate_log_lines_dropped_total{cause=\"access_full\"}";
+    assert!(
+        gw.metric(access_full).await > 0.0,
+        "nothing dropped: the pipe did not fill?"
+    );
+    // Held: the buffer (at most 3/4 of 64 KiB of access lines) and the batch stuck in write().
+    assert!(gw.metric("contentgate_log_buffered_bytes").await <= 2.0 * 65_536.0);
+    // The flood has not taken the audit line of a refused credential: the last quarter of the
+    // buffer is kept for lines other than access lines.
+    let refused = gw
+        .client
+        .post(gw.admin_url("/admin/purge"))
+        .bearer_auth("not-the-admin-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(
+        gw.metric("contentgate_log_lines_dropped_total{cause=\"full\"}")
+            .await,
+        0.0
+    );
 
     // Once the pipe drains, lines flow again.
     let drain = std::thread::spawn(move || {
@@ -149,11 +173,15 @@ async fn a_stderr_that_stops_draining_drops_whole_lines_and_stalls_nothing() {
     }
     ids.extend(hits(&gw, 50, 4).await);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let dropped = gw.metric("contentgate_log_lines_dropped_total").await as usize;
+    let dropped = gw.metric(access_full).await as usize;
     gw.signal("TERM");
     wait_exit(&mut gw).await;
     let text = drain.join().unwrap();
 
+    assert!(
+        text.contains("\"event\":\"purge_refused\""),
+        "the audit line was lost in the flood"
+    );
     let seen = access_ids(&text);
     let want: HashSet<_> = ids.iter().cloned().collect();
     assert!(seen.values().all(|&n| n == 1), "a line written twice");
@@ -162,7 +190,7 @@ async fn a_stderr_that_stops_draining_drops_whole_lines_and_stalls_nothing() {
         "a line of no request"
     );
     // What was not written was counted: every dropped line is a whole line, and the ones that
-    // arrived plus the ones counted cover every request (other lines may be among the dropped).
+    // arrived plus the ones counted cover every request.
     assert!(
         seen.len() + dropped >= ids.len(),
         "{} lines arrived, {dropped} counted dropped, {} requests",
@@ -179,7 +207,7 @@ async fn a_stderr_that_stops_draining_drops_whole_lines_and_stalls_nothing() {
 async fn log_settings_out_of_range_fail_start_up_naming_the_line_and_field() {
     let origin = MockOrigin::start().await;
     let cfg = GatewayBuilder::new(&origin)
-        .log("buffer_bytes = 1000000000000\nflush_interval = \"0ms\"")
+        .log("buffer_bytes = 1000\nflush_interval = \"0ms\"")
         .write();
     let out = contentgate(&["check", "--config", cfg.config().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
@@ -188,7 +216,7 @@ async fn log_settings_out_of_range_fail_start_up_naming_the_line_and_field() {
     let line = |key: &str| 1 + text.lines().position(|l| l.starts_with(key)).unwrap();
     assert!(
         stderr.contains(&format!(
-            "gateway.toml:{}: log.buffer_bytes: at most",
+            "gateway.toml:{}: log.buffer_bytes: 1000 is outside 65536..",
             line("buffer_bytes")
         )),
         "{stderr}"

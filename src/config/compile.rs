@@ -460,12 +460,17 @@ fn endpoints(
 fn log(src: &Source, file: &FileConfig, errors: &mut Vec<ConfigError>) -> LogSettings {
     let buffer_bytes = match &file.log.buffer_bytes {
         None => DEFAULT_LOG_BUFFER_BYTES,
-        Some(b) if *b.get_ref() > MAX_LOG_BUFFER_BYTES => {
+        Some(b)
+            if *b.get_ref() != 0
+                && !(MIN_LOG_BUFFER_BYTES..=MAX_LOG_BUFFER_BYTES).contains(b.get_ref()) =>
+        {
             errors.push(src.error(
                 Some(b.span()),
                 "log.buffer_bytes",
                 format!(
-                    "at most {MAX_LOG_BUFFER_BYTES} bytes (256 MiB); 0 writes each line on the request thread"
+                    "{} is outside {}..{MAX_LOG_BUFFER_BYTES} (64 KiB..256 MiB); 0 writes each line on the request thread",
+                    b.get_ref(),
+                    MIN_LOG_BUFFER_BYTES
                 ),
             ));
             DEFAULT_LOG_BUFFER_BYTES

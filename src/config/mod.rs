@@ -52,6 +52,8 @@ pub const MAX_MAX_DEPTH: usize = 128;
 /// log pipe may stall ~0.2 s before lines are dropped. The memory held is at most twice this.
 pub const DEFAULT_LOG_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_LOG_BUFFER_BYTES: usize = 256 * 1024 * 1024;
+/// The smallest `buffer_bytes` other than 0: one batch of the writer thread (64 KiB).
+pub const MIN_LOG_BUFFER_BYTES: usize = 64 * 1024;
 /// How often held log lines are written: `kubectl logs -f` sees a line within this.
 pub const DEFAULT_LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// Refused requests per client address (per second, burst) before it is refused up front.

@@ -13,8 +13,6 @@ pub const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keys
 pub const HS_SECRET: &str = "test-hs256-secret-with-at-least-32-bytes!";
 pub const SERVICE_TOKEN: &str = "service-token-for-the-cms";
 pub const ADMIN_TOKEN: &str = "admin-token-for-purges";
-/// The gateway under test writes its held log lines this often (`[log] flush_interval`).
-pub const LOG_FLUSH_MS: u64 = 10;
 pub const WEBHOOK_SECRET: &str = "webhook-secret";
 
 /// A free port for a gateway listener. Chosen below the kernel's ephemeral range (32768+), so
@@ -100,11 +98,13 @@ impl GatewayBuilder {
             poll_interval: "1h",
             schema: Some(sample_sdl()),
             cdn_extra: String::new(),
-            log: format!("flush_interval = \"{LOG_FLUSH_MS}ms\"\n"),
+            // Lines written as they are logged, so a test reading gateway.log right after a
+            // request sees its line. tests/logging.rs covers the buffered default.
+            log: "buffer_bytes = 0\n".into(),
         }
     }
 
-    /// Replaces the `[log]` keys after level and format (the default: a 10 ms flush interval).
+    /// Replaces the `[log]` keys after level and format (default: `buffer_bytes = 0`).
     pub fn log(mut self, keys: &str) -> Self {
         self.log = keys.into();
         self

@@ -104,11 +104,8 @@ impl TestGateway {
         }
     }
 
-    /// The gateway's stderr so far. Its log writer thread writes held lines every
-    /// `LOG_FLUSH_MS`; waiting a few of those first makes every line logged before the call
-    /// visible (a test that a secret is *not* logged must not pass by looking too early).
+    /// The gateway's stderr so far (written line by line: the builder's `buffer_bytes = 0`).
     pub fn log(&self) -> String {
-        std::thread::sleep(Duration::from_millis(4 * super::config::LOG_FLUSH_MS));
         std::fs::read_to_string(self.cfg.path().join("gateway.log")).unwrap_or_default()
     }
 
