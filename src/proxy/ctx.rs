@@ -119,24 +119,22 @@ impl RequestCtx {
             ),
             None => ("-", None, None, None, None),
         };
-        tracing::info!(
-            target: "access",
-            request_id = %self.request_id,
+        crate::telemetry::access(&crate::telemetry::AccessLine {
+            request_id: &self.request_id,
             endpoint,
-            method = %session.req_header().method,
+            method: session.req_header().method.as_str(),
             principal,
             jti,
-            operation_type = op_type,
-            operation_name = op_name,
+            operation_type: op_type,
+            operation_name: op_name,
             stage,
-            cache = self.cache.as_str(),
+            cache: self.cache.as_str(),
             status,
-            refusal = self.refusal_reason,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            refusal: self.refusal_reason,
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
             upstream_ms,
-            error = e.map(|e| e.etype().as_str()),
-            "request"
-        );
+            error: e.map(|e| e.etype().as_str()),
+        });
     }
 
     pub fn endpoint_kind(&self) -> &'static str {

@@ -34,6 +34,9 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogSettings;
 
+mod access;
+pub use access::{access, AccessLine};
+
 /// The writer thread is woken early once the buffer holds this much (one batch per 64 KiB of
 /// lines at the most, instead of one `write` per line).
 pub const WAKE_BYTES: usize = 64 * 1024;
@@ -45,27 +48,34 @@ pub const EXIT_WAIT: Duration = Duration::from_millis(500);
 /// Installs the process's subscriber from `[log]`.
 pub fn init(log: &LogSettings) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
-    if log.buffer_bytes == 0 {
-        install(filter, log.json, std::io::stderr);
-        return;
-    }
-    match Sink::start(log.buffer_bytes, log.flush_interval) {
+    let sink = match log.buffer_bytes {
+        0 => None,
+        // None: started already (a second init keeps the first subscriber anyway), or no
+        // thread could be spawned: then lines are written on the request thread.
+        cap => Sink::start(cap, log.flush_interval),
+    };
+    let installed = match sink {
         Some(sink) => install(filter, log.json, SinkMaker(sink)),
-        // Started already (a second init keeps the first subscriber anyway), or no thread
-        // could be spawned: then lines are written on the request thread.
         None => install(filter, log.json, std::io::stderr),
+    };
+    if installed && log.json {
+        let _ = FAST.set(match sink {
+            Some(sink) => Fast::Sink(sink),
+            None => Fast::Stderr,
+        });
     }
 }
 
-fn install<W>(filter: EnvFilter, json: bool, writer: W)
+/// Whether this call installed the subscriber (a second init, in tests or the demo, keeps the
+/// first one).
+fn install<W>(filter: EnvFilter, json: bool, writer: W) -> bool
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
-    // A second init (tests, demo) keeps the first subscriber; that is fine.
-    let _ = if json {
+    let installed = if json {
         builder
             .json()
             .flatten_event(true)
@@ -74,6 +84,27 @@ where
     } else {
         builder.try_init()
     };
+    installed.is_ok()
+}
+
+/// Where [`access`] writes its JSON line (set once the JSON subscriber is installed).
+static FAST: OnceLock<Fast> = OnceLock::new();
+
+enum Fast {
+    Sink(&'static Sink),
+    /// `buffer_bytes = 0`: one write per line, on the request thread.
+    Stderr,
+}
+
+impl Fast {
+    fn write(&self, line: &[u8]) {
+        match self {
+            Fast::Sink(sink) => sink.push(Class::Access, line),
+            Fast::Stderr => {
+                let _ = std::io::stderr().write_all(line);
+            }
+        }
+    }
 }
 
 /// Lines dropped since start, by cause: an access line found its three quarters of the buffer
