@@ -24,10 +24,11 @@
 #       --example pingora_floor
 #   CARGO_TARGET_DIR=/work/bench-target bash benches/scaling.sh [--duration 8] [--rounds 3]
 # Options: --duration S (8), --rounds N (3), --connections N (64), --base-port P (18600),
-#          --client-cpu C (0), --server-cpu C (1), --out FILE (also write the table there)
+#          --client-cpu C (0), --server-cpu C (1), --out FILE (also write the table there),
+#          --configs LIST (some of the rows above, comma-separated: e.g. floor/1,contentgate/1,nginx/1)
 set -euo pipefail
 
-DURATION=8 ROUNDS=3 CONNS=64 BASE_PORT=18600 CLIENT_CPU=0 SERVER_CPU=1 OUT=""
+DURATION=8 ROUNDS=3 CONNS=64 BASE_PORT=18600 CLIENT_CPU=0 SERVER_CPU=1 OUT="" ONLY=""
 die() { echo "scaling: error: $*" >&2; exit 1; }
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 while [[ $# -gt 0 ]]; do
@@ -39,6 +40,7 @@ while [[ $# -gt 0 ]]; do
         --client-cpu) CLIENT_CPU="$2"; shift 2 ;;
         --server-cpu) SERVER_CPU="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
+        --configs) ONLY="$2"; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
@@ -252,6 +254,14 @@ measure() { # ROUND SCENARIO SERVER WORKERS
 }
 
 CONFIGS=("contentgate 1" "nginx 1" "contentgate 2" "nginx 2" "contentgate 2ns" "floor 1")
+if [[ -n "$ONLY" ]]; then
+    CONFIGS=()
+    IFS=, read -ra picked <<<"$ONLY"
+    for c in "${picked[@]}"; do
+        [[ "$c" =~ ^(contentgate/(1|2|2ns)|nginx/(1|2)|floor/1)$ ]] || die "unknown config $c"
+        CONFIGS+=("${c/\// }")
+    done
+fi
 log "machine: $(nproc) cores, $(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p'), $(uname -r); load $(cut -d' ' -f1-3 /proc/loadavg)"
 for round in $(seq 1 "$ROUNDS"); do
     for i in "${!CONFIGS[@]}"; do
