@@ -7,7 +7,6 @@
 
 use std::sync::OnceLock;
 
-use prometheus::core::Collector;
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -300,7 +299,6 @@ impl Metrics {
         ] {
             m.cluster_alarm.with_label_values(&[reason]).set(0);
         }
-        reg(&m.registry, LogSink::new());
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -321,63 +319,19 @@ impl Metrics {
         }
     }
 
+    /// Adds a collector another module keeps (the log sink's counts, read at each scrape).
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
+        // A duplicate is a wiring error every start-up would hit; the scrape goes on without it.
+        if let Err(e) = self.registry.register(collector) {
+            tracing::warn!(error = %e, "metric collector not registered");
+        }
+    }
+
     /// Prometheus text exposition of every metric.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);
         // Encoding into a Vec cannot fail for well-formed metric families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        out
-    }
-}
-
-const LOG_DROPPED: (&str, &str) = (
-    "contentgate_log_lines_dropped_total",
-    "Log lines dropped, by cause: access_full (an access line found its three quarters of [log] buffer_bytes full), full (another line found the whole buffer full), stderr (the write failed, or did not finish within 0.5 s at exit).",
-);
-const LOG_BUFFERED: (&str, &str) = (
-    "contentgate_log_buffered_bytes",
-    "Bytes of log lines waiting for the log writer thread.",
-);
-
-/// The process's log sink (telemetry), read at each scrape.
-#[derive(Clone)]
-struct LogSink {
-    descs: Vec<prometheus::core::Desc>,
-}
-
-impl LogSink {
-    #[allow(clippy::expect_used)]
-    fn new() -> Self {
-        let dropped = IntCounterVec::new(Opts::new(LOG_DROPPED.0, LOG_DROPPED.1), &["cause"])
-            .expect("valid metric");
-        let held = IntGauge::new(LOG_BUFFERED.0, LOG_BUFFERED.1).expect("valid metric");
-        let descs = [dropped.desc(), held.desc()]
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect();
-        LogSink { descs }
-    }
-}
-
-impl prometheus::core::Collector for LogSink {
-    fn desc(&self) -> Vec<&prometheus::core::Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
-        let mut out = Vec::with_capacity(2);
-        if let Ok(dropped) = IntCounterVec::new(Opts::new(LOG_DROPPED.0, LOG_DROPPED.1), &["cause"])
-        {
-            for (cause, n) in crate::telemetry::dropped_lines() {
-                dropped.with_label_values(&[cause]).inc_by(n);
-            }
-            out.extend(dropped.collect());
-        }
-        if let Ok(held) = IntGauge::new(LOG_BUFFERED.0, LOG_BUFFERED.1) {
-            held.set(i64::try_from(crate::telemetry::buffered_bytes()).unwrap_or(i64::MAX));
-            out.extend(held.collect());
-        }
         out
     }
 }

@@ -42,6 +42,7 @@ impl Runtime {
     pub fn load(config: Config) -> Result<Runtime, ConfigErrors> {
         let metrics = Arc::new(Metrics::new());
         metrics.seed_auth_results(&crate::auth::AuthError::REASONS);
+        metrics.register(Box::new(crate::telemetry::LogMetrics::new()));
         let cluster = match &config.cluster {
             Some(settings) => Some(Cluster::new(settings.clone(), metrics.clone()).map_err(
                 |e| ConfigErrors(vec![ConfigError::new(&config.path, None, "cluster", e)]),

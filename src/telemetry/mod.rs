@@ -35,7 +35,9 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogSettings;
 
 mod access;
+mod metrics;
 pub use access::{access, AccessLine};
+pub use metrics::LogMetrics;
 
 /// The writer thread is woken early once the buffer holds this much (one batch per 64 KiB of
 /// lines at the most, instead of one `write` per line).
