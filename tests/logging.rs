@@ -229,3 +229,44 @@ async fn log_settings_out_of_range_fail_start_up_naming_the_line_and_field() {
         "{stderr}"
     );
 }
+
+/// The access line's `upstream_ms` of a pass-through is the wait for the upstream's answer
+/// header; relaying a slow body to the client is in `duration_ms`, not in it.
+#[tokio::test]
+async fn upstream_ms_is_the_wait_for_the_answer_not_the_relay() {
+    use common::raw::{Mode, RawOrigin};
+    let origin = RawOrigin::start(Mode::SlowHeaders(Duration::from_millis(600))).await;
+    let gw = GatewayBuilder::with_upstream(&origin.url()).start().await;
+    let line = |gw: &TestGateway| -> Value {
+        let log = gw.log();
+        let last = log
+            .lines()
+            .rfind(|l| l.contains("\"target\":\"access\""))
+            .expect("an access line")
+            .to_string();
+        serde_json::from_str(&last).unwrap()
+    };
+    let r = gw.query("/content", None, Q).await;
+    assert_eq!(r.status(), 200);
+    let _ = r.text().await;
+    let slow_header = line(&gw);
+    assert!(
+        slow_header["upstream_ms"].as_f64().unwrap() >= 600.0,
+        "{slow_header}"
+    );
+
+    origin.set_mode(Mode::SlowBody(Duration::from_millis(600)));
+    let r = gw.query("/content", None, Q).await;
+    assert_eq!(r.status(), 200);
+    let _ = r.text().await;
+    let slow_body = line(&gw);
+    let (up, total) = (
+        slow_body["upstream_ms"].as_f64().unwrap(),
+        slow_body["duration_ms"].as_f64().unwrap(),
+    );
+    assert!(total >= 600.0, "{slow_body}");
+    assert!(
+        up < 300.0,
+        "the relay counted as upstream time: {slow_body}"
+    );
+}

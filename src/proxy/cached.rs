@@ -105,6 +105,7 @@ pub(super) async fn serve(
     let fill = build_fill();
     ctx.upstream_started = Some(std::time::Instant::now());
     let (outcome, result) = cache.fetch_coalesced(key, fill).await;
+    ctx.upstream_header = ctx.upstream_started.map(|s| s.elapsed());
     cache.record(match outcome {
         Outcome::Coalesced => "coalesced",
         _ => "miss",

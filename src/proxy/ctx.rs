@@ -55,6 +55,10 @@ pub struct RequestCtx {
     /// Status the gateway answered with itself (refusals, upstream failures).
     pub own_status: Option<u16>,
     pub upstream_started: Option<Instant>,
+    /// How long the upstream took: to its answer header (pass-through), or to the whole
+    /// answer (a fill, or a coalesced wait for one). The access line's `upstream_ms`; without
+    /// it (the upstream failed) the time since `upstream_started`.
+    pub upstream_header: Option<std::time::Duration>,
     pub refusal_reason: Option<&'static str>,
     /// The client address (the peer, or from X-Forwarded-For behind a trusted proxy).
     pub client_ip: Option<std::net::IpAddr>,
@@ -75,6 +79,7 @@ impl RequestCtx {
             cache: CacheStatus::Bypass,
             own_status: None,
             upstream_started: None,
+            upstream_header: None,
             refusal_reason: None,
             client_ip: None,
             cors: None,
@@ -107,8 +112,9 @@ impl RequestCtx {
             .request_duration
             .with(&[endpoint], |h| h.observe(elapsed.as_secs_f64()));
         let upstream_ms = self
-            .upstream_started
-            .map(|s| s.elapsed().as_secs_f64() * 1000.0);
+            .upstream_header
+            .or_else(|| self.upstream_started.map(|s| s.elapsed()))
+            .map(|d| d.as_secs_f64() * 1000.0);
         let (principal, jti, op_type, op_name, stage) = match &self.admitted {
             Some(a) => (
                 a.principal.name(),

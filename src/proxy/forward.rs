@@ -199,10 +199,12 @@ async fn relay(
     let Some(mut resp) = up.resp_header().cloned() else {
         return Err((Error::new(ErrorType::ConnectionClosed), None));
     };
+    let waited = started.elapsed();
+    ctx.upstream_header = Some(waited);
     crate::upstream::record(
         &gw.metrics,
         ctx.endpoint_kind(),
-        started.elapsed(),
+        waited,
         Ok(resp.status.as_u16()),
     );
     for h in super::headers::HOP_BY_HOP {
