@@ -237,19 +237,24 @@ async fn upstream_ms_is_the_wait_for_the_answer_not_the_relay() {
     use common::raw::{Mode, RawOrigin};
     let origin = RawOrigin::start(Mode::SlowHeaders(Duration::from_millis(600))).await;
     let gw = GatewayBuilder::with_upstream(&origin.url()).start().await;
-    let line = |gw: &TestGateway| -> Value {
-        let log = gw.log();
-        let last = log
-            .lines()
-            .rfind(|l| l.contains("\"target\":\"access\""))
-            .expect("an access line")
-            .to_string();
-        serde_json::from_str(&last).unwrap()
-    };
+    // The n-th access line (from 1). The line is written after the answer's last byte, so a
+    // client that has read the answer may look before it is there: wait for it.
+    async fn line(gw: &TestGateway, n: usize) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = gw.log();
+            let mut lines = log.lines().filter(|l| l.contains("\"target\":\"access\""));
+            if let Some(l) = lines.nth(n - 1) {
+                return serde_json::from_str(l).unwrap();
+            }
+            assert!(Instant::now() < deadline, "no access line {n}:\n{log}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     let r = gw.query("/content", None, Q).await;
     assert_eq!(r.status(), 200);
     let _ = r.text().await;
-    let slow_header = line(&gw);
+    let slow_header = line(&gw, 1).await;
     assert!(
         slow_header["upstream_ms"].as_f64().unwrap() >= 600.0,
         "{slow_header}"
@@ -259,7 +264,7 @@ async fn upstream_ms_is_the_wait_for_the_answer_not_the_relay() {
     let r = gw.query("/content", None, Q).await;
     assert_eq!(r.status(), 200);
     let _ = r.text().await;
-    let slow_body = line(&gw);
+    let slow_body = line(&gw, 2).await;
     let (up, total) = (
         slow_body["upstream_ms"].as_f64().unwrap(),
         slow_body["duration_ms"].as_f64().unwrap(),
