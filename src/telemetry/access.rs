@@ -78,11 +78,16 @@ struct Line {
     second: u64,
 }
 
+/// A line buffer that grew past this (a huge operation name) is given back after its line, so
+/// a thread keeps at most this much between lines.
+const KEPT_BYTES: usize = 16 * 1024;
+
 fn write_fast(out: &super::Fast, l: &AccessLine<'_>) {
-    LINE.with(|cell| {
+    let written = LINE.try_with(|cell| {
+        // Re-entered from inside a write (nothing here logs, so it cannot happen): not written
+        // here, but through tracing below.
         let Ok(mut line) = cell.try_borrow_mut() else {
-            // Re-entered from inside a write (cannot happen: nothing here logs); stay safe.
-            return through_tracing(l);
+            return false;
         };
         let line = &mut *line;
         let now = SystemTime::now()
@@ -90,7 +95,15 @@ fn write_fast(out: &super::Fast, l: &AccessLine<'_>) {
             .unwrap_or_default();
         format(line, now.as_secs(), now.subsec_micros(), l);
         out.write(&line.buf);
+        if line.buf.capacity() > KEPT_BYTES {
+            line.buf = Vec::new();
+        }
+        true
     });
+    // Also when the thread's locals are being torn down (a line logged at thread exit).
+    if written != Ok(true) {
+        through_tracing(l);
+    }
 }
 
 /// The line into `line.buf`: the keys and order of tracing-subscriber's JSON formatter with
