@@ -919,9 +919,14 @@ async fn forward_mode_keys_answers_by_credential() {
         .start()
         .await;
     // jti-a and jti-b have identical grants; the CMS answers for each one's own credential.
-    assert_eq!(x_cache(&get(&gw, Some("jti-a"), Q, &[]).await.2), "MISS");
-    assert_eq!(x_cache(&get(&gw, Some("jti-b"), Q, &[]).await.2), "MISS");
-    assert_eq!(x_cache(&get(&gw, Some("jti-a"), Q, &[]).await.2), "HIT");
+    // Each token is minted once: the key is the credential string, and a token minted again in
+    // the next second (a new iat) is another credential.
+    let (a, b) = (bearer(&es("jti-a")), bearer(&es("jti-b")));
+    let as_a = [("authorization", a.as_str())];
+    let as_b = [("authorization", b.as_str())];
+    assert_eq!(x_cache(&get(&gw, None, Q, &as_a).await.2), "MISS");
+    assert_eq!(x_cache(&get(&gw, None, Q, &as_b).await.2), "MISS");
+    assert_eq!(x_cache(&get(&gw, None, Q, &as_a).await.2), "HIT");
     let seen = origin.requests();
     assert_eq!(seen.len(), 2);
     assert!(seen[0].header("authorization").is_some());
