@@ -132,7 +132,9 @@ impl RequestCtx {
             principal,
             jti,
             operation_type: op_type,
-            operation_name: op_name,
+            // Client-chosen and unbounded by the parser: clipped (the others are ours or the
+            // operator's, or bounded by the header limit).
+            operation_name: op_name.map(crate::telemetry::clip),
             stage,
             cache: self.cache.as_str(),
             status,

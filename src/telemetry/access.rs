@@ -33,6 +33,22 @@ pub struct AccessLine<'a> {
     pub error: Option<&'a str>,
 }
 
+/// The most bytes of a client-chosen name (the operation name) an access line carries: a
+/// 2 MiB name would otherwise make every such request a 2 MiB line, crowding out the others.
+pub const MAX_LOGGED_NAME: usize = 128;
+
+/// `name`, cut to at most [`MAX_LOGGED_NAME`] bytes at a character boundary.
+pub fn clip(name: &str) -> &str {
+    if name.len() <= MAX_LOGGED_NAME {
+        return name;
+    }
+    let mut end = MAX_LOGGED_NAME;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
 /// Writes the access line (if the `access` target is enabled at `info`).
 pub fn access(line: &AccessLine<'_>) {
     if !tracing::enabled!(target: "access", tracing::Level::INFO) {
@@ -309,6 +325,16 @@ mod tests {
             assert_eq!(untimed(&got), untimed(&want));
             assert!(want.starts_with("{\"timestamp\":\""));
         }
+    }
+
+    #[test]
+    fn client_chosen_names_are_clipped_at_a_character_boundary() {
+        assert_eq!(clip("Op_1"), "Op_1");
+        let long = "a".repeat(2 * 1024 * 1024);
+        assert_eq!(clip(&long).len(), MAX_LOGGED_NAME);
+        // 'é' is two bytes: 127 'a's then 'é' would split it at 128.
+        let split = format!("{}é", "a".repeat(MAX_LOGGED_NAME - 1));
+        assert_eq!(clip(&split), "a".repeat(MAX_LOGGED_NAME - 1));
     }
 
     #[test]
