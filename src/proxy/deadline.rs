@@ -80,33 +80,43 @@ struct EndOfHeader {
 }
 
 impl EndOfHeader {
-    fn feed(&mut self, bytes: &[u8]) -> bool {
-        for &b in bytes {
-            if !self.started {
-                if b != b'\r' && b != b'\n' {
+    /// Whether `bytes` hold the end of the header. Only a line's first bytes and its end
+    /// matter, so the scan jumps from one LF to the next (`memchr`).
+    fn feed(&mut self, mut bytes: &[u8]) -> bool {
+        if !self.started {
+            match bytes.iter().position(|b| *b != b'\r' && *b != b'\n') {
+                Some(i) => {
                     self.started = true;
+                    bytes = &bytes[i + 1..];
                 }
-                continue;
+                None => return false,
             }
+        }
+        loop {
             if self.at_line_start {
-                match b {
-                    b'\n' => return true,
-                    b'\r' if !self.cr => {
+                match bytes.first() {
+                    None => return false,
+                    Some(b'\n') => return true,
+                    Some(b'\r') if !self.cr => {
                         self.cr = true;
+                        bytes = &bytes[1..];
                         continue;
                     }
-                    _ => {
+                    Some(_) => {
                         self.at_line_start = false;
                         self.cr = false;
                     }
                 }
             }
-            if b == b'\n' {
-                self.at_line_start = true;
-                self.cr = false;
+            match memchr::memchr(b'\n', bytes) {
+                Some(i) => {
+                    self.at_line_start = true;
+                    self.cr = false;
+                    bytes = &bytes[i + 1..];
+                }
+                None => return false,
             }
         }
-        false
     }
 }
 
@@ -132,14 +142,17 @@ impl AsyncRead for HeaderDeadline {
             Poll::Ready(Ok(())) => {
                 let new = &buf.filled()[before..];
                 if !new.is_empty() && this.phase != Phase::Passed {
-                    // The first byte of a request starts the clock.
-                    if this.phase == Phase::Idle {
+                    let first = this.phase == Phase::Idle;
+                    if first {
                         this.phase = Phase::Header;
                         this.end = EndOfHeader::default();
-                        this.sleep.as_mut().reset(Instant::now() + this.limit);
                     }
                     if this.end.feed(new) {
                         this.phase = Phase::Passed;
+                    } else if first {
+                        // The first bytes of a request start the clock. A header that came
+                        // whole with them (the usual case) needs none: no clock read, no timer.
+                        this.sleep.as_mut().reset(Instant::now() + this.limit);
                     }
                 }
                 Poll::Ready(Ok(()))
@@ -308,5 +321,68 @@ mod tests {
         assert!(!e.feed(b"\n\n"));
         assert!(!e.feed(b"GET / HTTP/1.1\r\nHost: a\r\n"));
         assert!(e.feed(b"\r\n"));
+    }
+
+    /// The byte-at-a-time scan this replaced: the oracle for the jumping one.
+    #[derive(Default)]
+    struct Reference {
+        started: bool,
+        at_line_start: bool,
+        cr: bool,
+    }
+
+    impl Reference {
+        fn feed(&mut self, bytes: &[u8]) -> bool {
+            for &b in bytes {
+                if !self.started {
+                    if b != b'\r' && b != b'\n' {
+                        self.started = true;
+                    }
+                    continue;
+                }
+                if self.at_line_start {
+                    match b {
+                        b'\n' => return true,
+                        b'\r' if !self.cr => {
+                            self.cr = true;
+                            continue;
+                        }
+                        _ => {
+                            self.at_line_start = false;
+                            self.cr = false;
+                        }
+                    }
+                }
+                if b == b'\n' {
+                    self.at_line_start = true;
+                    self.cr = false;
+                }
+            }
+            false
+        }
+    }
+
+    proptest::proptest! {
+        /// Any bytes, cut anywhere: the header ends on the same read as with the reference.
+        #[test]
+        fn jumping_scan_agrees_with_the_byte_scan(
+            bytes in proptest::collection::vec(
+                proptest::sample::select(vec![b'\r', b'\n', b'a', b' ', b':']), 0..64),
+            cuts in proptest::collection::vec(0usize..64, 0..6),
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+            cuts.push(bytes.len());
+            cuts.sort_unstable();
+            let (mut fast, mut slow, mut from) = (EndOfHeader::default(), Reference::default(), 0);
+            for to in cuts {
+                let chunk = &bytes[from..to];
+                from = to;
+                let (f, s) = (fast.feed(chunk), slow.feed(chunk));
+                proptest::prop_assert_eq!(f, s, "{:?}", bytes);
+                if f {
+                    break;
+                }
+            }
+        }
     }
 }
