@@ -8,8 +8,9 @@
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -68,6 +69,10 @@ pub struct Limiters {
     refusals: moka::sync::Cache<IpAddr, Arc<DefaultDirectRateLimiter>>,
     /// Addresses over their refusal budget, until when.
     blocked: moka::sync::Cache<IpAddr, std::time::Instant>,
+    /// The latest end of any block so far, in nanoseconds since `epoch`: a request arriving
+    /// after it cannot be from a blocked address, so it skips the lookup.
+    blocks_end: AtomicU64,
+    epoch: Instant,
     origin: Option<DefaultDirectRateLimiter>,
     clock: DefaultClock,
 }
@@ -100,7 +105,13 @@ impl Limiters {
                 .build(),
             origin: settings.origin_per_second.map(limiter),
             clock: DefaultClock::default(),
+            blocks_end: AtomicU64::new(0),
+            epoch: Instant::now(),
         }
+    }
+
+    fn since_epoch(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 
     fn check(&self, l: &DefaultDirectRateLimiter) -> Result<(), Duration> {
@@ -129,16 +140,17 @@ impl Limiters {
         self.check(&l)
     }
 
-    /// Before anything else is done for a request from `ip`: `Err(wait)` while the address is
-    /// over its refusal budget.
-    pub fn admit_address(&self, ip: IpAddr) -> Result<(), Duration> {
-        if self.settings.refused_per_ip.is_none() {
+    /// Before anything else is done for a request from `ip` that arrived at `now`:
+    /// `Err(wait)` while the address is over its refusal budget.
+    pub fn admit_address(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        if self.settings.refused_per_ip.is_none()
+            || self.since_epoch(now) >= self.blocks_end.load(Ordering::Relaxed)
+        {
             return Ok(());
         }
         let key = client_key(ip, self.settings.ipv6_prefix);
         match self.blocked.get(&key) {
             Some(until) => {
-                let now = std::time::Instant::now();
                 if until > now {
                     Err(until - now)
                 } else {
@@ -159,7 +171,12 @@ impl Limiters {
         let key = client_key(ip, self.settings.ipv6_prefix);
         let l = self.refusals.get_with(key, || Arc::new(limiter(limit)));
         if let Err(wait) = self.check(&l) {
-            self.blocked.insert(key, std::time::Instant::now() + wait);
+            let until = Instant::now() + wait;
+            // Raised before the entry is visible: a request that sees the old end arrived
+            // before this block, as a request racing the refusal always could.
+            self.blocks_end
+                .fetch_max(self.since_epoch(until), Ordering::Relaxed);
+            self.blocked.insert(key, until);
         }
     }
 
@@ -242,11 +259,17 @@ mod tests {
             ipv6_prefix: 64,
         });
         let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let now = Instant::now;
         l.refused(a);
         l.refused(a);
-        assert!(l.admit_address(a).is_ok());
+        assert!(l.admit_address(a, now()).is_ok());
         l.refused(a);
-        assert!(l.admit_address(a).is_err());
-        assert!(l.admit_address("10.0.0.2".parse().unwrap()).is_ok());
+        let wait = l.admit_address(a, now()).unwrap_err();
+        assert!(l.admit_address("10.0.0.2".parse().unwrap(), now()).is_ok());
+        // Past the block's end the address is admitted again, without a lookup.
+        assert!(l
+            .admit_address(a, now() + wait + Duration::from_millis(1))
+            .is_ok());
+        assert!(l.admit_address(a, now()).is_err());
     }
 }

@@ -50,7 +50,7 @@ impl Gateway {
         ctx.client_ip = ip;
         // An address over its refusal budget is refused before any other work is done for it
         // (a request to no endpoint included).
-        if let Some(wait) = ip.and_then(|ip| self.limiters.admit_address(ip).err()) {
+        if let Some(wait) = ip.and_then(|ip| self.limiters.admit_address(ip, ctx.started).err()) {
             return Ok(self.refused(ctx, Rejection::rate_limited(wait, "refused")));
         }
         let Some(endpoint) = self.config.route(session.req_header().uri.path()).cloned() else {
