@@ -1,23 +1,23 @@
 //! The cache key: a versioned struct hashed field by field.
 //!
 //! Everything that changes a stored answer is in it, and nothing else: the endpoint, the
-//! document, the operation name, the variables in canonical form (key order irrelevant, `1` and
-//! `"1"` distinct), the effective stage (including an injected default), the effective locales
-//! in the client's order, and the principal's permission fingerprint (identical grants share
-//! entries; nothing crosses scopes). The struct is destructured exhaustively when hashed, so a
-//! field added without being hashed does not compile; every field is length-prefixed.
+//! request (document, operation name, variables in canonical form: key order irrelevant, `1`
+//! and `"1"` distinct; digested once per parsed request), the effective stage (including an
+//! injected default), the effective locales in the client's order, and the principal's
+//! permission fingerprint (identical grants share entries; nothing crosses scopes). The struct
+//! is destructured exhaustively when hashed, so a field added without being hashed does not
+//! compile; every variable-length field is length-prefixed.
 
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-/// Bump when the key's meaning changes, so old entries can never be read under new rules.
-const KEY_VERSION: u8 = 2;
+/// Bump when the key's meaning changes, so old entries can never be read under new rules
+/// (3: the request enters as its digest).
+const KEY_VERSION: u8 = 3;
 
 pub struct CacheKey<'a> {
     pub endpoint: &'a str,
-    pub query: &'a str,
-    pub operation_name: Option<&'a str>,
-    pub variables: &'a serde_json::Map<String, Value>,
+    /// [`crate::graphql::parsed::request_digest`]: query, operation name, canonical variables.
+    pub request: &'a [u8; 32],
     /// The `gcms-stage` the upstream sees (client header or injected default).
     pub stage: &'a str,
     /// The `gcms-locales` header, in order (arguments are part of the document).
@@ -34,9 +34,7 @@ impl CacheKey<'_> {
     pub fn digest(&self) -> KeyDigest {
         let CacheKey {
             endpoint,
-            query,
-            operation_name,
-            variables,
+            request,
             stage,
             locales,
             permissions,
@@ -45,17 +43,7 @@ impl CacheKey<'_> {
         let mut h = Sha256::new();
         h.update([KEY_VERSION]);
         field(&mut h, endpoint.as_bytes());
-        field(&mut h, query.as_bytes());
-        match operation_name {
-            Some(n) => {
-                h.update([1]);
-                field(&mut h, n.as_bytes());
-            }
-            None => h.update([0]),
-        }
-        let mut canonical = Vec::with_capacity(64);
-        canonical_object(variables, &mut canonical);
-        field(&mut h, &canonical);
+        h.update(request);
         field(&mut h, stage.as_bytes());
         h.update((locales.len() as u64).to_be_bytes());
         for l in locales.iter() {
@@ -78,55 +66,20 @@ fn field(h: &mut Sha256, bytes: &[u8]) {
     h.update(bytes);
 }
 
-/// JSON with object keys sorted at every depth; numbers and strings keep their JSON form, so
-/// `1` and `"1"` differ.
-fn canonical_object(map: &serde_json::Map<String, Value>, out: &mut Vec<u8>) {
-    let mut keys: Vec<&String> = map.keys().collect();
-    keys.sort();
-    out.push(b'{');
-    for (i, k) in keys.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        // A JSON string encoder that cannot fail for a String.
-        let _ = serde_json::to_writer(&mut *out, k);
-        out.push(b':');
-        canonical_json(&map[*k], out);
-    }
-    out.push(b'}');
-}
-
-fn canonical_json(v: &Value, out: &mut Vec<u8>) {
-    match v {
-        Value::Object(map) => canonical_object(map, out),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                canonical_json(item, out);
-            }
-            out.push(b']');
-        }
-        other => {
-            let _ = serde_json::to_writer(&mut *out, other);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn key(vars: Value, stage: &str, locales: &[&str], perms: u8) -> KeyDigest {
-        let vars = vars.as_object().cloned().unwrap_or_default();
+        let request = crate::graphql::request::GraphqlRequest {
+            query: "{ posts { id } }".into(),
+            operation_name: None,
+            variables: vars.as_object().cloned().unwrap_or_default(),
+        };
         CacheKey {
             endpoint: "/cdn",
-            query: "{ posts { id } }",
-            operation_name: None,
-            variables: &vars,
+            request: &crate::graphql::parsed::request_digest(&request),
             stage,
             locales,
             permissions: &[perms; 32],
@@ -145,6 +98,33 @@ mod tests {
             key(json!({"a": 1}), "P", &[], 0),
             key(json!({"a": "1"}), "P", &[], 0)
         );
+    }
+
+    #[test]
+    fn query_and_operation_name_are_part_of_the_key() {
+        let digest = |query: &str, name: Option<&str>| {
+            let request = crate::graphql::request::GraphqlRequest {
+                query: query.into(),
+                operation_name: name.map(str::to_string),
+                variables: Default::default(),
+            };
+            CacheKey {
+                endpoint: "/cdn",
+                request: &crate::graphql::parsed::request_digest(&request),
+                stage: "PUBLISHED",
+                locales: &[],
+                permissions: &[0; 32],
+                credential: None,
+            }
+            .digest()
+        };
+        let base = digest("query A { a } query B { b }", Some("A"));
+        assert_eq!(base, digest("query A { a } query B { b }", Some("A")));
+        assert_ne!(base, digest("query A { a } query B { b }", Some("B")));
+        assert_ne!(base, digest("query A { a } query B { b }", None));
+        assert_ne!(base, digest("query A { a } query B { b } ", Some("A")));
+        // Length prefixes: moving a byte between the query and the name changes the key.
+        assert_ne!(digest("{ a }A", None), digest("{ a }", Some("A")));
     }
 
     #[test]

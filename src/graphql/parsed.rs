@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::document::Document;
@@ -19,11 +20,79 @@ pub fn key(endpoint: u8, post: bool, bytes: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// What a request asks, whoever asks it: SHA-256 over its query, operation name and variables
+/// in canonical form (object keys sorted at every depth, so their order is irrelevant; `1` and
+/// `"1"` differ), each length-prefixed. Part of the cache key, computed once per parsed request.
+pub fn request_digest(request: &GraphqlRequest) -> [u8; 32] {
+    let GraphqlRequest {
+        query,
+        operation_name,
+        variables,
+    } = request;
+    let mut h = Sha256::new();
+    field(&mut h, query.as_bytes());
+    match operation_name {
+        Some(n) => {
+            h.update([1]);
+            field(&mut h, n.as_bytes());
+        }
+        None => h.update([0]),
+    }
+    let mut canonical = Vec::with_capacity(64);
+    canonical_object(variables, &mut canonical);
+    field(&mut h, &canonical);
+    h.finalize().into()
+}
+
+fn field(h: &mut Sha256, bytes: &[u8]) {
+    h.update((bytes.len() as u64).to_be_bytes());
+    h.update(bytes);
+}
+
+/// JSON with object keys sorted at every depth; numbers and strings keep their JSON form, so
+/// `1` and `"1"` differ. Recurses as deep as the variables, which their parse bounds.
+fn canonical_object(map: &serde_json::Map<String, Value>, out: &mut Vec<u8>) {
+    let mut keys: Vec<&String> = map.keys().collect();
+    keys.sort();
+    out.push(b'{');
+    for (i, k) in keys.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // A JSON string encoder that cannot fail for a String.
+        let _ = serde_json::to_writer(&mut *out, k);
+        out.push(b':');
+        canonical_json(&map[*k], out);
+    }
+    out.push(b'}');
+}
+
+fn canonical_json(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Object(map) => canonical_object(map, out),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical_json(item, out);
+            }
+            out.push(b']');
+        }
+        other => {
+            let _ = serde_json::to_writer(&mut *out, other);
+        }
+    }
+}
+
 /// The principal-independent analysis of a request: what it asks, everything it makes the
 /// CMS touch, and the exact bytes that will be forwarded (re-serialized from what was parsed).
 #[derive(Debug)]
 pub struct Parsed {
     pub request: GraphqlRequest,
+    /// [`request_digest`] of `request`.
+    pub digest: [u8; 32],
     pub document: Document,
     /// POST: the JSON body sent upstream; GET: the query string sent upstream.
     pub forward: bytes::Bytes,
@@ -46,6 +115,7 @@ impl Parsed {
             + std::mem::size_of::<Self>() as u64
             + 64;
         Self {
+            digest: request_digest(&request),
             request,
             document,
             forward,

@@ -34,12 +34,9 @@ pub(super) async fn serve(
         .flatten()
         .map(|l| l.as_str())
         .collect();
-    let request = &a.parsed.request;
     let key = CacheKey {
         endpoint: &endpoint.path,
-        query: &request.query,
-        operation_name: request.operation_name.as_deref(),
-        variables: &request.variables,
+        request: &a.parsed.digest,
         stage: a.stage.fallback.as_str(),
         locales: &locales,
         permissions: a.principal.policy().permissions.fingerprint(),
