@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::HeaderValue;
 use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::sync::watch;
@@ -36,12 +37,16 @@ const REFRESH_BACKOFF: Duration = Duration::from_secs(5);
 const MAX_IDS_PER_ENTRY: usize = 1000;
 
 /// An upstream answer as the gateway replays it: status, the content headers, the body.
+///
+/// The header values are kept as they go on the wire, so a hit copies none of them:
+/// `Content-Length` is built once, with the entry ([`Stored::new`]).
 #[derive(Debug)]
 pub struct Stored {
     pub status: u16,
-    pub content_type: Option<String>,
+    pub content_type: Option<HeaderValue>,
     /// `Retry-After` of a 429/503, passed on to every waiter.
-    pub retry_after: Option<String>,
+    pub retry_after: Option<HeaderValue>,
+    content_length: HeaderValue,
     pub body: Bytes,
     pub stored_at: Instant,
     pub ttl: Duration,
@@ -49,6 +54,32 @@ pub struct Stored {
 }
 
 impl Stored {
+    pub fn new(
+        status: u16,
+        content_type: Option<HeaderValue>,
+        retry_after: Option<HeaderValue>,
+        body: Bytes,
+        stored_at: Instant,
+        ttl: Duration,
+        tags: Tags,
+    ) -> Stored {
+        Stored {
+            status,
+            content_type,
+            retry_after,
+            content_length: HeaderValue::from(body.len()),
+            body,
+            stored_at,
+            ttl,
+            tags,
+        }
+    }
+
+    /// `Content-Length` of the body.
+    pub fn content_length(&self) -> &HeaderValue {
+        &self.content_length
+    }
+
     pub fn age(&self) -> Duration {
         self.stored_at.elapsed()
     }
@@ -417,29 +448,32 @@ impl ReadCache {
         let fetched = fetched?;
         let h = &fetched.header;
         let status = h.status.as_u16();
-        let header = |name: &str| {
-            h.headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
+        // Only visible ASCII is replayed (as before: a value `to_str` refuses is dropped).
+        let header = |name: http::header::HeaderName| {
+            h.headers.get(name).filter(|v| v.to_str().is_ok()).cloned()
         };
-        let content_type = header("content-type");
-        let ttl = self.storable_ttl(h, &fetched.body, content_type.as_deref(), req.ttl);
+        let content_type = header(http::header::CONTENT_TYPE);
+        let ttl = self.storable_ttl(
+            h,
+            &fetched.body,
+            content_type.as_ref().and_then(|v| v.to_str().ok()),
+            req.ttl,
+        );
         let mut tags = req.tags.clone();
         if ttl > Duration::ZERO {
             if let Ok(v) = serde_json::from_slice::<Value>(&fetched.body) {
                 collect_ids(&v, &mut tags.ids);
             }
         }
-        Ok(Arc::new(Stored {
+        Ok(Arc::new(Stored::new(
             status,
             content_type,
-            retry_after: header("retry-after"),
-            body: fetched.body,
-            stored_at: Instant::now(),
+            header(http::header::RETRY_AFTER),
+            fetched.body,
+            Instant::now(),
             ttl,
             tags,
-        }))
+        )))
     }
 
     /// The TTL to store an answer for, or zero when it must not be stored.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::HeaderValue;
 use redis::Script;
 use serde::{Deserialize, Serialize};
 
@@ -116,6 +117,12 @@ struct Meta {
     ids: Vec<String>,
 }
 
+/// A replayed header value as the entry's metadata holds it (always visible ASCII: see
+/// [`Stored`]).
+fn text(v: &Option<HeaderValue>) -> Option<String> {
+    v.as_ref().and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
 fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -187,20 +194,32 @@ impl RedisL2 {
             self.cluster.l2_count("miss");
             return None;
         }
+        // Replayed as header values: an entry whose value could not go on the wire (a
+        // control character) is unusable, not an answer with a header missing.
+        let value = |v: Option<String>| match v {
+            None => Ok(None),
+            Some(v) => HeaderValue::from_str(&v).map(Some),
+        };
+        let (Ok(content_type), Ok(retry_after)) =
+            (value(meta.content_type), value(meta.retry_after))
+        else {
+            self.cluster.l2_count("error");
+            return None;
+        };
         self.cluster.l2_count("hit");
-        Some(Stored {
-            status: meta.status,
-            content_type: meta.content_type,
-            retry_after: meta.retry_after,
-            body: Bytes::from(body),
-            stored_at: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
+        Some(Stored::new(
+            meta.status,
+            content_type,
+            retry_after,
+            Bytes::from(body),
+            Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
             ttl,
-            tags: Tags {
+            Tags {
                 models: meta.models.into_iter().map(Arc::from).collect(),
                 stages: meta.stages,
                 ids: meta.ids.into_iter().collect(),
             },
-        })
+        ))
     }
 }
 
@@ -348,8 +367,8 @@ impl SecondLevel for RedisL2 {
         }
         let meta = Meta {
             status: stored.status,
-            content_type: stored.content_type.clone(),
-            retry_after: stored.retry_after.clone(),
+            content_type: text(&stored.content_type),
+            retry_after: text(&stored.retry_after),
             ttl_ms: stored.ttl.as_millis() as u64,
             stored_ms: unix_ms(SystemTime::now()).saturating_sub(stored.age().as_millis() as u64),
             models: stored.tags.models.iter().map(|m| m.to_string()).collect(),

@@ -144,13 +144,13 @@ impl Gateway {
                 .map(|v| v.as_bytes()),
             stage_header: req
                 .headers
-                .get_all("gcms-stage")
+                .get_all(&super::headers::GCMS_STAGE)
                 .iter()
                 .map(|v| v.as_bytes())
                 .collect(),
             locales_header: req
                 .headers
-                .get_all("gcms-locales")
+                .get_all(&super::headers::GCMS_LOCALES)
                 .iter()
                 .map(|v| v.as_bytes())
                 .collect(),

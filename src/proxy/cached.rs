@@ -7,11 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pingora::http::ResponseHeader;
+use http::header::{self, HeaderValue};
+use http::HeaderMap;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
 use super::ctx::{CacheStatus, RequestCtx};
+use super::headers::{HYG_STALE_IF_ERROR, HYG_STALE_WHILE_REVALIDATE, X_CACHE, X_REQUEST_ID};
 use super::{respond, Gateway};
 use crate::cache::{window, CacheKey, FillRequest, Outcome, Purge, ReadCache, Stored, Tags};
 use crate::graphql::document::OperationKind;
@@ -59,12 +61,12 @@ pub(super) async fn serve(
     let settings = &cache.settings;
     let swr = window(
         req.headers
-            .get("hyg-stale-while-revalidate")
+            .get(HYG_STALE_WHILE_REVALIDATE)
             .map(|v| v.as_bytes()),
         settings.stale_while_revalidate,
     );
     let sie = window(
-        req.headers.get("hyg-stale-if-error").map(|v| v.as_bytes()),
+        req.headers.get(HYG_STALE_IF_ERROR).map(|v| v.as_bytes()),
         settings.stale_if_error,
     );
 
@@ -75,7 +77,7 @@ pub(super) async fn serve(
         let age = e.age();
         if age <= e.ttl {
             cache.record("hit");
-            return write(session, ctx, e, CacheStatus::Hit).await;
+            return write(session, ctx, e, CacheStatus::Hit, age).await;
         }
         if age <= e.ttl + swr {
             cache.record("stale");
@@ -84,14 +86,14 @@ pub(super) async fn serve(
             if cache.wants_refresh(&key) && gw.origin_budget().await.is_ok() {
                 cache.refresh(key, build_fill());
             }
-            return write(session, ctx, e, CacheStatus::Stale).await;
+            return write(session, ctx, e, CacheStatus::Stale, age).await;
         }
     }
     // The origin budget guard: over the CMS plan's rate, serve stale if there is any, else 429.
     if let Err(wait) = gw.origin_budget().await {
         if let Some(e) = existing.filter(|e| e.age() <= e.ttl + sie.max(swr)) {
             cache.record("stale");
-            return write(session, ctx, &e, CacheStatus::Stale).await;
+            return write(session, ctx, &e, CacheStatus::Stale, e.age()).await;
         }
         let err = gw.refuse(
             ctx,
@@ -111,7 +113,7 @@ pub(super) async fn serve(
     let stale = existing.filter(|e| e.age() <= e.ttl + sie);
     match result {
         Ok(stored) if stored.status < 500 && stored.status != 429 => {
-            write(session, ctx, &stored, CacheStatus::Miss).await
+            write(session, ctx, &stored, CacheStatus::Miss, Duration::ZERO).await
         }
         Ok(stored) => match stale {
             Some(e) => {
@@ -119,14 +121,14 @@ pub(super) async fn serve(
                     gw.metrics.stale_on_429.inc();
                 }
                 cache.record("stale");
-                write(session, ctx, &e, CacheStatus::Stale).await
+                write(session, ctx, &e, CacheStatus::Stale, e.age()).await
             }
-            None => write(session, ctx, &stored, CacheStatus::Miss).await,
+            None => write(session, ctx, &stored, CacheStatus::Miss, Duration::ZERO).await,
         },
         Err(err) => match stale {
             Some(e) => {
                 cache.record("stale");
-                write(session, ctx, &e, CacheStatus::Stale).await
+                write(session, ctx, &e, CacheStatus::Stale, e.age()).await
             }
             None => {
                 let response = match err {
@@ -207,25 +209,30 @@ fn tags_and_ttl(
     (tags, ttl)
 }
 
+/// Writes a stored answer; `age` (the entry's, read once by the caller) goes out on a hit or a
+/// stale answer.
 async fn write(
     session: &mut Session,
     ctx: &mut RequestCtx,
     stored: &Stored,
     status: CacheStatus,
+    age: Duration,
 ) -> Result<()> {
-    let mut h = ResponseHeader::build(stored.status, Some(6))?;
+    // Room for these, the answer headers, CORS, and Pingora's Date and Connection.
+    let mut map = HeaderMap::with_capacity(16);
     if let Some(ct) = &stored.content_type {
-        h.insert_header("content-type", ct.as_str())?;
+        map.insert(header::CONTENT_TYPE, ct.clone());
     }
-    h.insert_header("content-length", stored.body.len().to_string())?;
-    h.insert_header("x-cache", status.as_str())?;
-    h.insert_header("x-request-id", ctx.request_id.as_str())?;
+    map.insert(header::CONTENT_LENGTH, stored.content_length().clone());
+    map.insert(X_CACHE, HeaderValue::from_static(status.as_str()));
+    map.insert(X_REQUEST_ID, super::headers::request_id(ctx)?);
     if matches!(status, CacheStatus::Hit | CacheStatus::Stale) {
-        h.insert_header("age", stored.age().as_secs().to_string())?;
+        map.insert(header::AGE, HeaderValue::from(age.as_secs()));
     }
     if let Some(ra) = &stored.retry_after {
-        h.insert_header("retry-after", ra.as_str())?;
+        map.insert(header::RETRY_AFTER, ra.clone());
     }
+    let mut h = super::headers::own_header(stored.status, map)?;
     // Only an answer that was fit to store is known to be a complete, error-free result.
     super::headers::answer_headers(ctx, &mut h, !stored.ttl.is_zero())?;
     super::headers::add_cors(ctx, &mut h)?;

@@ -2,7 +2,8 @@
 //! forwards, the framing and `Connection` checks, and the headers every answer gets (CORS,
 //! `Vary`, media type, privacy of token answers).
 
-use http::Method;
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Method};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::Session;
@@ -38,17 +39,49 @@ pub const FORWARDED: &[&str] = &[
     "user-agent",
 ];
 
+// Names parsed once: a lookup by `&str` parses the name on every call.
+pub const GCMS_STAGE: HeaderName = HeaderName::from_static("gcms-stage");
+pub const GCMS_LOCALES: HeaderName = HeaderName::from_static("gcms-locales");
+pub const HYG_STALE_WHILE_REVALIDATE: HeaderName =
+    HeaderName::from_static("hyg-stale-while-revalidate");
+pub const HYG_STALE_IF_ERROR: HeaderName = HeaderName::from_static("hyg-stale-if-error");
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The header of an answer the gateway writes itself (a replayed entry, a refusal, a
+/// preflight), built in `http`'s map directly. Pingora's `insert_header` parses every name again
+/// from its bytes (an allocation for a name `http` does not know) and keeps a second map with
+/// each name's spelling. The names here are all the gateway's own, so neither is needed. On the
+/// wire, Pingora spells a header without a recorded spelling as it does its own `Date` and
+/// `Connection`: the common names capitalized (`Content-Type`, `Content-Length`, `Age`,
+/// `Cache-Control`), the others in lower case.
+pub fn own_header(status: u16, headers: HeaderMap) -> Result<ResponseHeader> {
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = http::StatusCode::from_u16(status)
+        .or_err(ErrorType::InternalError, "an answer's status")?;
+    parts.headers = headers;
+    Ok(ResponseHeader::from(parts))
+}
+
+/// The request id as a header value (hex digits: always valid).
+pub fn request_id(ctx: &RequestCtx) -> Result<HeaderValue> {
+    HeaderValue::from_str(&ctx.request_id).or_err(ErrorType::InternalError, "the request id")
+}
+
 /// Adds the CORS response headers when the request's origin is allowed.
 pub fn add_cors(ctx: &RequestCtx, h: &mut ResponseHeader) -> Result<()> {
     if let Some((origin, cors)) = &ctx.cors {
         h.insert_header("access-control-allow-origin", origin.as_str())?;
-        h.append_header("vary", "Origin")?;
+        h.append_header("vary", HeaderValue::from_static("Origin"))?;
         if cors.credentials {
-            h.insert_header("access-control-allow-credentials", "true")?;
+            h.insert_header(
+                "access-control-allow-credentials",
+                HeaderValue::from_static("true"),
+            )?;
         }
         h.insert_header(
             "access-control-expose-headers",
-            "x-request-id, x-cache, age",
+            HeaderValue::from_static("x-request-id, x-cache, age"),
         )?;
     }
     Ok(())
@@ -74,17 +107,22 @@ pub fn answer_headers(ctx: &RequestCtx, h: &mut ResponseHeader, complete: bool) 
         // named (headers), and on the staleness windows it allowed.
         h.append_header(
             "vary",
-            "Accept, gcms-stage, gcms-locales, hyg-stale-while-revalidate, hyg-stale-if-error",
+            HeaderValue::from_static(
+                "Accept, gcms-stage, gcms-locales, hyg-stale-while-revalidate, hyg-stale-if-error",
+            ),
         )?;
         if complete && ctx.media == respond::Media::GraphqlResponse && h.status.is_success() {
-            h.insert_header("content-type", ctx.media.content_type())?;
+            h.insert_header("content-type", ctx.media.header_value())?;
         }
     }
     if matches!(
         ctx.admitted.as_ref().map(|a| &a.principal),
         Some(crate::auth::Principal::Token(_))
     ) {
-        h.insert_header("cache-control", "private, no-store")?;
+        h.insert_header(
+            "cache-control",
+            HeaderValue::from_static("private, no-store"),
+        )?;
     }
     Ok(())
 }

@@ -8,7 +8,8 @@
 //! per variant. No message ever contains the token.
 
 use bytes::Bytes;
-use http::Method;
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Method};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, Session};
@@ -56,21 +57,26 @@ impl ErrorResponse {
         )
     }
 
-    // Statuses come from the table below (valid by construction).
-    #[allow(clippy::expect_used)]
-    pub fn header_block(&self, request_id: &str, body_len: usize, media: Media) -> ResponseHeader {
-        let mut h =
-            ResponseHeader::build(self.status, Some(5 + self.headers.len())).expect("valid status");
-        // Header names and values here are static or a generated request id: always valid.
-        let _ = h.insert_header("content-type", media.content_type());
-        let _ = h.append_header("vary", "Accept");
-        let _ = h.insert_header("content-length", body_len.to_string());
-        let _ = h.insert_header("x-request-id", request_id);
-        let _ = h.insert_header("cache-control", "no-store");
+    /// The answer's header: its status (from the table below), the media type, and the
+    /// headers the refusal carries (static names; values the gateway wrote).
+    pub fn header_block(
+        &self,
+        request_id: HeaderValue,
+        body_len: usize,
+        media: Media,
+    ) -> Result<ResponseHeader> {
+        let mut h = HeaderMap::with_capacity(5 + self.headers.len());
+        h.insert(header::CONTENT_TYPE, media.header_value());
+        h.append(header::VARY, HeaderValue::from_static("Accept"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
+        h.insert(super::headers::X_REQUEST_ID, request_id);
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         for (k, v) in &self.headers {
-            let _ = h.append_header(*k, v.as_str());
+            let value = HeaderValue::from_str(v)
+                .or_err(ErrorType::InternalError, "a refusal's header value")?;
+            h.append(*k, value);
         }
-        h
+        super::headers::own_header(self.status, h)
     }
 }
 
@@ -117,6 +123,10 @@ impl Media {
             Media::Json => "application/json",
             Media::GraphqlResponse => "application/graphql-response+json; charset=utf-8",
         }
+    }
+
+    pub fn header_value(self) -> HeaderValue {
+        HeaderValue::from_static(self.content_type())
     }
 }
 
@@ -214,15 +224,22 @@ pub fn upstream(timeout: bool) -> ErrorResponse {
 
 /// A CORS preflight the endpoint allows, answered at the edge.
 pub(super) async fn preflight(session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
-    let mut h = ResponseHeader::build(204, Some(8))?;
+    let mut map = HeaderMap::with_capacity(8);
     if let Some((_, cors)) = &ctx.cors {
-        h.insert_header("access-control-allow-methods", cors.methods.as_str())?;
-        h.insert_header("access-control-allow-headers", cors.headers.as_str())?;
-        h.insert_header("access-control-max-age", cors.max_age.as_str())?;
+        let value = |v: &str| {
+            HeaderValue::from_str(v).or_err(ErrorType::InternalError, "a CORS header value")
+        };
+        map.insert(header::ACCESS_CONTROL_ALLOW_METHODS, value(&cors.methods)?);
+        map.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, value(&cors.headers)?);
+        map.insert(header::ACCESS_CONTROL_MAX_AGE, value(&cors.max_age)?);
     }
+    map.insert(
+        super::headers::X_REQUEST_ID,
+        super::headers::request_id(ctx)?,
+    );
+    map.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    let mut h = super::headers::own_header(204, map)?;
     add_cors(ctx, &mut h)?;
-    h.insert_header("x-request-id", ctx.request_id.as_str())?;
-    h.insert_header("content-length", "0")?;
     ctx.own_status = Some(204);
     session.write_response_header(Box::new(h), true).await
 }
@@ -382,7 +399,8 @@ impl Gateway {
         err: &ErrorResponse,
     ) -> Result<()> {
         let body = err.body(&ctx.request_id);
-        let mut header = err.header_block(&ctx.request_id, body.len(), ctx.media);
+        let mut header =
+            err.header_block(super::headers::request_id(ctx)?, body.len(), ctx.media)?;
         add_cors(ctx, &mut header)?;
         ctx.own_status = Some(err.status);
         // The connection may hold an unread body or a half-parsed request: do not reuse it.
