@@ -80,6 +80,24 @@ impl Stored {
         &self.content_length
     }
 
+    /// Bytes of the header values the entry keeps (weighed with it).
+    pub fn header_bytes(&self) -> usize {
+        [&self.content_type, &self.retry_after]
+            .into_iter()
+            .flatten()
+            .chain([&self.content_length])
+            .map(HeaderValue::len)
+            .sum()
+    }
+
+    /// A header value as stored entries replay it, in a buffer of its own: visible ASCII only
+    /// (what L1 keeps from an upstream answer, and all an L2 entry may hold).
+    pub fn replayable(value: &str) -> Option<HeaderValue> {
+        HeaderValue::from_str(value)
+            .ok()
+            .filter(|v| v.to_str().is_ok())
+    }
+
     pub fn age(&self) -> Duration {
         self.stored_at.elapsed()
     }
@@ -229,7 +247,8 @@ impl ReadCache {
             .max_capacity(settings.max_bytes)
             // Weigh by what the entry holds: body plus a fixed overhead for the struct and tags.
             .weigher(|_k: &KeyDigest, v: &Arc<Stored>| {
-                (v.body.len() + 256 + v.tags.ids.len() * 32).min(u32::MAX as usize) as u32
+                (v.body.len() + v.header_bytes() + 256 + v.tags.ids.len() * 32)
+                    .min(u32::MAX as usize) as u32
             })
             .expire_after(StaleAwareExpiry {
                 grace: settings.stale_while_revalidate.max(settings.stale_if_error),
@@ -448,9 +467,14 @@ impl ReadCache {
         let fetched = fetched?;
         let h = &fetched.header;
         let status = h.status.as_u16();
-        // Only visible ASCII is replayed (as before: a value `to_str` refuses is dropped).
+        // Only visible ASCII is replayed (as before: a value `to_str` refuses is dropped). The
+        // value is copied: the upstream's header values share the buffer its whole answer
+        // header was read into (4 KiB or more), which the entry would otherwise keep, unweighed.
         let header = |name: http::header::HeaderName| {
-            h.headers.get(name).filter(|v| v.to_str().is_ok()).cloned()
+            h.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(Stored::replayable)
         };
         let content_type = header(http::header::CONTENT_TYPE);
         let ttl = self.storable_ttl(

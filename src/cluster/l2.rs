@@ -194,15 +194,17 @@ impl RedisL2 {
             self.cluster.l2_count("miss");
             return None;
         }
-        // Replayed as header values: an entry whose value could not go on the wire (a
-        // control character) is unusable, not an answer with a header missing.
+        // Replayed as they are: an entry whose header value L1 would not have kept (anything
+        // but visible ASCII) or whose status is not one is unusable, not a broken answer.
         let value = |v: Option<String>| match v {
-            None => Ok(None),
-            Some(v) => HeaderValue::from_str(&v).map(Some),
+            None => Some(None),
+            Some(v) => Stored::replayable(&v).map(Some),
         };
-        let (Ok(content_type), Ok(retry_after)) =
-            (value(meta.content_type), value(meta.retry_after))
-        else {
+        let (Some(content_type), Some(retry_after), 100..=599) = (
+            value(meta.content_type),
+            value(meta.retry_after),
+            meta.status,
+        ) else {
             self.cluster.l2_count("error");
             return None;
         };

@@ -91,8 +91,9 @@ fn canonical_json(v: &Value, out: &mut Vec<u8>) {
 #[derive(Debug)]
 pub struct Parsed {
     pub request: GraphqlRequest,
-    /// [`request_digest`] of `request`.
-    pub digest: [u8; 32],
+    /// [`request_digest`] of `request`, computed by the first cached read that needs it (a
+    /// mutation or a refused request never does).
+    digest: std::sync::OnceLock<[u8; 32]>,
     pub document: Document,
     /// POST: the JSON body sent upstream; GET: the query string sent upstream.
     pub forward: bytes::Bytes,
@@ -101,6 +102,11 @@ pub struct Parsed {
 }
 
 impl Parsed {
+    /// [`request_digest`] of the request, computed once.
+    pub fn digest(&self) -> &[u8; 32] {
+        self.digest.get_or_init(|| request_digest(&self.request))
+    }
+
     pub fn new(request: GraphqlRequest, document: Document, post: bool) -> Self {
         let forward = if post {
             request.to_json_body()
@@ -115,7 +121,7 @@ impl Parsed {
             + std::mem::size_of::<Self>() as u64
             + 64;
         Self {
-            digest: request_digest(&request),
+            digest: std::sync::OnceLock::new(),
             request,
             document,
             forward,

@@ -38,7 +38,7 @@ pub(super) async fn serve(
         .collect();
     let key = CacheKey {
         endpoint: &endpoint.path,
-        request: &a.parsed.digest,
+        request: a.parsed.digest(),
         stage: a.stage.fallback.as_str(),
         locales: &locales,
         permissions: a.principal.policy().permissions.fingerprint(),

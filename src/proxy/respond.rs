@@ -8,7 +8,7 @@
 //! per variant. No message ever contains the token.
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
@@ -29,7 +29,8 @@ pub struct ErrorResponse {
     pub status: u16,
     pub code: &'static str,
     pub message: String,
-    pub headers: Vec<(&'static str, String)>,
+    /// Headers the refusal carries: names the gateway's own, parsed at compile time.
+    pub headers: Vec<(HeaderName, String)>,
 }
 
 impl ErrorResponse {
@@ -42,7 +43,7 @@ impl ErrorResponse {
         }
     }
 
-    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+    pub fn header(mut self, name: HeaderName, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));
         self
     }
@@ -72,9 +73,11 @@ impl ErrorResponse {
         h.insert(super::headers::X_REQUEST_ID, request_id);
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         for (k, v) in &self.headers {
-            let value = HeaderValue::from_str(v)
-                .or_err(ErrorType::InternalError, "a refusal's header value")?;
-            h.append(*k, value);
+            // The gateway's own numbers and words; one that could not go on the wire is left
+            // out rather than losing the answer.
+            if let Ok(value) = HeaderValue::from_str(v) {
+                h.append(k.clone(), value);
+            }
         }
         super::headers::own_header(self.status, h)
     }
@@ -149,7 +152,7 @@ impl From<&Rejection> for ErrorResponse {
             ),
                         Rejection::RateLimited { retry_after, scope } => {
                 ErrorResponse::new(429, "RATE_LIMITED", format!("too many requests ({scope} limit); retry after {retry_after} s"))
-                    .header("retry-after", retry_after.to_string())
+                    .header(header::RETRY_AFTER, retry_after.to_string())
             }
                         Rejection::HeadersTooLarge => ErrorResponse::new(431, "REQUEST_HEADER_FIELDS_TOO_LARGE", "the request headers are too large"),
             Rejection::BadFraming(why) => ErrorResponse::new(400, "BAD_REQUEST", format!("ambiguous request: {why}")),
@@ -158,9 +161,9 @@ impl From<&Rejection> for ErrorResponse {
             Rejection::CorsDenied => ErrorResponse::new(403, "FORBIDDEN", "origin or method not allowed by this endpoint's CORS policy"),
             Rejection::NoSchema => ErrorResponse::new(503, "SCHEMA_UNAVAILABLE", "the schema map is not available; requests cannot be authorized"),
             Rejection::PolicyStale => ErrorResponse::new(503, "POLICY_STALE", "this replica cannot confirm the current token policy (revocations); token requests are refused until it can")
-                .header("retry-after", "1"),
+                .header(header::RETRY_AFTER, "1"),
             Rejection::BodyBudget => ErrorResponse::new(503, "BODY_BUDGET_EXHAUSTED", "the gateway is buffering as many request bodies as it may (limits.max_buffered_body_bytes); retry shortly")
-                .header("retry-after", "1"),
+                .header(header::RETRY_AFTER, "1"),
         }
     }
 }
@@ -175,7 +178,7 @@ fn auth(e: &AuthError) -> ErrorResponse {
         _ => "Bearer error=\"invalid_token\"",
     };
     ErrorResponse::new(401, "UNAUTHENTICATED", format!("{e} ({})", e.reason()))
-        .header("www-authenticate", challenge)
+        .header(header::WWW_AUTHENTICATE, challenge)
 }
 
 fn graphql(e: &GraphqlError) -> ErrorResponse {
@@ -189,9 +192,9 @@ fn graphql(e: &GraphqlError) -> ErrorResponse {
     };
     let r = ErrorResponse::new(status, e.code(), e.to_string());
     match e {
-        GraphqlError::MutationOverGet => r.header("allow", "POST"),
-        GraphqlError::MethodNotAllowed(_) => r.header("allow", "GET, POST"),
-        GraphqlError::MutationOnCdn => r.header("allow", "GET, POST"),
+        GraphqlError::MutationOverGet => r.header(header::ALLOW, "POST"),
+        GraphqlError::MethodNotAllowed(_) => r.header(header::ALLOW, "GET, POST"),
+        GraphqlError::MutationOnCdn => r.header(header::ALLOW, "GET, POST"),
         _ => r,
     }
 }
@@ -558,7 +561,7 @@ mod tests {
             let e = ErrorResponse::from(&r);
             assert_eq!((e.status, e.code), (code, name), "{r:?}");
             if code == 429 {
-                assert!(e.headers.contains(&("retry-after", "3".to_string())));
+                assert!(e.headers.contains(&(header::RETRY_AFTER, "3".to_string())));
             }
         }
         assert_eq!(fill_busy().status, 503);
@@ -568,7 +571,7 @@ mod tests {
     fn invalid_token_carries_the_bearer_challenge() {
         let e = ErrorResponse::from(&Rejection::Auth(AuthError::Expired));
         assert!(e.headers.contains(&(
-            "www-authenticate",
+            header::WWW_AUTHENTICATE,
             "Bearer error=\"invalid_token\"".to_string()
         )));
         let body: serde_json::Value = serde_json::from_slice(&e.body("rid")).unwrap();
