@@ -98,12 +98,13 @@ impl Gateway {
         let limit = self.config.limits.max_body_bytes;
         let body = if method == Method::POST {
             let mut permit = super::body::BodyPermit::empty(&self.bodies);
-            let read = super::body::read(
+            // Its own future: a GET's admission need not carry (and copy) the body read's.
+            let read = Box::pin(super::body::read(
                 session,
                 limit,
                 self.config.limits.client_body_timeout,
                 &mut permit,
-            )
+            ))
             .await?;
             match read {
                 Ok(b) => {

@@ -89,6 +89,22 @@ pub(super) async fn serve(
             return write(session, ctx, e, CacheStatus::Stale, age).await;
         }
     }
+    // The rest runs in a future of its own, so the hit path's stays small: each future is
+    // moved (copied whole) into its caller's, and every request pays for the largest.
+    Box::pin(miss(gw, cache, session, ctx, key, existing, (swr, sie))).await
+}
+
+/// A miss, or an entry too old to serve: the origin budget, the coalesced fill, and
+/// stale-if-error. `windows` are the request's stale-while-revalidate and stale-if-error.
+async fn miss(
+    gw: &Gateway,
+    cache: &Arc<ReadCache>,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    key: crate::cache::KeyDigest,
+    existing: Option<Arc<Stored>>,
+    (swr, sie): (Duration, Duration),
+) -> Result<()> {
     // The origin budget guard: over the CMS plan's rate, serve stale if there is any, else 429.
     if let Err(wait) = gw.origin_budget().await {
         if let Some(e) = existing.filter(|e| e.age() <= e.ttl + sie.max(swr)) {
@@ -101,7 +117,17 @@ pub(super) async fn serve(
         );
         return gw.write_error(session, ctx, &err).await;
     }
-    let fill = build_fill();
+    let Some(a) = ctx.admitted.as_ref() else {
+        return Err(Error::new(ErrorType::InternalError));
+    };
+    let fill = fill_request(
+        session.req_header(),
+        ctx,
+        a,
+        &a.endpoint,
+        &a.snapshot,
+        &cache.settings,
+    );
     ctx.upstream_started = Some(std::time::Instant::now());
     let (outcome, result) = cache.fetch_coalesced(key, fill).await;
     ctx.upstream_header = ctx.upstream_started.map(|s| s.elapsed());

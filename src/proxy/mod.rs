@@ -67,6 +67,8 @@ impl ProxyHttp for Gateway {
         RequestCtx::new()
     }
 
+    /// Every flow but the cached read runs in a future of its own (`Box::pin`): this future is
+    /// copied whole when it is created, at every request, so it is kept to the hit path's size.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         // A client that stops reading is dropped once a write has waited this long.
         session
@@ -81,22 +83,22 @@ impl ProxyHttp for Gateway {
                 // The origin budget guard: uncached traffic only.
                 _ => match self.origin_budget().await {
                     Ok(()) => {
-                        forward::pass_through(self, session, ctx).await?;
+                        Box::pin(forward::pass_through(self, session, ctx)).await?;
                         Ok(true)
                     }
                     Err(wait) => {
                         let err = self.refuse(ctx, Rejection::rate_limited(wait, "origin"));
-                        self.write_error(session, ctx, &err).await?;
+                        Box::pin(self.write_error(session, ctx, &err)).await?;
                         Ok(true)
                     }
                 },
             },
             Flow::Respond(err) => {
-                self.write_error(session, ctx, &err).await?;
+                Box::pin(self.write_error(session, ctx, &err)).await?;
                 Ok(true)
             }
             Flow::Preflight => {
-                respond::preflight(session, ctx).await?;
+                Box::pin(respond::preflight(session, ctx)).await?;
                 Ok(true)
             }
         }
