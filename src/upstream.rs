@@ -366,10 +366,14 @@ impl UpstreamClient {
             body.extend_from_slice(&chunk);
         }
         self.release(upstream, session).await;
-        Ok(Fetched {
-            header,
-            body: body.freeze(),
-        })
+        // Grown by doubling, the buffer may hold up to twice the body; the cache weighs an entry
+        // by its length, so a body stored with much spare room is copied to its size first.
+        let body = if body.capacity() - body.len() > body.len() / 8 {
+            Bytes::copy_from_slice(&body)
+        } else {
+            body.freeze()
+        };
+        Ok(Fetched { header, body })
     }
 }
 
