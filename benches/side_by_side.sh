@@ -171,8 +171,14 @@ cleanup() {
         sleep 0.1
     done
     for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null; done
-    wait 2>/dev/null
+    # Only the servers: a bare `wait` also waits for the report's `tee` (bash >= 5.1 waits for
+    # process substitutions), which waits for this script's stdout to close: a hang at the end.
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
     if (( KEEP )); then echo "side_by_side: kept $WORK" >&2; else rm -rf "$WORK"; fi
+    if [[ -n "${TEE_PID:-}" ]]; then
+        exec >&-
+        wait "$TEE_PID" 2>/dev/null
+    fi
     exit "$rc"
 }
 trap cleanup EXIT
@@ -685,6 +691,7 @@ if [[ -n "$OUT" ]]; then
     mkdir -p "$OUT"
     cp "$RESULTS" "$RSS_FILE" "$BURST_FILE" "$OUT/"
     exec > >(tee "$OUT/report.txt")
+    TEE_PID=$!
 fi
 versions="nginx $( (nginx -v 2>&1 || true) | sed 's/.*nginx\///'), $( (varnishd -V 2>&1 || true) | sed -n '1s/varnishd (\(varnish-[0-9.]*\).*/\1/p'), $( (wrk -v 2>&1 || true) | awk 'NR == 1 {print "wrk " $2}')"
 echo
