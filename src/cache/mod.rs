@@ -640,6 +640,33 @@ pub fn window(header: Option<&[u8]>, max: Duration) -> Duration {
 mod tests {
     use super::*;
 
+    /// An upstream header value shares the buffer the whole answer header was read into; what
+    /// an entry keeps must be a copy of its own, weighed with the entry.
+    #[test]
+    fn stored_header_values_are_copies_and_weighed() {
+        let read = Bytes::from(format!("application/json{}", " ".repeat(4096)).into_bytes());
+        let upstream = HeaderValue::from_maybe_shared(read.slice(..16)).unwrap();
+        let kept = Stored::replayable(upstream.to_str().unwrap()).unwrap();
+        assert_eq!(kept, "application/json");
+        let buffer = read.as_ptr() as usize..read.as_ptr() as usize + read.len();
+        assert!(!buffer.contains(&(kept.as_bytes().as_ptr() as usize)));
+        assert!(
+            Stored::replayable("caf\u{e9}").is_none(),
+            "visible ASCII only"
+        );
+        let stored = Stored::new(
+            200,
+            Some(kept),
+            None,
+            Bytes::from_static(b"{}"),
+            Instant::now(),
+            Duration::from_secs(1),
+            Tags::default(),
+        );
+        assert_eq!(stored.content_length(), "2");
+        assert_eq!(stored.header_bytes(), "application/json".len() + 1);
+    }
+
     #[test]
     fn purge_matching() {
         let tags = Tags {
