@@ -149,6 +149,12 @@ pub async fn read(
             return Ok(Err(Rejection::BodyBudget));
         }
         buf.extend_from_slice(&chunk);
+        // The framing says the body is whole (HTTP/1: the declared length or the last chunk
+        // was read; HTTP/2: END_STREAM and nothing left buffered): no read is needed to learn
+        // that nothing follows.
+        if session.is_body_done() {
+            break;
+        }
     }
     Ok(Ok(buf.freeze()))
 }
