@@ -29,7 +29,6 @@ pub(super) async fn serve(
     let Some(a) = ctx.admitted.as_ref() else {
         return Err(Error::new(ErrorType::InternalError));
     };
-    let (endpoint, snap) = (a.endpoint.clone(), a.snapshot.clone());
     let locales: Vec<&str> = a
         .header_locales
         .iter()
@@ -37,12 +36,12 @@ pub(super) async fn serve(
         .map(|l| l.as_str())
         .collect();
     let key = CacheKey {
-        endpoint: &endpoint.path,
+        endpoint: &a.endpoint.path,
         request: a.parsed.digest(),
         stage: a.stage.fallback.as_str(),
         locales: &locales,
         permissions: a.principal.policy().permissions.fingerprint(),
-        credential: match endpoint.upstream.credential {
+        credential: match a.endpoint.upstream.credential {
             crate::config::Credential::Forward => Some(
                 <sha2::Sha256 as sha2::Digest>::digest(
                     session
@@ -71,7 +70,7 @@ pub(super) async fn serve(
     );
 
     // Built only on a miss or a refresh, never on a hit.
-    let build_fill = || fill_request(session.req_header(), ctx, a, &endpoint, &snap, settings);
+    let build_fill = || fill_request(session.req_header(), ctx, a, settings);
     let existing = cache.get(&key).await;
     if let Some(e) = &existing {
         let age = e.age();
@@ -120,14 +119,7 @@ async fn miss(
     let Some(a) = ctx.admitted.as_ref() else {
         return Err(Error::new(ErrorType::InternalError));
     };
-    let fill = fill_request(
-        session.req_header(),
-        ctx,
-        a,
-        &a.endpoint,
-        &a.snapshot,
-        &cache.settings,
-    );
+    let fill = fill_request(session.req_header(), ctx, a, &cache.settings);
     ctx.upstream_started = Some(std::time::Instant::now());
     let (outcome, result) = cache.fetch_coalesced(key, fill).await;
     ctx.upstream_header = ctx.upstream_started.map(|s| s.elapsed());
@@ -173,11 +165,10 @@ async fn miss(
 fn fill_request(
     req: &pingora::http::RequestHeader,
     ctx: &RequestCtx,
-    a: &crate::pipeline::Admitted,
-    endpoint: &crate::config::Endpoint,
-    snap: &crate::policy::Snapshot,
+    a: &super::ctx::Admitted,
     settings: &crate::config::CacheSettings,
 ) -> FillRequest {
+    let (endpoint, snap) = (&a.endpoint, &a.snapshot);
     let upstream = endpoint.upstream.clone();
     // `forward` mode: the CMS authorizes the client's own token (the key carries its digest).
     let request = super::forward::request(
