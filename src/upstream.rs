@@ -367,13 +367,14 @@ impl UpstreamClient {
         }
         self.release(upstream, session).await;
         // Grown by doubling, the buffer may hold up to twice the body; the cache weighs an entry
-        // by its length, so a body stored with much spare room is copied to its size first.
-        let body = if body.capacity() - body.len() > body.len() / 8 {
-            Bytes::copy_from_slice(&body)
-        } else {
-            body.freeze()
-        };
-        Ok(Fetched { header, body })
+        // by its length, so the buffer is shrunk to the body first (in place where the
+        // allocator can: no second copy of the body while it is held).
+        let mut body = Vec::from(body);
+        body.shrink_to_fit();
+        Ok(Fetched {
+            header,
+            body: Bytes::from(body),
+        })
     }
 }
 
