@@ -10,6 +10,8 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::graphql::parsed::field;
+
 /// Bump when the key's meaning changes, so old entries can never be read under new rules
 /// (3: the request enters as its digest).
 const KEY_VERSION: u8 = 3;
@@ -59,11 +61,6 @@ impl CacheKey<'_> {
         }
         h.finalize().into()
     }
-}
-
-fn field(h: &mut Sha256, bytes: &[u8]) {
-    h.update((bytes.len() as u64).to_be_bytes());
-    h.update(bytes);
 }
 
 #[cfg(test)]

@@ -44,13 +44,16 @@ pub fn request_digest(request: &GraphqlRequest) -> [u8; 32] {
     h.finalize().into()
 }
 
-fn field(h: &mut Sha256, bytes: &[u8]) {
+/// One variable-length field of a digest: its length, then its bytes (so no two sequences of
+/// fields hash alike). Also the cache key's.
+pub fn field(h: &mut Sha256, bytes: &[u8]) {
     h.update((bytes.len() as u64).to_be_bytes());
     h.update(bytes);
 }
 
 /// JSON with object keys sorted at every depth; numbers and strings keep their JSON form, so
-/// `1` and `"1"` differ. Recurses as deep as the variables, which their parse bounds.
+/// `1` and `"1"` differ. Recurses as deep as the variables: at most 128 levels, which
+/// serde_json's parse refuses to exceed.
 fn canonical_object(map: &serde_json::Map<String, Value>, out: &mut Vec<u8>) {
     let mut keys: Vec<&String> = map.keys().collect();
     keys.sort();
