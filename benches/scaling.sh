@@ -11,7 +11,9 @@
 #   contentgate/2ns  the same with `work_stealing = false` (a runtime per thread, nginx's model)
 #   floor/1        examples/pingora_floor, 1 thread, on --server-cpu: Pingora with nothing of
 #                  contentgate: a hit answered from request_filter with a fixed body, and
-#                  Pingora's own proxy flow for the pass-through (the floor under both paths)
+#                  for the pass-through the leanest upstream exchange behind Pingora's session
+#                  (one write on a pooled plain socket, the answer read with httparse, no
+#                  timeouts or checks): the floor under both paths
 #   nginx/2        `worker_processes 2`, on both cores (one per core)     wrk + origin on --client-cpu
 # With two cores, the 2-worker runs share a core with wrk and the origin, so req/s cannot double;
 # the figure that says how a server scales is its CPU per request (us/req, from /proc/PID/stat):

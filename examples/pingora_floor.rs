@@ -4,6 +4,11 @@
 //! - `/cdn...`: answered from `request_filter` with the origin's body, fetched once at start-up
 //!   (a "cache" of one entry, no key, no lookup, no checks): what Pingora's session, proxy loop
 //!   and response writing cost for a hit.
+//! - `/content...`: the leanest pass-through Pingora's session allows: the request body read,
+//!   a fixed request line and three headers plus that body sent in one write on a pooled plain
+//!   socket, the answer read with `httparse` (no timeouts, no checks, no header map but the one
+//!   Pingora writes), and written back with its content type and length. The floor under any
+//!   upstream client behind Pingora's downstream session.
 //! - anything else: Pingora's own proxy flow to the origin (`upstream_peer`, its connection
 //!   pool, the client's request header forwarded as it came): Pingora as a plain `proxy_pass`.
 //!
@@ -20,7 +25,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 use pingora::listeners::ListenerConfig;
 use pingora::prelude::{HttpPeer, ProxyHttp, Result, Session};
@@ -34,6 +39,80 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Floor {
     origin: SocketAddr,
     body: Bytes,
+    /// Idle upstream connections (the lean pass-through's keep-alive pool).
+    pool: std::sync::Mutex<Vec<tokio::net::TcpStream>>,
+}
+
+fn io_error(what: &'static str, e: std::io::Error) -> Box<pingora::Error> {
+    pingora::Error::because(pingora::ErrorType::ReadError, what, e)
+}
+
+impl Floor {
+    /// The lean pass-through: see the module's documentation.
+    async fn lean_pass(&self, session: &mut Session) -> Result<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut body = BytesMut::new();
+        while let Some(b) = session.read_request_body().await? {
+            body.extend_from_slice(&b);
+        }
+        let mut wire = Vec::with_capacity(128 + body.len());
+        write!(
+            wire,
+            "POST /graphql HTTP/1.1\r\nHost: origin\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        wire.extend_from_slice(&body);
+        let pooled = self.pool.lock().unwrap().pop();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => tokio::net::TcpStream::connect(self.origin)
+                .await
+                .map_err(|e| io_error("connect", e))?,
+        };
+        conn.write_all(&wire)
+            .await
+            .map_err(|e| io_error("write", e))?;
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        let (head, status, length) = loop {
+            if conn
+                .read_buf(&mut buf)
+                .await
+                .map_err(|e| io_error("read", e))?
+                == 0
+            {
+                return Err(pingora::Error::new(pingora::ErrorType::ConnectionClosed));
+            }
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let mut resp = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(n) = resp.parse(&buf).unwrap() {
+                let length = resp
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|h| std::str::from_utf8(h.value).ok()?.parse::<usize>().ok())
+                    .expect("the origin frames by content-length");
+                break (n, resp.code.unwrap(), length);
+            }
+        };
+        while buf.len() < head + length {
+            if conn
+                .read_buf(&mut buf)
+                .await
+                .map_err(|e| io_error("read", e))?
+                == 0
+            {
+                return Err(pingora::Error::new(pingora::ErrorType::ConnectionClosed));
+            }
+        }
+        self.pool.lock().unwrap().push(conn);
+        let answer = buf.split_off(head).freeze();
+        let mut h = ResponseHeader::build(status, Some(2))?;
+        h.insert_header("content-type", "application/json")?;
+        h.insert_header("content-length", answer.len().to_string())?;
+        session.write_response_header(Box::new(h), false).await?;
+        session.write_response_body(Some(answer), true).await
+    }
 }
 
 #[async_trait]
@@ -43,6 +122,10 @@ impl ProxyHttp for Floor {
     fn new_ctx(&self) {}
 
     async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> Result<bool> {
+        if session.req_header().uri.path().starts_with("/content") {
+            self.lean_pass(session).await?;
+            return Ok(true);
+        }
         if !session.req_header().uri.path().starts_with("/cdn") {
             return Ok(false);
         }
@@ -99,8 +182,14 @@ fn main() {
     };
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
-    let mut proxy =
-        pingora::proxy::http_proxy_service(&server.configuration, Floor { origin, body });
+    let mut proxy = pingora::proxy::http_proxy_service(
+        &server.configuration,
+        Floor {
+            origin,
+            body,
+            pool: Default::default(),
+        },
+    );
     let buffers = L4BufferSettings {
         read: Some(16 * 1024),
         write: Some(16 * 1024),
