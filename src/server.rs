@@ -233,7 +233,10 @@ pub fn build(rt: &Runtime, upgrade: bool) -> Result<Server, String> {
     }
     server.add_service(background_service(
         "upstream resolver",
-        crate::upstream::DnsRefresher { upstreams },
+        crate::upstream::DnsRefresher {
+            upstreams,
+            client: rt.upstream.clone(),
+        },
     ));
 
     let readiness = ReadinessTracker {

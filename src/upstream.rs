@@ -1,19 +1,20 @@
-//! The gateway's own client to the upstream, for what it fetches itself rather than proxies:
-//! cache fills (in their own task, so coalesced waiters never depend on one client's
-//! connection) and the start-up introspection query. It uses Pingora's connector and keep-alive
-//! pool, so TLS, SNI and timeouts behave exactly as for proxied requests.
+//! The gateway's own client to the upstream, for every request it sends there: the
+//! pass-through, cache fills (in their own task, so coalesced waiters never depend on one
+//! client's connection) and the start-up introspection query. Connections are made by Pingora's
+//! connector (TCP, TLS, SNI, connect timeouts); the HTTP/1.1 exchange and the keep-alive pool
+//! are [`h1`]'s.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use pingora::connectors::http::Connector;
-use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::protocols::http::client::HttpSession;
-use pingora::protocols::http::v1::client::http_req_header_to_wire;
-pub use pingora::protocols::http::v1::client::HttpSession as H1Session;
-use pingora::upstreams::peer::HttpPeer;
+use pingora::connectors::TransportConnector;
+use pingora::http::ResponseHeader;
+use pingora::upstreams::peer::{HttpPeer, Peer};
 use tokio::io::AsyncWriteExt;
+
+pub mod h1;
+pub use h1::Exchange;
 
 use crate::config::{Credential, Upstream};
 
@@ -89,36 +90,60 @@ pub struct UpstreamRequest {
 }
 
 impl UpstreamRequest {
-    /// The request header the upstream receives, built fresh: `kept` (the client's allow-listed
-    /// headers for the pass-through, nothing for a fill), then this request's target, `host`,
-    /// the gateway's own headers (replacing any kept copy) and the body's framing
-    /// (`content-length`, never `transfer-encoding`). The one place both paths shape it.
-    pub fn header<'a>(
+    /// The request as it goes on the wire, header and body in one buffer, built fresh: the
+    /// request line, `kept` (the client's allow-listed headers for the pass-through, nothing
+    /// for a fill) except any the gateway sets itself, then `host`, the gateway's own headers
+    /// and the body's framing (`content-length`, never `transfer-encoding`). The one place both
+    /// paths shape it. Names go out in lower case.
+    pub fn wire<'a>(
         &self,
         upstream: &Upstream,
         kept: impl Iterator<Item = (&'a http::HeaderName, &'a http::HeaderValue)>,
-    ) -> pingora::Result<RequestHeader> {
-        // No case map: header names go out lowercase, one map per message instead of two.
-        let mut h = RequestHeader::build_no_case(
-            self.method,
-            self.path.as_bytes(),
-            Some(self.headers.len() + 8),
-        )?;
+    ) -> pingora::Result<Vec<u8>> {
+        // What Pingora's own writer refuses in a request target: it would end the line.
+        if self
+            .path
+            .bytes()
+            .any(|b| matches!(b, 0x00 | b'\n' | b'\r' | b' '))
+        {
+            return Err(pingora::Error::explain(
+                pingora::ErrorType::InvalidHTTPHeader,
+                "the upstream request line has a forbidden byte",
+            ));
+        }
+        let body = self.body.as_deref().unwrap_or_default();
+        let mut w = Vec::with_capacity(256 + self.path.len() + body.len());
+        let line = |w: &mut Vec<u8>, name: &[u8], value: &[u8]| {
+            w.extend_from_slice(name);
+            w.extend_from_slice(b": ");
+            w.extend_from_slice(value);
+            w.extend_from_slice(b"\r\n");
+        };
+        w.extend_from_slice(self.method.as_bytes());
+        w.push(b' ');
+        w.extend_from_slice(self.path.as_bytes());
+        w.extend_from_slice(b" HTTP/1.1\r\n");
         for (name, value) in kept {
-            h.append_header(name.clone(), value.clone())?;
-        }
-        h.insert_header(http::header::HOST, upstream.host_header.clone())?;
-        for (name, value) in &self.headers {
-            h.insert_header(*name, value.clone())?;
-        }
-        h.remove_header(&http::header::TRANSFER_ENCODING);
-        match &self.body {
-            Some(body) => h.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?,
-            None => {
-                h.remove_header(&http::header::CONTENT_LENGTH);
+            let own = *name == http::header::HOST
+                || *name == http::header::CONTENT_LENGTH
+                || *name == http::header::TRANSFER_ENCODING
+                || self.headers.iter().any(|(n, _)| name.as_str() == *n);
+            if !own {
+                line(&mut w, name.as_str().as_bytes(), value.as_bytes());
             }
         }
-        Ok(h)
+        line(&mut w, b"host", upstream.host_header.as_bytes());
+        for (name, value) in &self.headers {
+            line(&mut w, name.as_bytes(), value.as_bytes());
+        }
+        if self.body.is_some() {
+            use std::io::Write as _;
+            // Writing into a Vec cannot fail.
+            let _ = write!(w, "content-length: {}\r\n", body.len());
+        }
+        w.extend_from_slice(b"\r\n");
+        w.extend_from_slice(body);
+        Ok(w)
     }
 }
 
@@ -148,7 +173,9 @@ pub fn record(
 }
 
 pub struct UpstreamClient {
-    connector: Connector,
+    connector: TransportConnector,
+    /// Idle keep-alive connections.
+    pool: h1::Pool,
     /// Bytes every fetch buffers, together: a fetch that would pass it fails (`Busy`) instead of
     /// growing, so many concurrent large fills cannot exhaust memory.
     buffered: std::sync::atomic::AtomicUsize,
@@ -196,7 +223,8 @@ impl Default for UpstreamClient {
 impl UpstreamClient {
     pub fn new() -> Self {
         Self {
-            connector: Connector::new(None),
+            connector: TransportConnector::new(None),
+            pool: h1::Pool::new(1024),
             buffered: Default::default(),
             buffer_limit: usize::MAX,
         }
@@ -207,13 +235,25 @@ impl UpstreamClient {
         self.buffered.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// A client with the server's upstream TLS settings (CA file).
+    /// Idle upstream connections held for reuse.
+    pub fn idle_connections(&self) -> usize {
+        self.pool.len()
+    }
+
+    /// Closes the idle connections past their upstream's `idle_timeout`; returns how many are
+    /// left.
+    pub fn sweep(&self) -> usize {
+        self.pool.sweep()
+    }
+
+    /// A client with the server's upstream TLS settings (CA file) and keep-alive pool size.
     pub fn for_config(config: &crate::config::Config) -> Self {
         let conf = crate::config::server_conf(config);
         Self {
-            connector: Connector::new(Some(
+            connector: TransportConnector::new(Some(
                 pingora::connectors::ConnectorOptions::from_server_conf(&conf),
             )),
+            pool: h1::Pool::new(config.server.upstream_keepalive_pool_size),
             buffered: Default::default(),
             buffer_limit: config.cache.fill_buffer_bytes,
         }
@@ -234,58 +274,42 @@ impl UpstreamClient {
         }
     }
 
-    /// THE upstream request path, for the pass-through and for fills: `header` and `body`
-    /// serialized into one buffer and written with one write on a pooled HTTP/1.1 connection
-    /// (Pingora's connector: TLS, SNI, the keep-alive pool), then the response header read (1xx
-    /// skipped). Each read and write waits at most the upstream's `read_timeout`; the caller
-    /// bounds the whole exchange. A pooled connection that fails before anything was answered is
-    /// tried once more when `retry_stale` (never for a mutation: it may have run).
+    /// THE upstream request path, for the pass-through and for fills: the request's `wire`
+    /// bytes (header and body, [`UpstreamRequest::wire`]) written with one write on a pooled
+    /// HTTP/1.1 connection, then the answer's header read (1xx skipped). Each read and write
+    /// waits at most the upstream's `read_timeout`; the caller bounds the whole exchange. A
+    /// pooled connection that fails before anything was answered is tried once more when
+    /// `retry_stale` (never for a mutation: it may have run).
     pub async fn send(
         &self,
         upstream: &Upstream,
-        header: &RequestHeader,
-        body: Option<&[u8]>,
+        wire: &[u8],
         retry_stale: bool,
-    ) -> pingora::Result<H1Session> {
-        let peer = &*upstream.peer();
-        let mut wire = http_req_header_to_wire(header).ok_or_else(|| {
-            pingora::Error::explain(
-                pingora::ErrorType::InvalidHTTPHeader,
-                "the upstream request line has a forbidden byte",
-            )
-        })?;
-        if let Some(b) = body {
-            wire.extend_from_slice(b);
-        }
-        let (session, reused) = self.connector.get_http_session(peer).await?;
-        match self.send_on(session, upstream, &wire).await {
-            Err(e) if reused && retry_stale && stale_connection(&e) => {
-                let (session, _) = self.connector.get_http_session(peer).await?;
-                self.send_on(session, upstream, &wire).await
+    ) -> pingora::Result<Exchange> {
+        let peer = upstream.peer();
+        let key = peer.reuse_hash();
+        if let Some(stream) = self.pool.take(key) {
+            match self.send_on(stream, upstream, wire).await {
+                Err(e) if retry_stale && stale_connection(&e) => {}
+                r => return r,
             }
-            r => r,
         }
+        let stream = self.connector.new_stream(&*peer).await?;
+        self.send_on(stream, upstream, wire).await
     }
 
     async fn send_on(
         &self,
-        session: HttpSession,
+        mut stream: pingora::protocols::Stream,
         upstream: &Upstream,
         wire: &[u8],
-    ) -> pingora::Result<H1Session> {
-        let HttpSession::H1(h1) = session else {
-            return Err(pingora::Error::explain(
-                pingora::ErrorType::InternalError,
-                "the upstream connection is not HTTP/1.1",
-            ));
-        };
-        let mut stream = h1.into_inner();
+    ) -> pingora::Result<Exchange> {
         let timeout = upstream.timeouts.read;
         let write = async {
             stream.write_all(wire).await?;
             stream.flush().await
         };
-        match tokio::time::timeout(timeout, write).await {
+        match pingora_timeout::timeout(timeout, write).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 return Err(pingora::Error::because(
@@ -301,35 +325,16 @@ impl UpstreamClient {
                 ))
             }
         }
-        let mut h1 = H1Session::new_with_options(stream, &*upstream.peer());
-        h1.read_timeout = Some(timeout);
-        h1.write_timeout = Some(timeout);
-        loop {
-            h1.read_response().await?;
-            // An informational answer (100, 102, 103) is not the answer; a 101 to a request
-            // that asked for no upgrade is a broken upstream.
-            match h1.get_status().map(|s| s.as_u16()) {
-                Some(101) => {
-                    return Err(pingora::Error::explain(
-                        pingora::ErrorType::InvalidHTTPHeader,
-                        "the upstream switched protocols unasked",
-                    ))
-                }
-                Some(100..=199) => continue,
-                _ => return Ok(h1),
-            }
-        }
+        Exchange::read_answer(stream, timeout).await
     }
 
-    /// Gives a connection whose answer was read whole back to the pool.
-    pub async fn release(&self, upstream: &Upstream, session: H1Session) {
-        self.connector
-            .release_http_session(
-                HttpSession::H1(session),
-                &*upstream.peer(),
-                Some(upstream.timeouts.idle),
-            )
-            .await;
+    /// Gives a connection whose answer was read whole back to the pool (one that cannot carry
+    /// another request is closed).
+    pub fn release(&self, upstream: &Upstream, exchange: Exchange) {
+        if let Some(stream) = exchange.into_reusable() {
+            self.pool
+                .put(upstream.peer().reuse_hash(), stream, upstream.timeouts.idle);
+        }
     }
 
     async fn exchange(
@@ -339,20 +344,20 @@ impl UpstreamClient {
         max_body: usize,
     ) -> Result<Fetched, Failure> {
         // A fill sends nothing but what `req` sets.
-        let header = req
-            .header(upstream, std::iter::empty())
+        let wire = req
+            .wire(upstream, std::iter::empty())
             .map_err(|_| Failure::Protocol)?;
-        let mut session = self
-            .send(upstream, &header, req.body.as_deref(), true)
+        let mut answer = self
+            .send(upstream, &wire, true)
             .await
             .map_err(|e| Failure::of(&e))?;
-        let header = session.resp_header().cloned().ok_or(Failure::Reset)?;
+        let header = answer.take_header().ok_or(Failure::Reset)?;
         let mut body = BytesMut::new();
         let mut held = Held {
             client: self,
             bytes: 0,
         };
-        while let Some(chunk) = session
+        while let Some(chunk) = answer
             .read_body_bytes()
             .await
             .map_err(|e| Failure::of(&e))?
@@ -365,7 +370,7 @@ impl UpstreamClient {
             }
             body.extend_from_slice(&chunk);
         }
-        self.release(upstream, session).await;
+        self.release(upstream, answer);
         // Grown by doubling, the buffer may hold up to twice the body; the cache weighs an entry
         // by its length, so the buffer is shrunk to the body first (in place where the
         // allocator can: no second copy of the body while it is held).
@@ -476,6 +481,8 @@ impl Upstream {
 /// addresses rotate keeps being reached without a restart.
 pub struct DnsRefresher {
     pub upstreams: Vec<std::sync::Arc<Upstream>>,
+    /// Its idle connections are closed once past the shortest `idle_timeout`, every second.
+    pub client: Arc<UpstreamClient>,
 }
 
 #[async_trait::async_trait]
@@ -486,9 +493,14 @@ impl pingora::services::background::BackgroundService for DnsRefresher {
         };
         let mut tick = tokio::time::interval(every);
         tick.tick().await;
+        let mut sweep = tokio::time::interval(Duration::from_secs(1));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
+                _ = sweep.tick() => {
+                    self.client.sweep();
+                }
                 _ = tick.tick() => {
                     for u in &self.upstreams {
                         match u.refresh().await {

@@ -88,15 +88,11 @@ pub fn request(
     }
 }
 
-/// The pass-through's upstream header: only the client's headers on the allow list are kept
-/// (hop-by-hop headers, cookies, `X-Forwarded-*`, `Forwarded`, method overrides, unknown
+/// The pass-through's request on the wire: only the client's headers on the allow list are
+/// kept (hop-by-hop headers, cookies, `X-Forwarded-*`, `Forwarded`, method overrides, unknown
 /// `gcms-*` switches stay at the edge), then the gateway's own are set over them.
-pub fn header(
-    req: &UpstreamRequest,
-    upstream: &Upstream,
-    client: &RequestHeader,
-) -> Result<RequestHeader> {
-    req.header(
+pub fn wire(req: &UpstreamRequest, upstream: &Upstream, client: &RequestHeader) -> Result<Vec<u8>> {
+    req.wire(
         upstream,
         client
             .headers
@@ -130,18 +126,14 @@ pub(super) async fn pass_through(
             .headers
             .get(http::header::AUTHORIZATION),
     );
-    let header = header(&req, &upstream, session.req_header())?;
+    let wire = wire(&req, &upstream, session.req_header())?;
     let started = std::time::Instant::now();
     ctx.upstream_started = Some(started);
     let deadline = tokio::time::Instant::now() + upstream.timeouts.total;
-    let sent = tokio::time::timeout_at(
-        deadline,
-        gw.upstream
-            .send(&upstream, &header, req.body.as_deref(), !mutation),
-    )
-    .await
-    .map_err(|_| past_deadline())
-    .and_then(|r| r.map_err(|e| e.into_up()));
+    let sent = tokio::time::timeout_at(deadline, gw.upstream.send(&upstream, &wire, !mutation))
+        .await
+        .map_err(|_| past_deadline())
+        .and_then(|r| r.map_err(|e| e.into_up()));
     // The checked request is written (or failed): its body's budget is free.
     ctx.body_permit = None;
     let streamed = match sent {
@@ -153,17 +145,18 @@ pub(super) async fn pass_through(
             if clean {
                 super::cached::purge_after_mutation(gw, ctx);
             }
-            gw.upstream.release(&upstream, up).await;
+            gw.upstream.release(&upstream, up);
             Ok(())
         }
         Err((e, answered)) => {
             // A mutation whose outcome is unknown — the upstream or the client failed after it
             // was sent, or its answer was not read to the end — may have run: purge as if it
             // did (a few extra misses, never a stale read). A refused one (errors, non-2xx) not.
+            // (A request line the gateway could not write failed before `send`; a malformed
+            // answer means the request went out.)
             let never_sent = matches!(
                 e.etype(),
-                ErrorType::InvalidHTTPHeader
-                    | ErrorType::ConnectRefused
+                ErrorType::ConnectRefused
                     | ErrorType::ConnectNoRoute
                     | ErrorType::ConnectTimedout
                     | ErrorType::ConnectError
@@ -191,12 +184,12 @@ async fn relay(
     gw: &super::Gateway,
     session: &mut pingora::proxy::Session,
     ctx: &mut super::ctx::RequestCtx,
-    mut up: crate::upstream::H1Session,
+    mut up: crate::upstream::Exchange,
     started: std::time::Instant,
     deadline: tokio::time::Instant,
     mutation: bool,
-) -> std::result::Result<(crate::upstream::H1Session, bool), (Box<Error>, Option<bool>)> {
-    let Some(mut resp) = up.resp_header().cloned() else {
+) -> std::result::Result<(crate::upstream::Exchange, bool), (Box<Error>, Option<bool>)> {
+    let Some(mut resp) = up.take_header() else {
         return Err((Error::new(ErrorType::ConnectionClosed), None));
     };
     let waited = started.elapsed();
@@ -207,21 +200,16 @@ async fn relay(
         waited,
         Ok(resp.status.as_u16()),
     );
-    for h in super::headers::HOP_BY_HOP {
-        if *h != "transfer-encoding" {
-            resp.remove_header(*h);
-        }
+    // The exchange dropped the hop-by-hop fields and kept `Content-Length` only when it frames
+    // the body. A chunked answer, or one delimited by the upstream closing (HTTP/1.0, no
+    // length), goes to the client chunked, so the client's connection stays framed and
+    // reusable.
+    if !up.length_known() {
+        let _ = resp.insert_header(
+            http::header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
     }
-    // An answer delimited by the upstream closing (HTTP/1.0, no length) goes to the client
-    // chunked, so the client's connection stays framed and reusable.
-    let bodiless = matches!(resp.status.as_u16(), 204 | 304);
-    if !bodiless
-        && !resp.headers.contains_key(http::header::CONTENT_LENGTH)
-        && !resp.headers.contains_key(http::header::TRANSFER_ENCODING)
-    {
-        let _ = resp.insert_header(http::header::TRANSFER_ENCODING, "chunked");
-    }
-    resp.set_version(http::Version::HTTP_11);
     // A mutation purges once its whole answer arrived without `errors`: a 200 carrying errors
     // is the CMS refusing it, and changed nothing; a non-2xx answer changed nothing either.
     let success = resp.status.is_success();

@@ -56,11 +56,9 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `Connection`: the common names capitalized (`Content-Type`, `Content-Length`, `Age`,
 /// `Cache-Control`), the others in lower case.
 pub fn own_header(status: u16, headers: HeaderMap) -> Result<ResponseHeader> {
-    let (mut parts, ()) = http::Response::new(()).into_parts();
-    parts.status = http::StatusCode::from_u16(status)
+    let status = http::StatusCode::from_u16(status)
         .or_err(ErrorType::InternalError, "an answer's status")?;
-    parts.headers = headers;
-    Ok(ResponseHeader::from(parts))
+    Ok(crate::upstream::h1::response_header(status, headers))
 }
 
 /// The request id as a header value (hex digits: always valid).
