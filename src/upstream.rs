@@ -295,6 +295,14 @@ impl UpstreamClient {
             }
         }
         let stream = self.connector.new_stream(&*peer).await?;
+        // Peers offer only HTTP/1.1 in ALPN; a server that picked h2 anyway is refused rather
+        // than spoken HTTP/1.1 to.
+        if stream.selected_alpn_proto() == Some(pingora::protocols::ALPN::H2) {
+            return Err(pingora::Error::explain(
+                pingora::ErrorType::InternalError,
+                "the upstream connection is not HTTP/1.1",
+            ));
+        }
         self.send_on(stream, upstream, wire).await
     }
 
@@ -478,7 +486,8 @@ impl Upstream {
 }
 
 /// Re-resolves every upstream host on its `resolve_interval`, so a CDN-fronted CMS whose
-/// addresses rotate keeps being reached without a restart.
+/// addresses rotate keeps being reached without a restart; and closes, every second, the idle
+/// upstream connections past their `idle_timeout`.
 pub struct DnsRefresher {
     pub upstreams: Vec<std::sync::Arc<Upstream>>,
     /// Its idle connections are closed once past the shortest `idle_timeout`, every second.
@@ -487,20 +496,35 @@ pub struct DnsRefresher {
 
 #[async_trait::async_trait]
 impl pingora::services::background::BackgroundService for DnsRefresher {
-    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+    async fn start(&self, shutdown: pingora::server::ShutdownWatch) {
+        // The sweep has its own loop, so a slow lookup never delays it.
+        let mut stop = shutdown.clone();
+        let sweep = async {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    _ = tick.tick() => {
+                        self.client.sweep();
+                    }
+                }
+            }
+        };
+        tokio::join!(sweep, self.resolve(shutdown));
+    }
+}
+
+impl DnsRefresher {
+    async fn resolve(&self, mut shutdown: pingora::server::ShutdownWatch) {
         let Some(every) = self.upstreams.iter().map(|u| u.resolve_interval).min() else {
             return;
         };
         let mut tick = tokio::time::interval(every);
         tick.tick().await;
-        let mut sweep = tokio::time::interval(Duration::from_secs(1));
-        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
-                _ = sweep.tick() => {
-                    self.client.sweep();
-                }
                 _ = tick.tick() => {
                     for u in &self.upstreams {
                         match u.refresh().await {

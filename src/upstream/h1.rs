@@ -163,7 +163,9 @@ fn parse_head(raw: &[u8]) -> Result<Head> {
     let mut headers = HeaderMap::with_capacity(r.headers.len());
     let mut length: Option<u64> = None;
     let mut chunked = false;
+    // An HTTP/1.0 answer's connection is never reused, even when it says keep-alive.
     let mut close = http10;
+    let mut nominated: Vec<HeaderName> = Vec::new();
     for f in r.headers.iter() {
         let name = HeaderName::from_bytes(f.name.as_bytes())
             .map_err(|_| invalid("an answer field name"))?;
@@ -171,8 +173,11 @@ fn parse_head(raw: &[u8]) -> Result<Head> {
             for token in f.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && http10 {
-                    close = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    // Its field is hop-by-hop already.
+                } else if let Ok(n) = HeaderName::from_bytes(token) {
+                    // Fields the upstream named as hop-by-hop (RFC 9110 §7.6.1).
+                    nominated.push(n);
                 }
             }
         } else if name == http::header::TRANSFER_ENCODING {
@@ -202,10 +207,16 @@ fn parse_head(raw: &[u8]) -> Result<Head> {
             headers.append(name, value);
         }
     }
+    for n in &nominated {
+        headers.remove(n);
+    }
     let body = if status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
+        // Bodiless by definition; an upstream that sends one anyway would have it read as the
+        // next request's answer, so the connection is not reused.
+        close = true;
         Body::Done
     } else if chunked {
         // Both framings (RFC 9112 §6.3): chunked wins, and the connection is not trusted after.
@@ -226,6 +237,34 @@ fn parse_head(raw: &[u8]) -> Result<Head> {
         body,
         keep_alive: !close,
     })
+}
+
+/// The size on a chunk-size line (`line` up to its LF): one to sixteen hex digits, then
+/// nothing or extensions (`;`, optionally after blanks) of visible ASCII and blanks, then CR.
+/// Stricter than `httparse::parse_chunk_size`, which reads a line without digits as the last
+/// chunk: a body cut short and taken as whole.
+fn chunk_size(line: &[u8]) -> Result<u64> {
+    let line = line
+        .strip_suffix(b"\r")
+        .ok_or_else(|| invalid("a chunk-size line without CRLF"))?;
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 16 {
+        return Err(invalid("a malformed chunk size"));
+    }
+    let rest = &line[digits..];
+    let ext = &rest[rest
+        .iter()
+        .take_while(|b| matches!(b, b' ' | b'\t'))
+        .count()..];
+    if !rest.is_empty() && !ext.starts_with(b";") {
+        return Err(invalid("a malformed chunk size"));
+    }
+    if !ext.iter().all(|b| matches!(b, b'\t' | b' '..=b'~')) {
+        return Err(invalid("a chunk extension with a control byte"));
+    }
+    let hex =
+        std::str::from_utf8(&line[..digits]).map_err(|_| invalid("a malformed chunk size"))?;
+    u64::from_str_radix(hex, 16).map_err(|_| invalid("a malformed chunk size"))
 }
 
 impl Exchange {
@@ -321,26 +360,23 @@ impl Exchange {
                     }
                     return Ok(Some(self.buf.split().freeze()));
                 }
-                Body::Chunked(Chunk::Size) => match httparse::parse_chunk_size(&self.buf) {
-                    Ok(httparse::Status::Complete((used, size))) => {
-                        if used > MAX_CHUNK_LINE {
-                            return Err(invalid("a chunk-size line too long"));
-                        }
-                        self.buf.advance(used);
-                        self.body = Body::Chunked(if size == 0 {
-                            Chunk::Trailer(0)
-                        } else {
-                            Chunk::Data(size)
-                        });
-                    }
-                    Ok(httparse::Status::Partial) => {
-                        if self.buf.len() > MAX_CHUNK_LINE {
+                Body::Chunked(Chunk::Size) => {
+                    let window = self.buf.len().min(MAX_CHUNK_LINE);
+                    let Some(nl) = memchr::memchr(b'\n', &self.buf[..window]) else {
+                        if self.buf.len() >= MAX_CHUNK_LINE {
                             return Err(invalid("a chunk-size line too long"));
                         }
                         self.fill("the upstream closed mid-body").await?;
-                    }
-                    Err(_) => return Err(invalid("a malformed chunk size")),
-                },
+                        continue;
+                    };
+                    let size = chunk_size(&self.buf[..nl])?;
+                    self.buf.advance(nl + 1);
+                    self.body = Body::Chunked(if size == 0 {
+                        Chunk::Trailer(0)
+                    } else {
+                        Chunk::Data(size)
+                    });
+                }
                 Body::Chunked(Chunk::Data(n)) => {
                     if self.buf.is_empty() {
                         self.fill("the upstream closed mid-body").await?;
@@ -373,16 +409,23 @@ impl Exchange {
                         self.fill("the upstream closed mid-body").await?;
                         continue;
                     };
-                    let line = nl + 1;
-                    let empty = line == 1 || (line == 2 && self.buf[0] == b'\r');
-                    self.buf.advance(line);
-                    if empty {
+                    let field = self.buf[..nl]
+                        .strip_suffix(b"\r")
+                        .ok_or_else(|| invalid("a trailer line without CRLF"))?;
+                    if field.is_empty() {
+                        self.buf.advance(nl + 1);
                         self.body = Body::Done;
-                    } else if seen + line > MAX_TRAILER_BYTES {
-                        return Err(invalid("a trailer section too large"));
-                    } else {
-                        self.body = Body::Chunked(Chunk::Trailer(seen + line));
+                        continue;
                     }
+                    // A field (dropped: trailers never go further), never a continuation line.
+                    if !field.contains(&b':') || matches!(field[0], b' ' | b'\t') {
+                        return Err(invalid("a malformed trailer field"));
+                    }
+                    if seen + nl + 1 > MAX_TRAILER_BYTES {
+                        return Err(invalid("a trailer section too large"));
+                    }
+                    self.buf.advance(nl + 1);
+                    self.body = Body::Chunked(Chunk::Trailer(seen + nl + 1));
                 }
             }
         }
@@ -433,49 +476,56 @@ impl Pool {
     }
 
     /// The newest idle connection to `peer` that is still open and not expired. Newer ones
-    /// found expired or closed on the way are closed (outside the lock).
+    /// found expired or closed on the way are closed. Each is checked outside the lock.
     pub fn take(&self, peer: u64) -> Option<Stream> {
-        let mut dropped = Vec::new();
-        let found = {
-            let mut inner = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            let mut found = None;
-            let mut taken = 0;
-            if let Some(q) = inner.by_peer.get_mut(&peer) {
-                while let Some(mut c) = q.pop_back() {
-                    taken += 1;
-                    if Instant::now() < c.expires && idle_and_open(&mut c.stream) {
-                        found = Some(c.stream);
-                        break;
-                    }
-                    dropped.push(c);
-                }
+        loop {
+            let mut c = {
+                let mut inner = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                let c = inner.by_peer.get_mut(&peer)?.pop_back()?;
+                inner.count -= 1;
+                c
+            };
+            if Instant::now() < c.expires && idle_and_open(&mut c.stream) {
+                return Some(c.stream);
             }
-            inner.count -= taken;
-            found
-        };
-        drop(dropped);
-        found
+        }
     }
 
-    /// Keeps a connection whose exchange ended cleanly, for at most `idle`. Past the capacity,
-    /// the oldest connection to the same peer is closed (or this one, when it has no other).
-    pub fn put(&self, peer: u64, stream: Stream, idle: Duration) {
+    /// Keeps a connection whose exchange ended cleanly, for at most `idle`, if nothing arrived
+    /// on it after its answer. Past the capacity, the oldest connection to the same peer is
+    /// closed, else the oldest of another peer's.
+    pub fn put(&self, peer: u64, mut stream: Stream, idle: Duration) {
+        let Some(expires) = Instant::now().checked_add(idle) else {
+            return;
+        };
+        if !idle_and_open(&mut stream) {
+            return;
+        }
         let evicted = {
             let mut inner = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            let full = inner.count >= self.capacity;
-            let q = inner.by_peer.entry(peer).or_default();
-            let evicted = if full { q.pop_front() } else { None };
-            let keep = !full || evicted.is_some();
-            if keep {
-                q.push_back(Idle {
-                    stream,
-                    expires: Instant::now() + idle,
-                });
+            let mut evicted = None;
+            if inner.count >= self.capacity {
+                evicted = inner.by_peer.get_mut(&peer).and_then(VecDeque::pop_front);
+                if evicted.is_none() {
+                    evicted = inner
+                        .by_peer
+                        .values_mut()
+                        .find(|q| !q.is_empty())
+                        .and_then(VecDeque::pop_front);
+                }
+                if evicted.is_none() {
+                    // A capacity of zero: nothing is kept.
+                    return;
+                }
+                inner.count -= 1;
             }
-            if keep && evicted.is_none() {
-                inner.count += 1;
-            }
-            evicted.map(|c| c.stream)
+            inner
+                .by_peer
+                .entry(peer)
+                .or_default()
+                .push_back(Idle { stream, expires });
+            inner.count += 1;
+            evicted
         };
         drop(evicted);
     }
@@ -768,5 +818,68 @@ mod tests {
         pool.put(3, newest, Duration::ZERO);
         assert_eq!(pool.sweep(), 0);
         assert!(pool.is_empty());
+    }
+
+    #[test]
+    fn chunk_size_lines_need_digits_and_clean_extensions() {
+        assert_eq!(chunk_size(b"1a\r").unwrap(), 26);
+        assert_eq!(chunk_size(b"0\r").unwrap(), 0);
+        assert_eq!(chunk_size(b"5 ;a=b\r").unwrap(), 5);
+        assert_eq!(chunk_size(b"5;a=\"b c\"\r").unwrap(), 5);
+        assert_eq!(chunk_size(b"ffffffffffffffff\r").unwrap(), u64::MAX);
+        for bad in [
+            &b"\r"[..],
+            b" \r",
+            b";ext\r",
+            b"5",
+            b"5 x\r",
+            b"5;a\x00\r",
+            b"5;a\x0c\r",
+            b"5;\xff\r",
+            b"-1\r",
+            b"10000000000000000\r",
+        ] {
+            assert!(chunk_size(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_line_without_digits_never_ends_a_chunked_body_and_trailers_must_be_fields() {
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n;x\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\nok\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nnot a field\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n folded: x\r\n\r\n",
+        ] {
+            let e = exchange_over_loopback(vec![raw.to_vec()], true).await.unwrap_err();
+            assert_eq!(e.etype(), &ErrorType::InvalidHTTPHeader, "{}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[tokio::test]
+    async fn bodiless_and_http10_answers_and_nominated_fields_are_never_carried_on() {
+        // A 204 with a body anyway, and an HTTP/1.0 keep-alive: neither connection is reused.
+        for raw in [
+            &b"HTTP/1.1 204 No Content\r\n\r\n"[..],
+            b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nok",
+        ] {
+            let (_, reusable) = exchange_over_loopback(vec![raw.to_vec()], false)
+                .await
+                .unwrap();
+            assert!(!reusable, "{}", String::from_utf8_lossy(raw));
+        }
+        let h = parse_head(
+            b"HTTP/1.1 200 OK\r\nConnection: x-secret, keep-alive\r\nX-Secret: 1\r\nX-Kept: 2\r\ncontent-length: 0\r\n\r\n",
+        )
+        .unwrap();
+        assert!(h.headers.get("x-secret").is_none());
+        assert_eq!(h.headers.get("x-kept").unwrap(), "2");
+        assert!(h.keep_alive);
+        let h = parse_head(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, close\r\ncontent-length: 0\r\n\r\n",
+        )
+        .unwrap();
+        assert!(!h.keep_alive, "close wins");
     }
 }
