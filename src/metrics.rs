@@ -117,6 +117,7 @@ pub struct Metrics {
     pub webhook_rejections: IntCounterVec,
     pub admin_api: IntCounterVec,
     pub request_body_bytes: IntGauge,
+    pub upstream_idle_connections: IntGauge,
     pub rate_limit_rejections: IntCounterVec,
     pub stage_injections: HotVec<IntCounterVec>,
     pub reloads: IntCounterVec,
@@ -232,6 +233,7 @@ impl Metrics {
             ),
             webhook_rejections: counter("contentgate_webhook_rejections_total", "CMS webhooks refused, by reason.", &["reason"]),
             request_body_bytes: gauge("contentgate_request_body_bytes", "Bytes of request bodies held by requests in flight (limits.max_buffered_body_bytes caps the sum; 503 BODY_BUDGET_EXHAUSTED beyond)."),
+            upstream_idle_connections: gauge("contentgate_upstream_idle_connections", "Idle keep-alive connections to the upstreams held for reuse, as of the last sweep (each second; server.upstream_keepalive_pool_size caps them)."),
             admin_api: counter("contentgate_admin_api_requests_total", "Management API and console requests, by operation (read, write, login) and result (ok or the error code).", &["op", "result"]),
             stage_injections: HotVec::new(
                 counter(

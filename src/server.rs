@@ -236,6 +236,7 @@ pub fn build(rt: &Runtime, upgrade: bool) -> Result<Server, String> {
         crate::upstream::DnsRefresher {
             upstreams,
             client: rt.upstream.clone(),
+            metrics: rt.metrics.clone(),
         },
     ));
 

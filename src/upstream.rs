@@ -490,8 +490,10 @@ impl Upstream {
 /// upstream connections past their `idle_timeout`.
 pub struct DnsRefresher {
     pub upstreams: Vec<std::sync::Arc<Upstream>>,
-    /// Its idle connections are closed once past the shortest `idle_timeout`, every second.
+    /// Its idle connections past their `idle_timeout` are closed every second.
     pub client: Arc<UpstreamClient>,
+    /// `contentgate_upstream_idle_connections`, set after each sweep.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 #[async_trait::async_trait]
@@ -506,7 +508,10 @@ impl pingora::services::background::BackgroundService for DnsRefresher {
                 tokio::select! {
                     _ = stop.changed() => break,
                     _ = tick.tick() => {
-                        self.client.sweep();
+                        let left = self.client.sweep();
+                        self.metrics
+                            .upstream_idle_connections
+                            .set(i64::try_from(left).unwrap_or(i64::MAX));
                     }
                 }
             }

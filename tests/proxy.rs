@@ -650,6 +650,77 @@ async fn a_chunked_answer_streams_through_and_the_upstream_connection_is_reused(
     );
 }
 
+/// An idle upstream connection is kept for reuse (the gauge counts it) and closed once it
+/// idled for the upstream's `idle_timeout`: the upstream sees it end, and the next request
+/// opens a new one.
+#[tokio::test]
+async fn idle_upstream_connections_are_counted_and_closed_after_the_idle_timeout() {
+    use std::io::{BufReader, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (accepted, ended) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (a, e) = (accepted.clone(), ended.clone());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            a.fetch_add(1, Ordering::SeqCst);
+            let e = e.clone();
+            std::thread::spawn(move || {
+                let mut w = conn.try_clone().unwrap();
+                let mut r = BufReader::new(conn);
+                while read_request(&mut r) {
+                    let body = r#"{"data":{"posts":[]}}"#;
+                    let _ = write!(
+                        w,
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                }
+                e.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    let gw = GatewayBuilder::with_upstream(&format!("http://127.0.0.1:{port}/graphql"))
+        .credential(
+            "credential = { mode = \"replace\", token_env = \"CG_TEST_SERVICE_TOKEN\" }\nidle_timeout = \"2s\"",
+        )
+        .start()
+        .await;
+    // Schema introspection at start-up may have used (and pooled) a connection of its own.
+    let before = accepted.load(Ordering::SeqCst);
+    let r = gw.query("/content", None, "{ posts { id } }").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        gw.wait_metric("contentgate_upstream_idle_connections", 1.0)
+            .await,
+        1.0,
+        "the connection is kept after a clean exchange"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ended.load(Ordering::SeqCst) < accepted.load(Ordering::SeqCst) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle connection was never closed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    while gw.metric("contentgate_upstream_idle_connections").await != 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gauge still counts it"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let r = gw.query("/content", None, "{ posts { id } }").await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        accepted.load(Ordering::SeqCst) > before,
+        "a new connection after the close"
+    );
+}
+
 /// A raw origin answering every connection with `answer`, then closing it.
 fn raw_origin(answer: &'static [u8]) -> u16 {
     use std::io::{BufReader, Write};
