@@ -298,8 +298,9 @@ impl UpstreamClient {
         // Peers offer only HTTP/1.1 in ALPN; a server that picked h2 anyway is refused rather
         // than spoken HTTP/1.1 to.
         if stream.selected_alpn_proto() == Some(pingora::protocols::ALPN::H2) {
+            // Nothing was sent on it: a connect failure (a mutation is not taken as run).
             return Err(pingora::Error::explain(
-                pingora::ErrorType::InternalError,
+                pingora::ErrorType::ConnectError,
                 "the upstream connection is not HTTP/1.1",
             ));
         }

@@ -684,14 +684,13 @@ async fn idle_upstream_connections_are_counted_and_closed_after_the_idle_timeout
     });
     let gw = GatewayBuilder::with_upstream(&format!("http://127.0.0.1:{port}/graphql"))
         .credential(
-            "credential = { mode = \"replace\", token_env = \"CG_TEST_SERVICE_TOKEN\" }\nidle_timeout = \"2s\"",
+            "credential = { mode = \"replace\", token_env = \"CG_TEST_SERVICE_TOKEN\" }\nidle_timeout = \"4s\"",
         )
         .start()
         .await;
-    // Schema introspection at start-up may have used (and pooled) a connection of its own.
-    let before = accepted.load(Ordering::SeqCst);
     let r = gw.query("/content", None, "{ posts { id } }").await;
     assert_eq!(r.status(), 200);
+    let used = std::time::Instant::now();
     assert_eq!(
         gw.wait_metric("contentgate_upstream_idle_connections", 1.0)
             .await,
@@ -713,10 +712,16 @@ async fn idle_upstream_connections_are_counted_and_closed_after_the_idle_timeout
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    assert!(
+        used.elapsed() >= std::time::Duration::from_secs(3),
+        "closed before its idle_timeout ({:?})",
+        used.elapsed()
+    );
+    let after_close = accepted.load(Ordering::SeqCst);
     let r = gw.query("/content", None, "{ posts { id } }").await;
     assert_eq!(r.status(), 200);
     assert!(
-        accepted.load(Ordering::SeqCst) > before,
+        accepted.load(Ordering::SeqCst) > after_close,
         "a new connection after the close"
     );
 }

@@ -267,6 +267,20 @@ fn chunk_size(line: &[u8]) -> Result<u64> {
     u64::from_str_radix(hex, 16).map_err(|_| invalid("a malformed chunk size"))
 }
 
+/// Whether a trailer line is a field: a token name, a colon, then a value of visible ASCII,
+/// blanks and obs-text (as `httparse` allows in a header value).
+fn trailer_field(line: &[u8]) -> bool {
+    let Some(colon) = line.iter().position(|b| *b == b':') else {
+        return false;
+    };
+    let (name, value) = (&line[..colon], &line[colon + 1..]);
+    !name.is_empty()
+        && HeaderName::from_bytes(name).is_ok()
+        && value
+            .iter()
+            .all(|b| matches!(b, b'\t' | b' '..=b'~' | 0x80..=0xff))
+}
+
 impl Exchange {
     /// Reads the answer's header from `stream` (informational answers skipped; a 101 to a
     /// request that asked for no upgrade is a broken upstream).
@@ -418,7 +432,7 @@ impl Exchange {
                         continue;
                     }
                     // A field (dropped: trailers never go further), never a continuation line.
-                    if !field.contains(&b':') || matches!(field[0], b' ' | b'\t') {
+                    if !trailer_field(field) {
                         return Err(invalid("a malformed trailer field"));
                     }
                     if seen + nl + 1 > MAX_TRAILER_BYTES {
@@ -493,7 +507,7 @@ impl Pool {
 
     /// Keeps a connection whose exchange ended cleanly, for at most `idle`, if nothing arrived
     /// on it after its answer. Past the capacity, the oldest connection to the same peer is
-    /// closed, else the oldest of another peer's.
+    /// closed, else the one that expires first among the other peers' oldest.
     pub fn put(&self, peer: u64, mut stream: Stream, idle: Duration) {
         let Some(expires) = Instant::now().checked_add(idle) else {
             return;
@@ -510,7 +524,8 @@ impl Pool {
                     evicted = inner
                         .by_peer
                         .values_mut()
-                        .find(|q| !q.is_empty())
+                        .filter(|q| !q.is_empty())
+                        .min_by_key(|q| q.front().map(|c| c.expires))
                         .and_then(VecDeque::pop_front);
                 }
                 if evicted.is_none() {
@@ -538,10 +553,16 @@ impl Pool {
             let mut inner = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             let mut removed = 0;
             inner.by_peer.retain(|_, q| {
-                // Oldest first, and one peer's connections share an upstream's idle timeout.
-                while q.front().is_some_and(|c| c.expires <= now) {
-                    dropped.extend(q.pop_front());
-                    removed += 1;
+                // The whole queue: two upstreams at one address share a peer key but may have
+                // different idle timeouts.
+                let mut i = 0;
+                while i < q.len() {
+                    if q[i].expires <= now {
+                        dropped.extend(q.remove(i));
+                        removed += 1;
+                    } else {
+                        i += 1;
+                    }
                 }
                 !q.is_empty()
             });
@@ -818,6 +839,29 @@ mod tests {
         pool.put(3, newest, Duration::ZERO);
         assert_eq!(pool.sweep(), 0);
         assert!(pool.is_empty());
+
+        // Not kept: a connection with unasked bytes waiting on it, or one whose idle timeout
+        // cannot be added to now.
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stray = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        server.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        pool.put(
+            4,
+            Box::new(pingora::protocols::l4::stream::Stream::from(stray)),
+            long,
+        );
+        assert!(pool.is_empty(), "bytes after the answer");
+        let forever = tokio::net::TcpStream::connect(addr).await.unwrap();
+        pool.put(
+            4,
+            Box::new(pingora::protocols::l4::stream::Stream::from(forever)),
+            Duration::MAX,
+        );
+        assert!(pool.is_empty(), "an idle timeout past the clock's range");
     }
 
     #[test]
@@ -851,6 +895,8 @@ mod tests {
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\nok\r\n0\r\n\r\n",
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nnot a field\r\n\r\n",
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n folded: x\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n: x\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nx: a\x00b\r\n\r\n",
         ] {
             let e = exchange_over_loopback(vec![raw.to_vec()], true).await.unwrap_err();
             assert_eq!(e.etype(), &ErrorType::InvalidHTTPHeader, "{}", String::from_utf8_lossy(raw));
@@ -859,9 +905,11 @@ mod tests {
 
     #[tokio::test]
     async fn bodiless_and_http10_answers_and_nominated_fields_are_never_carried_on() {
-        // A 204 with a body anyway, and an HTTP/1.0 keep-alive: neither connection is reused.
+        // A 204 (with a body anyway, or not), and an HTTP/1.0 keep-alive: no connection is
+        // reused.
         for raw in [
             &b"HTTP/1.1 204 No Content\r\n\r\n"[..],
+            b"HTTP/1.1 204 No Content\r\n\r\nstray",
             b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nok",
         ] {
             let (_, reusable) = exchange_over_loopback(vec![raw.to_vec()], false)
