@@ -223,8 +223,15 @@ async fn relay(
         (e, verdict)
     };
     let headers = (|| -> Result<()> {
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-        resp.insert_header("x-cache", ctx.cache.as_str())?;
+        // Parsed names: `insert_header` with a `&str` parses (and allocates) each one again.
+        resp.insert_header(
+            super::headers::X_REQUEST_ID,
+            super::headers::request_id(ctx)?,
+        )?;
+        resp.insert_header(
+            super::headers::X_CACHE,
+            HeaderValue::from_static(ctx.cache.as_str()),
+        )?;
         super::headers::answer_headers(ctx, &mut resp, false)?;
         super::headers::add_cors(ctx, &mut resp)
     })();
