@@ -235,11 +235,6 @@ impl UpstreamClient {
         self.buffered.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Idle upstream connections held for reuse.
-    pub fn idle_connections(&self) -> usize {
-        self.pool.len()
-    }
-
     /// Closes the idle connections past their upstream's `idle_timeout`; returns how many are
     /// left.
     pub fn sweep(&self) -> usize {
@@ -285,11 +280,11 @@ impl UpstreamClient {
         upstream: &Upstream,
         wire: &[u8],
         retry_stale: bool,
-    ) -> pingora::Result<Exchange> {
+    ) -> pingora::Result<(ResponseHeader, Exchange)> {
         let peer = upstream.peer();
         let key = peer.reuse_hash();
         if let Some(stream) = self.pool.take(key) {
-            match self.send_on(stream, upstream, wire).await {
+            match self.send_on(stream, key, upstream, wire).await {
                 Err(e) if retry_stale && stale_connection(&e) => {}
                 r => return r,
             }
@@ -304,15 +299,16 @@ impl UpstreamClient {
                 "the upstream connection is not HTTP/1.1",
             ));
         }
-        self.send_on(stream, upstream, wire).await
+        self.send_on(stream, key, upstream, wire).await
     }
 
     async fn send_on(
         &self,
         mut stream: pingora::protocols::Stream,
+        key: u64,
         upstream: &Upstream,
         wire: &[u8],
-    ) -> pingora::Result<Exchange> {
+    ) -> pingora::Result<(ResponseHeader, Exchange)> {
         let timeout = upstream.timeouts.read;
         let write = async {
             stream.write_all(wire).await?;
@@ -334,15 +330,14 @@ impl UpstreamClient {
                 ))
             }
         }
-        Exchange::read_answer(stream, timeout).await
+        Exchange::read_answer(stream, key, timeout).await
     }
 
-    /// Gives a connection whose answer was read whole back to the pool (one that cannot carry
-    /// another request is closed).
+    /// Gives a connection whose answer was read whole back to the pool, under the key it was
+    /// taken for (one that cannot carry another request is closed).
     pub fn release(&self, upstream: &Upstream, exchange: Exchange) {
-        if let Some(stream) = exchange.into_reusable() {
-            self.pool
-                .put(upstream.peer().reuse_hash(), stream, upstream.timeouts.idle);
+        if let Some((key, stream)) = exchange.into_reusable() {
+            self.pool.put(key, stream, upstream.timeouts.idle);
         }
     }
 
@@ -356,11 +351,11 @@ impl UpstreamClient {
         let wire = req
             .wire(upstream, std::iter::empty())
             .map_err(|_| Failure::Protocol)?;
-        let mut answer = self
+        let (header, mut answer) = self
             .send(upstream, &wire, true)
             .await
             .map_err(|e| Failure::of(&e))?;
-        let header = answer.take_header().ok_or(Failure::Reset)?;
+        drop(wire);
         let mut body = BytesMut::new();
         let mut held = Held {
             client: self,

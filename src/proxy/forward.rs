@@ -137,7 +137,7 @@ pub(super) async fn pass_through(
     // The checked request is written (or failed): its body's budget is free.
     ctx.body_permit = None;
     let streamed = match sent {
-        Ok(up) => relay(gw, session, ctx, up, started, deadline, mutation).await,
+        Ok(answer) => relay(gw, session, ctx, answer, started, deadline, mutation).await,
         Err(e) => Err((e, None)),
     };
     match streamed {
@@ -184,14 +184,12 @@ async fn relay(
     gw: &super::Gateway,
     session: &mut pingora::proxy::Session,
     ctx: &mut super::ctx::RequestCtx,
-    mut up: crate::upstream::Exchange,
+    answer: (pingora::http::ResponseHeader, crate::upstream::Exchange),
     started: std::time::Instant,
     deadline: tokio::time::Instant,
     mutation: bool,
 ) -> std::result::Result<(crate::upstream::Exchange, bool), (Box<Error>, Option<bool>)> {
-    let Some(mut resp) = up.take_header() else {
-        return Err((Error::new(ErrorType::ConnectionClosed), None));
-    };
+    let (mut resp, mut up) = answer;
     let waited = started.elapsed();
     ctx.upstream_header = Some(waited);
     crate::upstream::record(

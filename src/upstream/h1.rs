@@ -95,16 +95,21 @@ enum Chunk {
     Trailer(usize),
 }
 
-/// One answer being read: its header, then its body through [`Exchange::read_body_bytes`].
+/// One answer being read, once its header was ([`Exchange::read_answer`]): its body through
+/// [`Exchange::read_body_bytes`], then the connection back to the pool it came for.
 pub struct Exchange {
     stream: Stream,
+    /// The pool key of the peer the connection was made or taken for (`Peer::reuse_hash`);
+    /// it goes back under that key, even when the upstream's address changed meanwhile.
+    peer: u64,
     /// Bytes read and not yet handed out.
     buf: BytesMut,
     body: Body,
     keep_alive: bool,
     read_timeout: Duration,
-    header: Option<ResponseHeader>,
 }
+
+const MID_BODY: &str = "the upstream closed mid-body";
 
 /// One read into `buf`, within `timeout`. Returns the bytes read (0: the upstream closed).
 async fn read_more(stream: &mut Stream, buf: &mut BytesMut, timeout: Duration) -> Result<usize> {
@@ -151,8 +156,12 @@ fn parse_head(raw: &[u8]) -> Result<Head> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut r = httparse::Response::new(&mut fields);
     match r.parse(raw) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(invalid("an incomplete answer header")),
+        // `httparse` must end the header where `header_end` did, or the two read different
+        // answers.
+        Ok(httparse::Status::Complete(n)) if n == raw.len() => {}
+        Ok(httparse::Status::Complete(_)) | Ok(httparse::Status::Partial) => {
+            return Err(invalid("an incomplete answer header"))
+        }
         Err(e) => return Err(invalid(format!("the upstream's answer header: {e}"))),
     }
     let code = r
@@ -282,9 +291,15 @@ fn trailer_field(line: &[u8]) -> bool {
 }
 
 impl Exchange {
-    /// Reads the answer's header from `stream` (informational answers skipped; a 101 to a
-    /// request that asked for no upgrade is a broken upstream).
-    pub async fn read_answer(mut stream: Stream, read_timeout: Duration) -> Result<Self> {
+    /// Reads the answer's header from `stream`, a connection to the peer with pool key `peer`
+    /// (informational answers skipped; a 101 to a request that asked for no upgrade is a broken
+    /// upstream). Returns the header (hop-by-hop fields removed; `Content-Length` only when it
+    /// frames the body) and the exchange that reads the body.
+    pub async fn read_answer(
+        mut stream: Stream,
+        peer: u64,
+        read_timeout: Duration,
+    ) -> Result<(ResponseHeader, Self)> {
         let mut buf = BytesMut::with_capacity(READ_SIZE);
         let mut informational = 0;
         loop {
@@ -317,26 +332,16 @@ impl Exchange {
                 }
                 _ => {}
             }
-            return Ok(Self {
+            let exchange = Self {
                 stream,
+                peer,
                 buf,
                 body: head.body,
                 keep_alive: head.keep_alive,
                 read_timeout,
-                header: Some(response_header(head.status, head.headers)),
-            });
+            };
+            return Ok((response_header(head.status, head.headers), exchange));
         }
-    }
-
-    /// The answer's header, hop-by-hop fields removed; `Content-Length` only when the body is
-    /// framed by it.
-    pub fn resp_header(&self) -> Option<&ResponseHeader> {
-        self.header.as_ref()
-    }
-
-    /// Takes the answer's header (once).
-    pub fn take_header(&mut self) -> Option<ResponseHeader> {
-        self.header.take()
     }
 
     /// Whether the body's length is known before it is read (`Content-Length`, or no body).
@@ -344,11 +349,21 @@ impl Exchange {
         matches!(self.body, Body::Length(_) | Body::Done)
     }
 
-    async fn fill(&mut self, when: &'static str) -> Result<()> {
+    /// One more read into the buffer; the upstream closing here cuts the body.
+    async fn fill(&mut self) -> Result<()> {
         if read_more(&mut self.stream, &mut self.buf, self.read_timeout).await? == 0 {
-            return Err(closed(when));
+            return Err(closed(MID_BODY));
         }
         Ok(())
+    }
+
+    /// Up to `n` bytes of the body, reading once when none are buffered.
+    async fn take_up_to(&mut self, n: u64) -> Result<Bytes> {
+        if self.buf.is_empty() {
+            self.fill().await?;
+        }
+        let take = self.buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+        Ok(self.buf.split_to(take).freeze())
     }
 
     /// The next piece of the body (`None`: the body is whole).
@@ -358,12 +373,9 @@ impl Exchange {
                 Body::Done => return Ok(None),
                 Body::Length(0) => self.body = Body::Done,
                 Body::Length(n) => {
-                    if self.buf.is_empty() {
-                        self.fill("the upstream closed mid-body").await?;
-                    }
-                    let take = self.buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
-                    self.body = Body::Length(n - take as u64);
-                    return Ok(Some(self.buf.split_to(take).freeze()));
+                    let b = self.take_up_to(n).await?;
+                    self.body = Body::Length(n - b.len() as u64);
+                    return Ok(Some(b));
                 }
                 Body::Close => {
                     if self.buf.is_empty()
@@ -380,7 +392,7 @@ impl Exchange {
                         if self.buf.len() >= MAX_CHUNK_LINE {
                             return Err(invalid("a chunk-size line too long"));
                         }
-                        self.fill("the upstream closed mid-body").await?;
+                        self.fill().await?;
                         continue;
                     };
                     let size = chunk_size(&self.buf[..nl])?;
@@ -392,21 +404,18 @@ impl Exchange {
                     });
                 }
                 Body::Chunked(Chunk::Data(n)) => {
-                    if self.buf.is_empty() {
-                        self.fill("the upstream closed mid-body").await?;
-                    }
-                    let take = self.buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
-                    let left = n - take as u64;
+                    let b = self.take_up_to(n).await?;
+                    let left = n - b.len() as u64;
                     self.body = Body::Chunked(if left == 0 {
                         Chunk::DataEnd
                     } else {
                         Chunk::Data(left)
                     });
-                    return Ok(Some(self.buf.split_to(take).freeze()));
+                    return Ok(Some(b));
                 }
                 Body::Chunked(Chunk::DataEnd) => {
                     if self.buf.len() < 2 {
-                        self.fill("the upstream closed mid-body").await?;
+                        self.fill().await?;
                         continue;
                     }
                     if &self.buf[..2] != b"\r\n" {
@@ -420,7 +429,7 @@ impl Exchange {
                         if seen + self.buf.len() > MAX_TRAILER_BYTES {
                             return Err(invalid("a trailer section too large"));
                         }
-                        self.fill("the upstream closed mid-body").await?;
+                        self.fill().await?;
                         continue;
                     };
                     let field = self.buf[..nl]
@@ -445,10 +454,11 @@ impl Exchange {
         }
     }
 
-    /// The connection, when it can carry another request: the answer was read to its end, the
-    /// upstream did not say it closes, and nothing came after the answer.
-    pub fn into_reusable(self) -> Option<Stream> {
-        (self.keep_alive && self.body == Body::Done && self.buf.is_empty()).then_some(self.stream)
+    /// The connection and its pool key, when it can carry another request: the answer was read
+    /// to its end, the upstream did not say it closes, and nothing came after the answer.
+    pub fn into_reusable(self) -> Option<(u64, Stream)> {
+        (self.keep_alive && self.body == Body::Done && self.buf.is_empty())
+            .then_some((self.peer, self.stream))
     }
 }
 
@@ -675,7 +685,7 @@ mod tests {
         });
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let stream: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(tcp));
-        let mut ex = Exchange::read_answer(stream, Duration::from_secs(5)).await?;
+        let (_, mut ex) = Exchange::read_answer(stream, 0, Duration::from_secs(5)).await?;
         let mut body = Vec::new();
         while let Some(b) = ex.read_body_bytes().await? {
             body.extend_from_slice(&b);
