@@ -10,7 +10,8 @@
 //! the first chunk, up to the limit), so it bounds the memory, not only the bytes received.
 //! What the budget does not count, per body in flight: its parse (at most
 //! `graphql::request::MAX_JSON_VALUES` values, ~15 MB), the re-serialization (about the body's
-//! size) and the one-buffer copy `UpstreamClient::send` writes (header + body). Pingora replays
+//! size) and the one-buffer copy `UpstreamRequest::wire` builds (header + body), dropped once
+//! it is written. Pingora replays
 //! nothing: the gateway sends the checked request itself ([`super::forward::pass_through`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};

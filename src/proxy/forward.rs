@@ -127,6 +127,7 @@ pub(super) async fn pass_through(
             .get(http::header::AUTHORIZATION),
     );
     let wire = wire(&req, &upstream, session.req_header())?;
+    drop(req);
     let started = std::time::Instant::now();
     ctx.upstream_started = Some(started);
     let deadline = tokio::time::Instant::now() + upstream.timeouts.total;
@@ -134,7 +135,9 @@ pub(super) async fn pass_through(
         .await
         .map_err(|_| past_deadline())
         .and_then(|r| r.map_err(|e| e.into_up()));
-    // The checked request is written (or failed): its body's budget is free.
+    // The checked request is written (or failed): its copy on the wire and its body's budget
+    // are free, not held while the answer streams.
+    drop(wire);
     ctx.body_permit = None;
     let streamed = match sent {
         Ok(answer) => relay(gw, session, ctx, answer, started, deadline, mutation).await,

@@ -11,19 +11,6 @@ use pingora::proxy::Session;
 use super::ctx::RequestCtx;
 use super::respond;
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) plus proxy credentials: never forwarded.
-pub const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-    "proxy-authenticate",
-];
-
 /// The client's own request headers a pass-through forwards to the CMS (`authorization` only
 /// matters in `forward` credential mode; otherwise the gateway's replaces it). Host,
 /// Content-Length, Content-Type, `gcms-stage`/`gcms-locales` and the request id are the
