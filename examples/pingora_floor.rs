@@ -74,7 +74,14 @@ impl Floor {
             .await
             .map_err(|e| io_error("write", e))?;
         let mut buf = BytesMut::with_capacity(16 * 1024);
+        // (header length, status, body length) once the header is in.
+        let mut framed: Option<(usize, u16, usize)> = None;
         let (head, status, length) = loop {
+            if let Some(f @ (head, _, length)) = framed {
+                if buf.len() >= head + length {
+                    break f;
+                }
+            }
             if conn
                 .read_buf(&mut buf)
                 .await
@@ -83,29 +90,22 @@ impl Floor {
             {
                 return Err(pingora::Error::new(pingora::ErrorType::ConnectionClosed));
             }
-            let mut headers = [httparse::EMPTY_HEADER; 16];
-            let mut resp = httparse::Response::new(&mut headers);
-            if let httparse::Status::Complete(n) = resp.parse(&buf).unwrap() {
-                let length = resp
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                    .and_then(|h| std::str::from_utf8(h.value).ok()?.parse::<usize>().ok())
-                    .expect("the origin frames by content-length");
-                break (n, resp.code.unwrap(), length);
+            if framed.is_none() {
+                let mut headers = [httparse::EMPTY_HEADER; 16];
+                let mut resp = httparse::Response::new(&mut headers);
+                if let httparse::Status::Complete(n) = resp.parse(&buf).unwrap() {
+                    let length = resp
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                        .and_then(|h| std::str::from_utf8(h.value).ok()?.parse::<usize>().ok())
+                        .expect("the origin frames by content-length");
+                    framed = Some((n, resp.code.unwrap(), length));
+                }
             }
         };
-        while buf.len() < head + length {
-            if conn
-                .read_buf(&mut buf)
-                .await
-                .map_err(|e| io_error("read", e))?
-                == 0
-            {
-                return Err(pingora::Error::new(pingora::ErrorType::ConnectionClosed));
-            }
-        }
         self.pool.lock().unwrap().push(conn);
+        buf.truncate(head + length);
         let answer = buf.split_off(head).freeze();
         let mut h = ResponseHeader::build(status, Some(2))?;
         h.insert_header("content-type", "application/json")?;
